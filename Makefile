@@ -1,0 +1,39 @@
+# `make demo` and `make test` are all a user needs: each creates .venv, installs, then runs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On machines without an NVIDIA GPU we ask for the `+cpu` build by its local version label: PyPI
+# has no such file, so this either finds the CPU wheel (local wheel cache, or PyTorch's CPU index
+# given as TORCH_INDEX=<url>) or fails at once -- it never silently pulls a multi-GB CUDA build.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+ifeq ($(HAS_GPU),1)
+	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"
+else
+	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)+cpu" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
+	  || { echo "No CPU build of torch $(TORCH_VERSION) found: set TORCH_INDEX to PyTorch's CPU wheel index."; exit 1; }
+endif
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/behavior-rag demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) .pytest_cache dist build

@@ -1,0 +1,210 @@
+"""The ``behavior-rag`` command. JSON on stdout by default (``--human`` for people); errors are
+JSON on stderr with exit code 2.
+
+Example:
+    $ behavior-rag ingest ../shared/data/taobao_userbehavior/UserBehavior.dev.csv --out data/taobao
+    $ behavior-rag render data/taobao --limit 3 --human
+    $ behavior-rag synth --n 500 --seed 1 --out data/synth
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from behavior_rag.errors import BehaviorRagError, ConfigError
+from behavior_rag.ingest.formats import FORMATS
+from behavior_rag.ingest.load import load_events
+from behavior_rag.ingest.models import ColumnMapping
+from behavior_rag.ingest.store import read_store, write_store
+from behavior_rag.render import render
+from behavior_rag.settings import Settings
+from behavior_rag.types import Session
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Recognise and explain e-commerce shopper behaviour.")
+err = Console(stderr=True)
+HUMAN = typer.Option(False, "--human", help="Human-readable output instead of JSON.")
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+
+
+def _progress(label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+def _settings(gap_minutes: float | None = None, mode: str | None = None,
+              pseudonymize: bool | None = None, max_tokens: int | None = None) -> Settings:
+    base = Settings()
+    ingest = base.ingest.model_copy(update={k: v for k, v in {
+        "session_gap_minutes": gap_minutes, "mode": mode, "pseudonymize": pseudonymize}.items()
+        if v is not None})
+    render_s = base.render.model_copy(update={"max_tokens": max_tokens} if max_tokens else {})
+    return base.model_copy(update={"ingest": ingest, "render": render_s})
+
+
+def _mapping(path: Path | None, pairs: list[str]) -> ColumnMapping | None:
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read mapping file: {e}", file=str(path)) from e
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError("--map takes FIELD=COLUMN", value=pair)
+        k, v = pair.split("=", 1)
+        data[k.strip()] = v.strip()
+    if not data:
+        return None
+    try:
+        return ColumnMapping.model_validate(data)
+    except Exception as e:  # pydantic.ValidationError: name the offending field
+        raise ConfigError(f"invalid column mapping: {e}", file=str(path) if path else None) from e
+
+
+def _load_sessions(source: Path, fmt: str, settings: Settings) -> list[Session]:
+    if (source / "manifest.json").exists():
+        return read_store(source)
+    return load_events(source, fmt, settings=settings).sessions
+
+
+@app.command()
+def ingest(
+    path: Path = typer.Argument(..., help="Event log: CSV, JSONL, Parquet, or a built-in format."),
+    out: Path = typer.Option(..., "--out", "-o", help="Session store folder to write."),
+    fmt: str = typer.Option("auto", "--format", "-f",
+                            help=f"auto or one of: {', '.join(sorted(FORMATS))}"),
+    mode: Optional[str] = typer.Option(None, help="strict (default): any bad row fails the load, "
+                                       "nothing written. lenient: skip bad rows, count reasons."),
+    gap_minutes: Optional[float] = typer.Option(None, help="Inactivity gap that splits sessions."),
+    mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="YAML/JSON column mapping."),
+    map_: list[str] = typer.Option([], "--map", help="FIELD=COLUMN, repeatable."),
+    no_pseudonymize: bool = typer.Option(False, help="Keep raw user ids (not recommended)."),
+    human: bool = HUMAN,
+) -> None:
+    """Read an event log, sessionise it and write a parquet session store."""
+    if mode not in (None, "strict", "lenient"):
+        raise ConfigError("mode must be strict or lenient", field="mode", value=mode)
+    settings = _settings(gap_minutes, mode, False if no_pseudonymize else None)
+    with _progress("ingesting") as bar:
+        task = bar.add_task("ingest", total=None)
+        result = load_events(path, fmt, mapping=_mapping(mapping_file, map_), settings=settings)
+        bar.update(task, total=1, completed=1)
+    manifest = write_store(result.sessions, out, info={"ingest": result.report.model_dump()})
+    report = result.report.model_dump() | {"store": str(out)}
+    if human:
+        r = result.report
+        err.print(f"[bold]{r.file}[/] ({r.format}, {r.mode}): {r.rows_read} rows, {r.events} "
+                  f"events, {r.sessions} sessions, {r.users} users in {r.seconds}s -> {out}")
+        if r.rows_skipped:
+            err.print(f"skipped {r.rows_skipped} rows: {r.skipped_by_reason}")
+        del manifest
+    else:
+        _emit(report)
+
+
+@app.command("render")
+def render_cmd(
+    source: Path = typer.Argument(..., help="Session store folder, or an event log to ingest."),
+    fmt: str = typer.Option("auto", "--format", "-f"),
+    session: list[str] = typer.Option([], "--session", "-s", help="Session id(s) to show."),
+    limit: int = typer.Option(10, help="At most this many sessions (0 = all)."),
+    max_tokens: Optional[int] = typer.Option(None, help="Token budget per session."),
+    human: bool = HUMAN,
+) -> None:
+    """Print sessions as text (JSON lines: session_id, user_id, label, text)."""
+    settings = _settings(max_tokens=max_tokens)
+    sessions = _load_sessions(source, fmt, settings)
+    if session:
+        wanted = set(session)
+        sessions = [s for s in sessions if s.session_id in wanted]
+        missing = wanted - {s.session_id for s in sessions}
+        if missing:
+            raise ConfigError("session id(s) not found", value=sorted(missing)[:5])
+    if limit:
+        sessions = sessions[:limit]
+    with _progress("rendering") as bar:
+        task = bar.add_task("render", total=len(sessions))
+        for s in sessions:
+            text = render(s, settings=settings)
+            if human:
+                print(f"## {s.session_id} (user {s.user_id}"
+                      + (f", label {s.label}" if s.label else "") + f")\n{text}\n")
+            else:
+                _emit({"session_id": s.session_id, "user_id": s.user_id, "label": s.label,
+                       "text": text})
+            bar.advance(task)
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", "-o", help="Session store folder to write."),
+    n: int = typer.Option(1000, "--n", help="Number of sessions."),
+    seed: int = typer.Option(0),
+    mix: Optional[str] = typer.Option(None, help="persona=weight,... (default: uniform)."),
+    human: bool = HUMAN,
+) -> None:
+    """Write a SYNTHETIC labelled dataset (persona sessions) as a session store."""
+    from behavior_rag.synth import generate
+
+    weights = None
+    if mix:
+        weights = {}
+        for part in mix.split(","):
+            name, _, w = part.partition("=")
+            try:
+                weights[name.strip()] = float(w) if w else 1.0
+            except ValueError as e:
+                raise ConfigError("mix weights must be numbers", field="mix", value=part) from e
+    data = generate(n, seed=seed, mix=weights)
+    manifest = write_store(data.sessions, out, info={"synthetic": True, "seed": seed,
+                                                     "mix": data.mix})
+    if human:
+        err.print(f"wrote {manifest.sessions} synthetic sessions of {manifest.users} users to "
+                  f"{out}: {manifest.labels}")
+    else:
+        _emit(manifest.model_dump() | {"store": str(out)})
+
+
+@app.command()
+def demo(
+    data_dir: Optional[Path] = typer.Option(None, help="Folder with the real datasets "
+                                            "(default: BEHAVIOR_RAG_DATA_DIR or ../shared/data)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of text."),
+) -> None:
+    """End-to-end demo on the embedded defaults: ingest, sessionise, render."""
+    from behavior_rag.demo import run_demo
+
+    run_demo(data_dir=data_dir, as_json=as_json)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except BehaviorRagError as e:
+        sys.stderr.write(json.dumps(e.to_dict(), ensure_ascii=False, default=str) + "\n")
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The end-to-end demo behind ``behavior-rag demo`` / ``make demo``.
+
+Today: ingest the real Taobao dev log when it is there (else SYNTHETIC shoppers), sessionise,
+print counts and three rendered sessions. Later steps (embed, search, classify, profile) extend it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from rich.console import Console
+
+from behavior_rag.facts import compute_facts
+from behavior_rag.ingest.load import load_events
+from behavior_rag.render import render
+from behavior_rag.settings import Settings
+from behavior_rag.types import Session
+
+TAOBAO = Path("taobao_userbehavior") / "UserBehavior.dev.csv"
+
+
+def _pick_examples(sessions: list[Session]) -> list[tuple[str, Session]]:
+    """A buying, a cart-abandoning and a browsing session of readable length, chosen stably."""
+    picks: list[tuple[str, Session]] = []
+    mid = [s for s in sessions if 6 <= s.n_events <= 25]
+    wanted = [
+        ("bought something", lambda f: f.n_purchase.value > 0),
+        ("carted, then left without buying", lambda f: f.cart_abandoned.value),
+        ("browsed only", lambda f: f.n_cart.value == 0 and f.n_purchase.value == 0),
+    ]
+    for title, cond in wanted:
+        for s in mid:
+            if cond(compute_facts(s)) and all(s is not p for _, p in picks):
+                picks.append((title, s))
+                break
+    return picks
+
+
+def run_demo(data_dir: Path | None = None, as_json: bool = False) -> dict:
+    """Run the demo and print it; returns what was printed as a dict (for tests)."""
+    settings = Settings()
+    data_dir = data_dir or settings.data_dir
+    out = Console()
+    path = data_dir / TAOBAO
+    if path.is_file():
+        result = load_events(path, "taobao", settings=settings)
+        sessions, source = result.sessions, f"real Taobao UserBehavior log ({path})"
+        seconds = result.report.seconds
+    else:
+        from behavior_rag.synth import generate
+
+        sessions = generate(1000, seed=0).sessions
+        source, seconds = "SYNTHETIC shoppers (real data not found at " + str(path) + ")", 0.0
+    facts = [compute_facts(s) for s in sessions]
+    summary = {
+        "source": source,
+        "events": sum(s.n_events for s in sessions),
+        "sessions": len(sessions),
+        "users": len({s.user_id for s in sessions}),
+        "sessions_with_purchase": sum(f.n_purchase.value > 0 for f in facts),
+        "sessions_with_abandoned_cart": sum(bool(f.cart_abandoned.value) for f in facts),
+        "median_events_per_session": statistics.median(s.n_events for s in sessions),
+        "ingest_seconds": seconds,
+        "examples": [{"title": t, "session_id": s.session_id, "text": render(s, settings=settings)}
+                     for t, s in _pick_examples(sessions)],
+    }
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return summary
+    out.rule("[bold]behavior_rag demo")
+    out.print(f"Source: {source}")
+    out.print(f"{summary['events']:,} events -> {summary['sessions']:,} sessions of "
+              f"{summary['users']:,} users (gap {settings.ingest.session_gap_minutes:g} min, "
+              f"{seconds}s); {summary['sessions_with_purchase']:,} sessions with a purchase, "
+              f"{summary['sessions_with_abandoned_cart']:,} with an abandoned cart; median "
+              f"{summary['median_events_per_session']} events per session.")
+    for ex in summary["examples"]:
+        out.rule(f"{ex['title']}: {ex['session_id']}")
+        out.print(ex["text"], markup=False, highlight=False, soft_wrap=True)
+    out.rule()
+    return summary

@@ -1,0 +1,125 @@
+"""Compute :class:`SessionFacts` from a session: numbers by code, each citing its event indices.
+
+Explanations (later) may only state facts found here, and evidence is checked against these
+values and indices — so every fact records exactly which events it rests on.
+
+Example:
+    >>> from behavior_rag.synth import generate
+    >>> s = generate(5, seed=3).sessions[0]
+    >>> f = compute_facts(s)
+    >>> f.n_events.value == s.n_events
+    True
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from zoneinfo import ZoneInfo
+
+from behavior_rag.types import EVENT_TYPES, Fact, RepeatView, Session, SessionFacts
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def part_of_day(hour: int) -> str:
+    """night 0-5, morning 6-11, afternoon 12-17, evening 18-23."""
+    return ("night", "morning", "afternoon", "evening")[hour // 6]
+
+
+def compute_facts(session: Session, tz: str = "UTC") -> SessionFacts:
+    """All facts of ``session``; time-of-day facts in ``tz``."""
+    ev = session.events
+    idx_by_type: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(ev):
+        idx_by_type[e.type].append(i)
+    counts = {f"n_{t}": Fact[int](value=len(idx_by_type[t]), events=idx_by_type[t])
+              for t in EVENT_TYPES}
+    all_idx = list(range(len(ev)))
+
+    dwell = [(b.timestamp - a.timestamp).total_seconds() for a, b in zip(ev, ev[1:])]
+    if dwell:
+        longest = max(range(len(dwell)), key=lambda i: dwell[i])
+        dwell_max = Fact[float | None](value=dwell[longest], events=[longest, longest + 1])
+        dwell_median = Fact[float | None](value=float(statistics.median(dwell)), events=all_idx)
+    else:
+        dwell_max = dwell_median = Fact[float | None](value=None)
+
+    def distinct(attr: str) -> Fact[int]:
+        idx = [i for i, e in enumerate(ev) if getattr(e, attr) is not None]
+        return Fact[int](value=len({getattr(ev[i], attr) for i in idx}), events=idx)
+
+    priced = [i for i, e in enumerate(ev) if e.price is not None]
+    if priced:
+        prices = [ev[i].price for i in priced]
+        lo, hi, med = min(prices), max(prices), float(statistics.median(prices))
+        price_min = Fact[float | None](value=lo, events=[i for i in priced if ev[i].price == lo])
+        price_max = Fact[float | None](value=hi, events=[i for i in priced if ev[i].price == hi])
+        price_median = Fact[float | None](value=med, events=priced)
+    else:
+        price_min = price_max = price_median = Fact[float | None](value=None)
+
+    searches = idx_by_type["search"]
+    queries = Fact[list[str]](value=[ev[i].query for i in searches if ev[i].query],
+                              events=[i for i in searches if ev[i].query])
+
+    carts = [i for i in idx_by_type["cart"] if ev[i].item_id is not None]
+    buys = [i for i in idx_by_type["purchase"] if ev[i].item_id is not None]
+    carted = {ev[i].item_id for i in carts}
+    bought = {ev[i].item_id for i in buys}
+    not_bought = [i for i in carts if ev[i].item_id not in bought]
+    if not idx_by_type["cart"]:
+        abandoned = False
+    elif carted:
+        abandoned = not (carted & bought)
+    else:  # carts without item ids: any purchase counts as converting
+        abandoned = not idx_by_type["purchase"]
+    cart_abandoned = Fact[bool](value=abandoned,
+                                events=idx_by_type["cart"] if abandoned else
+                                sorted(idx_by_type["cart"] + idx_by_type["purchase"]))
+
+    views: dict[str, list[int]] = defaultdict(list)
+    for i in idx_by_type["view"]:
+        if ev[i].item_id is not None:
+            views[ev[i].item_id].append(i)
+    repeat = sorted((RepeatView(item_id=k, count=len(v), events=v) for k, v in views.items()
+                     if len(v) > 1), key=lambda r: (-r.count, r.events[0]))
+    top = repeat[0] if repeat else None
+    max_views = Fact[int](value=top.count if top else (1 if views else 0),
+                          events=top.events if top else
+                          ([next(iter(views.values()))[0]] if views else []))
+
+    if ev:
+        local = ev[0].timestamp.astimezone(ZoneInfo(tz))
+        start_hour = Fact[int | None](value=local.hour, events=[0])
+        pod = Fact[str | None](value=part_of_day(local.hour), events=[0])
+        weekday = Fact[str | None](value=WEEKDAYS[local.weekday()], events=[0])
+    else:
+        start_hour = Fact[int | None](value=None)
+        pod = weekday = Fact[str | None](value=None)
+
+    aggregates = {k: Fact(value=v) for k, v in session.aggregates.items()}
+    return SessionFacts(
+        n_events=Fact[int](value=len(ev), events=all_idx),
+        **counts,
+        duration_s=Fact[float](value=session.duration_s, events=[0, len(ev) - 1] if ev else []),
+        dwell_s=Fact[list[float]](value=dwell, events=all_idx),
+        dwell_median_s=dwell_median,
+        dwell_max_s=dwell_max,
+        distinct_items=distinct("item_id"),
+        distinct_categories=distinct("category"),
+        distinct_brands=distinct("brand"),
+        price_min=price_min, price_median=price_median, price_max=price_max,
+        queries=queries,
+        carted_items=Fact[int](value=len(carted), events=carts),
+        purchased_items=Fact[int](value=len(bought), events=buys),
+        carted_not_purchased=Fact[int](value=len({ev[i].item_id for i in not_bought}),
+                                       events=not_bought),
+        cart_abandoned=cart_abandoned,
+        max_views_one_item=max_views,
+        repeat_viewed_items=Fact[int](value=len(repeat),
+                                      events=sorted(i for r in repeat for i in r.events)),
+        repeat_views=repeat,
+        start_hour=start_hour, part_of_day=pod, weekday=weekday,
+        aggregates=aggregates,
+    )

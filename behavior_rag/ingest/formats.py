@@ -1,0 +1,107 @@
+"""Built-in adapters for the public formats we support, and format detection from a file's head.
+
+Example:
+    >>> FORMATS["taobao"].mapping.type_map["pv"]
+    'view'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from behavior_rag.errors import ConfigError
+from behavior_rag.ingest.models import ColumnMapping, FormatSpec
+
+TAOBAO = FormatSpec(
+    name="taobao",
+    mapping=ColumnMapping(
+        user_id="user_id", timestamp="timestamp", event_type="behavior_type", item_id="item_id",
+        category="category_id", timestamp_format="unix_s",
+        type_map={"pv": "view", "cart": "cart", "fav": "fav", "buy": "purchase"}, attrs=[],
+    ),
+)
+
+REES46 = FormatSpec(
+    name="rees46",
+    mapping=ColumnMapping(
+        user_id="user_id", session_id="user_session", timestamp="event_time",
+        event_type="event_type", item_id="product_id", category=["category_code", "category_id"],
+        brand="brand", price="price", timestamp_format="%Y-%m-%d %H:%M:%S UTC",
+        type_map={"view": "view", "cart": "cart", "remove_from_cart": "remove_from_cart",
+                  "purchase": "purchase"},
+        attrs=["category_id"],
+    ),
+)
+
+# CDNOW ships as whitespace-aligned text: the master file has a 4-column header; the 10 % sample
+# has no header and an extra sample-id column. Price is per CD; the order total stays in attrs.
+CDNOW = FormatSpec(
+    name="cdnow",
+    file_type="whitespace",
+    has_header=False,
+    alt_columns={4: ["customer_id", "date", "number_of_cds", "dollar_value"],
+                 5: ["customer_id", "sample_id", "date", "number_of_cds", "dollar_value"]},
+    mapping=ColumnMapping(
+        user_id="customer_id", timestamp="date", event_type_constant="purchase",
+        price="unit_price", timestamp_format="%Y%m%d", attrs=["number_of_cds", "dollar_value"],
+    ),
+)
+
+# UCI online shoppers: one aggregate row per session, no events (see ingest.uci).
+UCI = FormatSpec(name="uci", kind="aggregate", pseudonymize=False)
+
+GENERIC = FormatSpec(
+    name="generic",
+    mapping=ColumnMapping(user_id="user_id", session_id="session_id", timestamp="timestamp",
+                          event_type="event_type", item_id="item_id", category="category",
+                          brand="brand", price="price", query="query"),
+)
+
+FORMATS: dict[str, FormatSpec] = {f.name: f for f in (TAOBAO, REES46, CDNOW, UCI, GENERIC)}
+
+_HEADERS = {
+    "taobao": {"user_id", "item_id", "category_id", "behavior_type", "timestamp"},
+    "rees46": {"event_time", "event_type", "product_id", "user_session"},
+    "uci": {"Administrative", "ProductRelated_Duration", "PageValues", "Revenue"},
+}
+
+
+def detect_format(path: Path) -> FormatSpec:
+    """Guess the format from the file's first line; 'generic' for our own column names."""
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return GENERIC.model_copy(update={"file_type": "parquet"})
+    if suffix in (".jsonl", ".ndjson"):
+        return GENERIC.model_copy(update={"file_type": "jsonl"})
+    try:
+        with path.open("rb") as f:
+            first = f.readline(4096).decode("utf-8", "replace").strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}", file=str(path)) from e
+    cols = {c.strip() for c in first.split(",")}
+    for name, needed in _HEADERS.items():
+        if needed <= cols:
+            return FORMATS[name]
+    tokens = first.split()
+    if first.startswith("customer_id") or (tokens and len(tokens) in (4, 5)
+                                           and all(t.replace(".", "").isdigit() for t in tokens)):
+        return CDNOW
+    if {"user_id", "timestamp", "event_type"} <= cols:
+        return GENERIC
+    raise ConfigError("cannot tell the format of this file: pass --format (taobao, rees46, cdnow, "
+                      "uci, generic) or a column mapping", file=str(path), header=first[:200])
+
+
+def resolve_format(fmt: str | FormatSpec | None, path: Path) -> FormatSpec:
+    if isinstance(fmt, FormatSpec):
+        return fmt
+    if fmt in (None, "auto"):
+        return detect_format(path)
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; known: {sorted(FORMATS)}", field="format",
+                          value=fmt)
+    spec = FORMATS[fmt]
+    if fmt == "generic" and path.suffix.lower() in (".parquet", ".pq", ".jsonl", ".ndjson"):
+        kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "jsonl"
+        spec = spec.model_copy(update={"file_type": kind})
+    return spec

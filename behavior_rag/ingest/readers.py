@@ -1,0 +1,130 @@
+"""Read a source file into an all-string polars frame with a 1-based ``__row`` column.
+
+Everything is read as text on purpose: type checks happen afterwards, column by column, so a bad
+value becomes a row error naming its field instead of a failed (or silently nulled) parse.
+Invalid UTF-8 is read lossily and flagged per row later (U+FFFD marks the spot).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from behavior_rag.errors import IngestError
+from behavior_rag.ingest.models import FormatSpec
+
+ROW = "__row"
+
+
+def read_raw(path: Path, spec: FormatSpec) -> pl.DataFrame:
+    """Read ``path`` as ``spec`` says; every column Utf8, plus ``__row``."""
+    if not path.is_file():
+        raise IngestError("file not found", file=str(path))
+    try:
+        if spec.file_type == "csv":
+            df = pl.read_csv(path, infer_schema=False, separator=spec.separator,
+                             has_header=spec.has_header, new_columns=spec.columns,
+                             encoding="utf8-lossy",
+                             raise_if_empty=False)
+        elif spec.file_type == "whitespace":
+            df = _read_whitespace(path, spec)
+        elif spec.file_type == "jsonl":
+            df = _read_jsonl(path)
+        else:
+            df = pl.read_parquet(path)
+            df = df.select(pl.all().cast(pl.Utf8))
+    except IngestError:
+        raise
+    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
+        raise IngestError(f"cannot parse {spec.file_type} file: {e}", file=str(path)) from e
+    # Blank cells mean "missing" in every format we read.
+    df = df.with_columns(pl.col(c).str.strip_chars().replace("", None) for c in df.columns)
+    return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def records_frame(records: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
+    """In-memory records (dicts) -> the same all-string frame as :func:`read_raw`."""
+    rows: list[dict[str, str | None]] = []
+    for i, rec in enumerate(records, start=1):
+        if not isinstance(rec, Mapping):
+            raise IngestError("each record must be a mapping of field -> value", row=i,
+                              value=type(rec).__name__)
+        row: dict[str, str | None] = {}
+        for k, v in rec.items():
+            if not isinstance(k, str) or not k:
+                raise IngestError("field names must be non-empty strings", row=i, field=str(k))
+            if v is not None and not isinstance(v, (str, int, float, bool)):
+                raise IngestError("values must be scalars (str, number, bool or null)", row=i,
+                                  field=k, value=repr(v)[:60])
+            row[k] = None if v is None else _text(v)
+        rows.append(row)
+    cols = sorted({k for r in rows for k in r})
+    data = {c: [r.get(c) for r in rows] for c in cols}
+    df = pl.DataFrame(data, schema={c: pl.Utf8 for c in cols}) if cols else pl.DataFrame()
+    df = df.with_columns(pl.col(c).str.strip_chars().replace("", None) for c in cols)
+    return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def _text(v: str | int | float | bool) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        # Lone surrogates cannot be encoded anywhere downstream; mark them like bad bytes.
+        return v.encode("utf-8", "replace").decode("utf-8")
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _read_whitespace(path: Path, spec: FormatSpec) -> pl.DataFrame:
+    # One column per line, then split on runs of whitespace: the format is column-aligned text.
+    lines = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None,
+                        new_columns=["line"], infer_schema=False, encoding="utf8-lossy")
+    lines = lines.with_columns(pl.col("line").str.strip_chars())
+    first = lines["line"][0] if lines.height else ""
+    if first and not first.split()[0].isdigit():  # a header line, as in CDNOW_master.txt
+        lines = lines.slice(1)
+        # Keep row numbers relative to data rows; the header is not a data row.
+    parts = lines.with_columns(pl.col("line").str.replace_all(r"\s+", " ").str.split(" ")
+                               .alias("parts"))
+    n_fields = parts["parts"].list.len()
+    counts = n_fields.unique().to_list()
+    widths = [n for n in counts if n in spec.alt_columns]
+    if not widths:
+        raise IngestError(f"expected {sorted(spec.alt_columns)} whitespace-separated fields per "
+                          f"line, found {sorted(counts)[:5]}", file=str(path), row=1)
+    names = spec.alt_columns[max(widths, key=lambda n: (n_fields == n).sum())]
+    width = len(names)
+    df = parts.select(
+        pl.when(pl.col("parts").list.len() == width)
+        .then(pl.col("parts").list.get(i, null_on_oob=True)).otherwise(None).alias(name)
+        for i, name in enumerate(names)
+    )
+    # Lines with the wrong field count keep nulls: validation reports them as missing fields.
+    return df.with_columns(
+        (pl.col("dollar_value").cast(pl.Float64, strict=False)
+         / pl.col("number_of_cds").cast(pl.Float64, strict=False)).cast(pl.Utf8).alias("unit_price")
+        if {"dollar_value", "number_of_cds"} <= set(names) else pl.lit(None, pl.Utf8).alias("_")
+    )
+
+
+def _read_jsonl(path: Path) -> pl.DataFrame:
+    # Parse line by line with json so a bad line is reported with its number, not as a frame error.
+    records = []
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, start=1):
+            line = raw.decode("utf-8", "replace").strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise IngestError(f"invalid JSON: {e.msg}", file=str(path), row=i,
+                                  value=line[:60]) from e
+            if not isinstance(rec, dict):
+                raise IngestError("each JSONL line must be an object", file=str(path), row=i)
+            records.append({k: v if not isinstance(v, (dict, list)) else json.dumps(v)
+                            for k, v in rec.items()})
+    return records_frame(records).drop(ROW)

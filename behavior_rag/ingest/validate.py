@@ -1,0 +1,127 @@
+"""Map raw columns to event fields and type-check them, column by column, with polars.
+
+Returns the typed frame and a frame of row errors ``(row, field, value, reason, message)``; the
+caller decides (strict/lenient) what to do with them. Vectorised so a 60k-row log validates in
+well under a second.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from behavior_rag.errors import ConfigError
+from behavior_rag.ingest.models import CANONICAL_FIELDS, REQUIRED_FIELDS, ColumnMapping
+from behavior_rag.ingest.readers import ROW
+from behavior_rag.types import EVENT_TYPES
+
+ERROR_SCHEMA = {ROW: pl.Int64, "field": pl.Utf8, "value": pl.Utf8, "reason": pl.Utf8,
+                "message": pl.Utf8}
+REPLACEMENT_CHAR = "\ufffd"
+
+
+def map_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> pl.DataFrame:
+    """Raw frame -> frame with canonical string columns (+ ``attrs`` columns prefixed ``a:``)."""
+    missing = [c for c in mapping.mapped_columns() if c not in raw.columns]
+    required_missing = [
+        f for f in REQUIRED_FIELDS
+        if mapping.sources(f) and not any(c in raw.columns for c in mapping.sources(f))
+    ]
+    if required_missing:
+        f = required_missing[0]
+        raise ConfigError(f"column {mapping.sources(f)} for required field {f!r} is not in the "
+                          f"file (columns: {[c for c in raw.columns if c != ROW]})", field=f)
+    exprs = [pl.col(ROW)]
+    for field in CANONICAL_FIELDS:
+        cols = [c for c in mapping.sources(field) if c in raw.columns]
+        if field == "event_type" and mapping.event_type_constant:
+            exprs.append(pl.lit(mapping.event_type_constant).alias(field))
+        elif cols:
+            exprs.append(pl.coalesce(pl.col(c) for c in cols).alias(field))
+        else:
+            exprs.append(pl.lit(None, pl.Utf8).alias(field))
+    if mapping.attrs == "rest":
+        attr_cols = [c for c in raw.columns if c != ROW and c not in mapping.mapped_columns()]
+    else:
+        attr_cols = [c for c in mapping.attrs if c in raw.columns]
+    exprs += [pl.col(c).alias(f"a:{c}") for c in attr_cols]
+    del missing  # optional columns may be absent; only required ones are fatal
+    return raw.select(exprs)
+
+
+def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Typed frame (timestamp as UTC datetime, price as float) and the row errors found."""
+    text_cols = [c for c in df.columns if c != ROW]
+    ts = _parse_timestamp(pl.col("timestamp"), mapping.timestamp_format)
+    etype = pl.col("event_type").replace(mapping.type_map) if mapping.type_map \
+        else pl.col("event_type")
+    typed = df.with_columns(
+        ts.alias("_ts"),
+        etype.alias("_type"),
+        pl.col("price").cast(pl.Float64, strict=False).alias("_price"),
+    )
+    checks: list[tuple[str, pl.Expr, str, str]] = []
+    for c in text_cols:
+        checks.append((c, pl.col(c).str.contains(REPLACEMENT_CHAR, literal=True),
+                       "invalid_utf8", "contains bytes that are not valid UTF-8"))
+    for f in REQUIRED_FIELDS:
+        checks.append((f, pl.col(f).is_null(), "missing", f"required field {f!r} is empty"))
+    checks += [
+        ("timestamp", pl.col("timestamp").is_not_null() & pl.col("_ts").is_null(), "bad_timestamp",
+         f"not a timestamp in format {mapping.timestamp_format!r}"),
+        ("event_type", pl.col("_type").is_not_null() & ~pl.col("_type").is_in(EVENT_TYPES),
+         "unknown_event_type", f"unknown event type; expected one of {EVENT_TYPES}"
+         + (f" or a source value in {sorted(mapping.type_map)}" if mapping.type_map else "")),
+        ("price", pl.col("price").is_not_null() & pl.col("_price").is_null(), "wrong_type",
+         "price is not a number"),
+        ("price", pl.col("_price").is_not_null() & ~pl.col("_price").is_finite(), "wrong_type",
+         "price must be a finite number"),
+        ("price", pl.col("_price").is_finite() & (pl.col("_price") < 0), "negative_price",
+         "price must be >= 0"),
+    ]
+    frames = [
+        typed.filter(cond).select(
+            pl.col(ROW), pl.lit(field).alias("field"),
+            pl.col(field if field in typed.columns else field).cast(pl.Utf8).alias("value"),
+            pl.lit(reason).alias("reason"), pl.lit(msg).alias("message"))
+        for field, cond, reason, msg in checks
+    ]
+    errors = pl.concat(frames).sort(ROW, maintain_order=True) if frames \
+        else pl.DataFrame(schema=ERROR_SCHEMA)
+    # Report bad UTF-8 with the field name the user knows (their column, not ours).
+    errors = errors.with_columns(pl.col("field").str.replace(r"^a:", ""))
+    return typed, errors
+
+
+def _parse_timestamp(col: pl.Expr, fmt: str) -> pl.Expr:
+    out = _parse_any(col, fmt)
+    # Years outside 1970..2100 are almost always a unit mix-up (ms read as s) or garbage, and
+    # far-out years cannot even become Python datetimes.
+    return pl.when(out.dt.year().is_between(1970, 2100)).then(out).otherwise(None)
+
+
+def _parse_any(col: pl.Expr, fmt: str) -> pl.Expr:
+    num = col.cast(pl.Float64, strict=False)
+    # Clip before the integer cast: a huge float would overflow Int64 rather than become null.
+    num = pl.when(num.abs() < 1e15).then(num).otherwise(None)
+    if fmt == "unix_s":
+        return _epoch_ms((num * 1000).round(0))
+    if fmt == "unix_ms":
+        return _epoch_ms(num.round(0))
+    if fmt in ("iso", "auto"):
+        iso = col.str.to_datetime(time_zone="UTC", strict=False, time_unit="ms")
+        if fmt == "iso":
+            return iso
+        return pl.when(num.is_not_null()).then(_epoch_ms((num * 1000).round(0))).otherwise(iso)
+    if "%" in fmt:
+        if any(t in fmt for t in ("%H", "%M", "%S", "%T", "%s")):
+            return col.str.to_datetime(fmt, strict=False, time_unit="ms", time_zone="UTC")
+        return col.str.to_date(fmt, strict=False).cast(pl.Datetime("ms")).dt.replace_time_zone(
+            "UTC")
+    raise ConfigError(f"unknown timestamp_format {fmt!r}: use unix_s, unix_ms, iso, auto or a "
+                      "strftime pattern", field="timestamp_format", value=fmt)
+
+
+def _epoch_ms(ms: pl.Expr) -> pl.Expr:
+    ms = pl.when(ms.abs() < 4_102_444_800_000 * 10).then(ms).otherwise(None)
+    return pl.from_epoch(ms.cast(pl.Int64, strict=False), time_unit="ms").dt.replace_time_zone(
+        "UTC")

@@ -1,0 +1,187 @@
+"""Render a :class:`Session` as compact, deterministic text for embedding and prompts.
+
+Layout: one facts line, then one line per event (or run of repeated views of one item) with the
+time since the session began. Free text from the data (queries, brand/category names that are
+not plain identifiers) is JSON-quoted, so it reads as data and cannot break the layout or pose
+as an instruction. Sessions over the token budget keep the facts line, the first and the last
+events, and say what was elided in between.
+
+Example:
+    >>> from behavior_rag.synth import generate
+    >>> text = render(generate(3, seed=0).sessions[0], max_tokens=64)
+    >>> text.startswith("facts:")
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
+
+from behavior_rag.facts import compute_facts
+from behavior_rag.settings import Settings, default_settings
+from behavior_rag.tokens import TokenCounter
+from behavior_rag.types import Event, Session, SessionFacts
+
+_SAFE = re.compile(r"^[A-Za-z0-9_.:/\-]{1,40}$")
+
+
+class RenderedLine(BaseModel):
+    """One line of a rendering and the event indices it shows."""
+
+    text: str
+    events: list[int]
+
+
+def quote(value: str) -> str:
+    """Identifiers stay bare; anything else becomes a JSON string (capped at 80 chars)."""
+    if _SAFE.match(value):
+        return value
+    return json.dumps(value if len(value) <= 80 else value[:79] + "…", ensure_ascii=False)
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"+{h}:{m:02d}:{sec:02d}" if h else f"+{m}:{sec:02d}"
+
+
+def _span(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _num(x: float) -> str:
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def facts_line(session: Session, facts: SessionFacts, tz: str = "UTC") -> str:
+    """The header: what code knows about the session, in a few compact clauses."""
+    if not session.events:
+        parts = []
+        for k, v in session.aggregates.items():
+            if isinstance(v, bool):
+                v = "yes" if v else "no"
+            parts.append(f"{k} {_num(v) if isinstance(v, float) else quote(str(v))}")
+        return "facts: aggregate session; " + ", ".join(parts)
+    f = facts
+    counts = ", ".join(f"{t} {getattr(f, 'n_' + t).value}" for t in
+                       ("view", "search", "cart", "remove_from_cart", "fav", "purchase")
+                       if getattr(f, "n_" + t).value)
+    start = session.start.astimezone(ZoneInfo(tz))
+    clauses = [
+        f"{f.n_events.value} events over {_span(f.duration_s.value)}",
+        f"{start:%a %Y-%m-%d %H:%M} {tz} ({f.part_of_day.value})",
+        counts,
+        f"items {f.distinct_items.value}, categories {f.distinct_categories.value}"
+        + (f", brands {f.distinct_brands.value}" if f.distinct_brands.value else ""),
+    ]
+    if f.price_min.value is not None:
+        clauses.append(f"price {_num(f.price_min.value)}-{_num(f.price_max.value)} "
+                       f"(median {_num(f.price_median.value)})")
+    if f.n_cart.value or f.n_purchase.value:
+        clauses.append(f"carted {f.carted_items.value}, bought {f.purchased_items.value}, "
+                       f"cart abandoned {'yes' if f.cart_abandoned.value else 'no'}")
+    if f.max_views_one_item.value > 1:
+        clauses.append(f"max views of one item {f.max_views_one_item.value}")
+    return "facts: " + "; ".join(clauses)
+
+
+def _event_text(e: Event) -> str:
+    if e.type == "search":
+        return f"search {json.dumps(e.query or '', ensure_ascii=False)}"
+    bits = [e.type]
+    if e.item_id is not None:
+        bits.append(f"item {quote(e.item_id)}")
+    if e.category is not None:
+        bits.append(f"cat {quote(e.category)}")
+    if e.brand is not None:
+        bits.append(f"brand {quote(e.brand)}")
+    if e.price is not None:
+        bits.append(f"${_num(e.price)}")
+    if e.query:
+        bits.append(f"query {json.dumps(e.query, ensure_ascii=False)}")
+    return " ".join(bits)
+
+
+def event_lines(session: Session) -> list[RenderedLine]:
+    """Event lines with relative times; consecutive views of the same item merge into one."""
+    ev = session.events
+    out: list[RenderedLine] = []
+    i = 0
+    while i < len(ev):
+        j = i + 1
+        if ev[i].type == "view" and ev[i].item_id is not None:
+            while j < len(ev) and ev[j].type == "view" and ev[j].item_id == ev[i].item_id:
+                j += 1
+        text = f"{_clock((ev[i].timestamp - ev[0].timestamp).total_seconds())} {_event_text(ev[i])}"
+        if j - i > 1:
+            text += f" x{j - i}"
+        out.append(RenderedLine(text=text, events=list(range(i, j))))
+        i = j
+    return out
+
+
+def _elision(session: Session, hidden: list[RenderedLine]) -> str:
+    idx = [i for line in hidden for i in line.events]
+    ev = session.events
+    kinds = Counter(ev[i].type for i in idx)
+    t0 = ev[0].timestamp
+    span = (f"{_clock((ev[idx[0]].timestamp - t0).total_seconds())} to "
+            f"{_clock((ev[idx[-1]].timestamp - t0).total_seconds())}")
+    what = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"... {len(idx)} events elided ({span}: {what}) ..."
+
+
+def render_lines(session: Session, *, max_tokens: int | None = None,
+                 settings: Settings | None = None,
+                 facts: SessionFacts | None = None) -> list[RenderedLine]:
+    """The rendering as lines (facts line first, events=[]), within ``max_tokens``."""
+    settings = settings or default_settings()
+    budget = max_tokens or settings.render.max_tokens
+    tz = settings.render.timezone
+    facts = facts or compute_facts(session, tz=tz)
+    header = RenderedLine(text=facts_line(session, facts, tz), events=[])
+    body = event_lines(session)
+    counter = TokenCounter.for_model(settings.embed.model)
+    sizes = counter.count_parts([header.text, *(b.text for b in body)])
+    if counter.special + sum(sizes) <= budget:
+        return [header, *body]
+
+    def pick(n: int) -> list[RenderedLine]:
+        head, tail = (n + 1) // 2, n // 2
+        hidden = body[head: len(body) - tail]
+        elided = RenderedLine(text=_elision(session, hidden), events=[])
+        return [header, *body[:head], elided, *(body[len(body) - tail:] if tail else [])]
+
+    def cost(n: int) -> int:
+        head, tail = (n + 1) // 2, n // 2
+        kept = sizes[0] + sum(sizes[1: 1 + head]) + sum(sizes[len(sizes) - tail:] if tail else [])
+        return counter.special + kept + 24  # 24 ~ the elision line's tokens
+    lo, hi = 0, len(body) - 1
+    while lo < hi:  # largest n whose estimated cost fits
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if cost(mid) <= budget else (lo, mid - 1)
+    n = lo
+    lines = pick(n)
+    # The estimate can be off by a few tokens at line joins: verify and shrink if needed.
+    while n > 0 and counter.count("\n".join(x.text for x in lines)) > budget:
+        n -= 1
+        lines = pick(n)
+    return lines
+
+
+def render(session: Session, *, max_tokens: int | None = None,
+           settings: Settings | None = None, facts: SessionFacts | None = None) -> str:
+    """``Session`` -> text (see module docs). Same session, same settings -> same text."""
+    return "\n".join(x.text for x in render_lines(session, max_tokens=max_tokens,
+                                                    settings=settings, facts=facts))

@@ -1,0 +1,71 @@
+"""One place for configuration: :class:`Settings`, read from ``BEHAVIOR_RAG_*`` env vars.
+
+Nested sections are plain pydantic models; set them from the environment with a double
+underscore, e.g. ``BEHAVIOR_RAG_INGEST__SESSION_GAP_MINUTES=45``.
+
+Example:
+    >>> s = Settings(ingest={"session_gap_minutes": 45})
+    >>> s.ingest.session_gap_minutes
+    45.0
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IngestSettings(BaseModel):
+    """How event logs become sessions."""
+
+    session_gap_minutes: float = Field(30.0, gt=0, description="Inactivity gap that splits sessions "
+                                       "when the source has no session id. A gap strictly longer "
+                                       "than this starts a new session.")
+    mode: Literal["strict", "lenient"] = "strict"
+    pseudonymize: bool = True
+    pseudonym_key: SecretStr | None = Field(
+        None, description="Key for the keyed hash of user ids. Unset: a random key is created "
+        "once in <home>/pseudonym.key and reused, so ids stay stable across runs.")
+    max_reported_errors: int = Field(50, ge=1)
+
+
+class RenderSettings(BaseModel):
+    """How sessions become text."""
+
+    max_tokens: int = Field(256, ge=16, description="Token budget per rendered session, counted "
+                            "with the embedding model's tokenizer (all-MiniLM-L6-v2 reads 256).")
+    timezone: str = "UTC"
+
+
+class EmbedSettings(BaseModel):
+    """Which sentence embedding model renders are sized for (the embed step itself comes later)."""
+
+    model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (the packaged model) "
+                       "or a path to a local sentence-transformers folder.")
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+
+
+class Settings(BaseSettings):
+    """All settings. Env prefix ``BEHAVIOR_RAG_``; nested with ``__``."""
+
+    model_config = SettingsConfigDict(env_prefix="BEHAVIOR_RAG_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    home: Path = Field(Path.home() / ".cache" / "behavior_rag",
+                       description="Where keys and converted models are cached.")
+    data_dir: Path = Field(Path("../shared/data"), description="Where the demo looks for real data.")
+    index_dir: Path = Path("indexes")
+    ingest: IngestSettings = IngestSettings()
+    render: RenderSettings = RenderSettings()
+    embed: EmbedSettings = EmbedSettings()
+
+
+@lru_cache(maxsize=1)
+def default_settings() -> Settings:
+    """Settings from the environment, read once (building Settings costs ~2 ms; hot paths call
+    this). Pass an explicit ``Settings`` to override."""
+    return Settings()

@@ -1,0 +1,164 @@
+"""The data types that cross module lines: events, sessions and the facts computed from them.
+
+Example:
+    >>> from datetime import datetime, timezone
+    >>> e = Event(user_id="u1", timestamp=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    ...           type="view", item_id="42")
+    >>> s = Session(session_id="s1", user_id="u1", events=[e])
+    >>> s.n_events, s.start.isoformat()
+    (1, '2024-01-01T00:00:00+00:00')
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+EventType = Literal["view", "search", "cart", "remove_from_cart", "fav", "purchase"]
+EVENT_TYPES: tuple[str, ...] = ("view", "search", "cart", "remove_from_cart", "fav", "purchase")
+
+# Scalars only: attrs are rendered and stored as columns, never arbitrary objects.
+AttrValue = str | int | float | bool | None
+
+
+class Event(BaseModel):
+    """One clickstream event. ``timestamp`` is always timezone-aware (UTC when the source is naive)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id: str = Field(min_length=1)
+    session_id: str | None = None
+    timestamp: datetime
+    type: EventType
+    item_id: str | None = None
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = Field(None, ge=0, allow_inf_nan=False)
+    query: str | None = None
+    attrs: dict[str, AttrValue] = Field(default_factory=dict)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+
+
+class Session(BaseModel):
+    """A user's events in time order, plus an optional label.
+
+    Sources that only have one aggregate row per session (UCI online shoppers) give a session with
+    no events and their numbers in ``aggregates``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(min_length=1)
+    user_id: str = Field(min_length=1)
+    events: list[Event] = Field(default_factory=list)
+    aggregates: dict[str, AttrValue] = Field(default_factory=dict)
+    label: str | None = None
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Session:
+        ts = [e.timestamp for e in self.events]
+        if any(b < a for a, b in zip(ts, ts[1:])):
+            # Stable sort keeps the source order of simultaneous events.
+            self.events = sorted(self.events, key=lambda e: e.timestamp)
+        return self
+
+    @property
+    def n_events(self) -> int:
+        return len(self.events)
+
+    @property
+    def start(self) -> datetime | None:
+        return self.events[0].timestamp if self.events else None
+
+    @property
+    def end(self) -> datetime | None:
+        return self.events[-1].timestamp if self.events else None
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end - self.start).total_seconds() if self.events else 0.0
+
+
+T = TypeVar("T")
+
+
+class Fact(BaseModel, Generic[T]):
+    """A number (or short value) computed by code, with the event indices it rests on.
+
+    ``events`` are 0-based positions in ``Session.events``; empty for aggregate-only sessions and
+    for facts that rest on no event (e.g. zero purchases).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    value: T
+    events: list[int] = Field(default_factory=list)
+
+
+class RepeatView(BaseModel):
+    item_id: str
+    count: int
+    events: list[int]
+
+
+class SessionFacts(BaseModel):
+    """What code knows for certain about a session. Explanations may only cite these.
+
+    Use :meth:`as_dict` for a flat ``name -> Fact`` view (the names evidence refers to).
+    """
+
+    n_events: Fact[int]
+    n_view: Fact[int]
+    n_search: Fact[int]
+    n_cart: Fact[int]
+    n_remove_from_cart: Fact[int]
+    n_fav: Fact[int]
+    n_purchase: Fact[int]
+    duration_s: Fact[float]
+    dwell_s: Fact[list[float]] = Field(description="Seconds from each event to the next.")
+    dwell_median_s: Fact[float | None]
+    dwell_max_s: Fact[float | None]
+    distinct_items: Fact[int]
+    distinct_categories: Fact[int]
+    distinct_brands: Fact[int]
+    price_min: Fact[float | None]
+    price_median: Fact[float | None]
+    price_max: Fact[float | None]
+    queries: Fact[list[str]]
+    carted_items: Fact[int]
+    purchased_items: Fact[int]
+    carted_not_purchased: Fact[int]
+    cart_abandoned: Fact[bool] = Field(description="Something was carted and none of the carted "
+                                       "items was bought in this session.")
+    max_views_one_item: Fact[int]
+    repeat_viewed_items: Fact[int]
+    repeat_views: list[RepeatView]
+    start_hour: Fact[int | None]
+    part_of_day: Fact[str | None]
+    weekday: Fact[str | None]
+    aggregates: dict[str, Fact[AttrValue]] = Field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Fact]:
+        """Flat ``name -> Fact`` (aggregates under their own names)."""
+        out = {name: getattr(self, name) for name, f in type(self).model_fields.items()
+               if isinstance(getattr(self, name), Fact)}
+        out.update(self.aggregates)
+        return out
+
+    def get(self, name: str) -> Fact | None:
+        return self.as_dict().get(name)
+
+
+def utc(ts: float | int) -> datetime:
+    """Unix seconds -> aware UTC datetime."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+JSONDict = dict[str, Any]
