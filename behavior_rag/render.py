@@ -66,13 +66,18 @@ def _num(x: float) -> str:
 
 def facts_line(session: Session, facts: SessionFacts, tz: str = "UTC") -> str:
     """The header: what code knows about the session, in a few compact clauses."""
+    return "facts: " + "; ".join(facts_clauses(session, facts, tz))
+
+
+def facts_clauses(session: Session, facts: SessionFacts, tz: str = "UTC") -> list[str]:
+    """The header's clauses, most important first (a tight budget drops them from the end)."""
     if not session.events:
         parts = []
         for k, v in session.aggregates.items():
             if isinstance(v, bool):
                 v = "yes" if v else "no"
             parts.append(f"{k} {_num(v) if isinstance(v, float) else quote(str(v))}")
-        return "facts: aggregate session; " + ", ".join(parts)
+        return ["aggregate session", ", ".join(parts)]
     f = facts
     counts = ", ".join(f"{t} {getattr(f, 'n_' + t).value}" for t in
                        ("view", "search", "cart", "remove_from_cart", "fav", "purchase")
@@ -93,7 +98,7 @@ def facts_line(session: Session, facts: SessionFacts, tz: str = "UTC") -> str:
                        f"cart abandoned {'yes' if f.cart_abandoned.value else 'no'}")
     if f.max_views_one_item.value > 1:
         clauses.append(f"max views of one item {f.max_views_one_item.value}")
-    return "facts: " + "; ".join(clauses)
+    return [c for c in clauses if c]
 
 
 def _event_text(e: Event) -> str:
@@ -150,12 +155,18 @@ def render_lines(session: Session, *, max_tokens: int | None = None,
     budget = max_tokens or settings.render.max_tokens
     tz = settings.render.timezone
     facts = facts or compute_facts(session, tz=tz)
-    header = RenderedLine(text=facts_line(session, facts, tz), events=[])
+    clauses = facts_clauses(session, facts, tz)
+    header = RenderedLine(text="facts: " + "; ".join(clauses), events=[])
     body = event_lines(session)
     counter = TokenCounter.for_model(settings.embed.model)
     sizes = counter.count_parts([header.text, *(b.text for b in body)])
     if counter.special + sum(sizes) <= budget:
         return [header, *body]
+    # Budgets too small for the whole facts line drop its least important clauses first.
+    while len(clauses) > 1 and counter.special + sizes[0] + 24 > budget:
+        clauses.pop()
+        header = RenderedLine(text="facts: " + "; ".join(clauses), events=[])
+        sizes[0] = counter.count_parts([header.text])[0]
 
     def pick(n: int) -> list[RenderedLine]:
         head, tail = (n + 1) // 2, n // 2

@@ -36,7 +36,7 @@ class IngestSettings(BaseModel):
 class RenderSettings(BaseModel):
     """How sessions become text."""
 
-    max_tokens: int = Field(256, ge=16, description="Token budget per rendered session, counted "
+    max_tokens: int = Field(256, ge=64, description="Token budget per rendered session, counted "
                             "with the embedding model's tokenizer (all-MiniLM-L6-v2 reads 256).")
     timezone: str = "UTC"
 

@@ -1,0 +1,42 @@
+"""Shared fixtures: real data from ../shared/data, settings that never touch the user's home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from behavior_rag.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("BEHAVIOR_RAG_DATA_DIR", ROOT.parent / "shared" / "data"))
+TAOBAO = DATA / "taobao_userbehavior" / "UserBehavior.dev.csv"
+REES46 = DATA / "rees46_sample" / "2019-Oct-sample.csv"
+UCI = DATA / "uci_online_shoppers" / "online_shoppers_intention.dev.csv"
+CDNOW_MASTER = DATA / "cdnow" / "CDNOW_master.txt"
+CDNOW_SAMPLE = DATA / "cdnow" / "CDNOW_sample.txt"
+
+
+def need(path: Path) -> Path:
+    if not path.is_file():
+        pytest.skip(f"real data file not found: {path} (put ../shared/data beside the repo or "
+                    "set BEHAVIOR_RAG_DATA_DIR)")
+    return path
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", ingest={"pseudonym_key": "test-key"})
+
+
+@pytest.fixture(scope="session")
+def session_settings(tmp_path_factory) -> Settings:
+    return Settings(home=tmp_path_factory.mktemp("home"), ingest={"pseudonym_key": "test-key"})
+
+
+@pytest.fixture(scope="session")
+def taobao(session_settings):
+    from behavior_rag.ingest.load import load_events
+
+    return load_events(need(TAOBAO), "taobao", settings=session_settings)

@@ -1,0 +1,81 @@
+"""The behavior-rag command as a user runs it: JSON by default, --human for people."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA, TAOBAO, need
+
+
+def run(*args: str, env_extra: dict | None = None, cwd: Path | None = None):
+    env = os.environ | (env_extra or {})
+    return subprocess.run([sys.executable, "-m", "behavior_rag.cli", *args], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=cwd)
+
+
+@pytest.fixture()
+def env(tmp_path) -> dict:
+    return {"BEHAVIOR_RAG_HOME": str(tmp_path / "home"), "BEHAVIOR_RAG_DATA_DIR": str(DATA)}
+
+
+def test_ingest_then_render_json(tmp_path, env):
+    out = tmp_path / "taobao"
+    p = run("ingest", str(need(TAOBAO)), "--out", str(out), env_extra=env)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["format"] == "taobao" and report["events"] == 61_322
+    p = run("render", str(out), "--limit", "3", env_extra=env)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert len(rows) == 3 and all(r["text"].startswith("facts:") for r in rows)
+    one = rows[1]["session_id"]
+    p = run("render", str(out), "--session", one, "--human", env_extra=env)
+    assert p.stdout.startswith(f"## {one}")
+
+
+def test_pseudonyms_are_stable_across_runs_with_the_installation_key(tmp_path, env):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert run("ingest", str(need(TAOBAO)), "--out", str(out), env_extra=env).returncode == 0
+    first = json.loads(run("render", str(a), "--limit", "1", env_extra=env).stdout)
+    second = json.loads(run("render", str(b), "--limit", "1", env_extra=env).stdout)
+    assert first["user_id"] == second["user_id"]
+    assert (Path(env["BEHAVIOR_RAG_HOME"]) / "pseudonym.key").stat().st_mode & 0o077 == 0
+
+
+def test_synth_writes_labelled_store(tmp_path, env):
+    out = tmp_path / "synth"
+    p = run("synth", "--out", str(out), "--n", "200", "--seed", "3",
+            "--mix", "deal_hunter=3,window_shopper=1", env_extra=env)
+    assert p.returncode == 0, p.stderr
+    m = json.loads(p.stdout)
+    assert m["labels"] == {"deal_hunter": 150, "window_shopper": 50}
+    assert m["info"]["synthetic"] is True
+
+
+def test_bad_input_is_a_json_error_with_exit_code_2(tmp_path, env):
+    p = run("ingest", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o"), env_extra=env)
+    assert p.returncode == 2
+    assert json.loads(p.stderr)["error"] in ("IngestError", "ConfigError")
+    p = run("synth", "--out", str(tmp_path / "o"), "--mix", "space_pirate=1", env_extra=env)
+    assert p.returncode == 2 and "space_pirate" in p.stderr
+
+
+def test_demo_on_real_data(env, tmp_path):
+    p = run("demo", "--json", env_extra=env)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert "Taobao" in d["source"] and d["sessions"] > 5_000 and len(d["examples"]) == 3
+
+
+def test_demo_falls_back_to_synthetic(env, tmp_path):
+    p = run("demo", "--json", env_extra=env | {"BEHAVIOR_RAG_DATA_DIR": str(tmp_path / "none")})
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["source"].startswith("SYNTHETIC") and d["sessions"] == 1000
