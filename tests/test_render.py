@@ -79,3 +79,13 @@ def test_real_taobao_sessions_fit_the_default_budget(taobao):
     longest = sorted(taobao.sessions, key=lambda s: -s.n_events)[:20]
     for s in longest:
         assert COUNT(render(s)) <= 256
+
+
+def test_readme_shows_the_real_rendering_of_its_taobao_example(taobao):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("rendered (")[1].split("```\n")[1].split("```")[0].strip()
+    start = datetime.fromtimestamp(1511747983, tz=timezone.utc)
+    (s,) = [s for s in taobao.sessions if s.start == start and s.events[0].item_id == "1325619"]
+    assert render(s) == block
