@@ -9,7 +9,7 @@ Example:
     >>> from datetime import datetime, timezone
     >>> t = lambda m: datetime(2024, 1, 1, 0, m, tzinfo=timezone.utc)
     >>> df = pl.DataFrame({"__row": [1, 2, 3], "user_id": ["u", "u", "u"],
-    ...                    "session_id": [None, None, None], "_ts": [t(0), t(30), t(59)]})
+    ...                    "session_id": [None, None, None], "_ts": [t(0), t(10), t(59)]})
     >>> sessionize(df, 20)["sid"].n_unique()
     2
 """

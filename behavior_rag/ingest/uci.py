@@ -6,7 +6,8 @@ PageValues, month, visitor type, …) and ``label`` ``"purchase"`` / ``"no_purch
 
 Example:
     >>> res = load_uci("../shared/data/uci_online_shoppers/online_shoppers_intention.dev.csv")
-    >>> res.sessions[0].aggregates["ProductRelated"]
+    ... # doctest: +SKIP
+    >>> res.sessions[0].aggregates["ProductRelated"]  # doctest: +SKIP
     1
 """
 
