@@ -6,8 +6,15 @@ Example:
     facts:
 """
 
-from behavior_rag.errors import (BehaviorRagError, ConfigError, DataError, IngestError,
-                                 RenderError, StoreError, TaxonomyError)
+from behavior_rag.errors import (
+                                 BehaviorRagError,
+                                 ConfigError,
+                                 DataError,
+                                 IngestError,
+                                 RenderError,
+                                 StoreError,
+                                 TaxonomyError,
+)
 from behavior_rag.facts import compute_facts
 from behavior_rag.ingest.load import load_events, load_records
 from behavior_rag.ingest.models import ColumnMapping, FormatSpec, IngestReport, IngestResult

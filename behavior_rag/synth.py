@@ -20,17 +20,16 @@ Example:
 from __future__ import annotations
 
 import math
-from numbers import Real
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
+from numbers import Real
 from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from behavior_rag.errors import ConfigError, DataError
-from behavior_rag.synth_personas import (UserState, plan_session, weighted_index,
-                                          weighted_sample)
+from behavior_rag.synth_personas import UserState, plan_session, weighted_index, weighted_sample
 from behavior_rag.types import Event, Session
 
 PERSONAS: tuple[str, ...] = (

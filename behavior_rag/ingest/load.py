@@ -19,11 +19,17 @@ from typing import Any
 import polars as pl
 from pydantic import ValidationError
 
-from behavior_rag.errors import IngestError
 from behavior_rag.ingest.formats import GENERIC, resolve_format
-from behavior_rag.ingest.models import ColumnMapping, FormatSpec, IngestReport, IngestResult, RowError
+from behavior_rag.ingest.models import (
+    ColumnMapping,
+    FormatSpec,
+    IngestReport,
+    IngestResult,
+    RowError,
+)
 from behavior_rag.ingest.pseudonym import Pseudonymizer
 from behavior_rag.ingest.readers import ROW, read_raw, records_frame
+from behavior_rag.ingest.report import raise_strict, reasons_per_row, row_errors
 from behavior_rag.ingest.sessionize import sessionize
 from behavior_rag.ingest.validate import check_types, map_columns
 from behavior_rag.settings import Settings, default_settings
@@ -71,11 +77,10 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
     assert spec.mapping is not None
     mapped = map_columns(raw, spec.mapping)
     typed, errors = check_types(mapped, spec.mapping)
-    row_errors = [RowError(row=r[ROW], field=r["field"], value=r["value"], reason=r["reason"],
-                           message=r["message"]) for r in errors.head(10_000).iter_rows(named=True)]
-    n_bad_rows = errors[ROW].n_unique()
-    if mode == "strict" and row_errors:
-        _raise_strict(file, row_errors, n_bad_rows, settings)
+    errs = row_errors(errors)
+    max_reported = settings.ingest.max_reported_errors
+    if mode == "strict" and errs:
+        raise_strict(file, errs, errors[ROW].n_unique(), max_reported)
     typed = typed.filter(~pl.col(ROW).is_in(errors[ROW].implode()))
 
     if spec.pseudonymize and settings.ingest.pseudonymize and typed.height:
@@ -88,30 +93,17 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
     sessions, model_errors = _build_sessions(typed, source=spec.name)
     if model_errors:
         if mode == "strict":
-            _raise_strict(file, model_errors, len(model_errors), settings)
-        row_errors += model_errors
-    by_reason: dict[str, int] = {}
-    skipped_rows = {e.row for e in row_errors}
-    for e in {e.row: e for e in reversed(row_errors)}.values():  # first reason per row
-        by_reason[e.reason] = by_reason.get(e.reason, 0) + 1
+            raise_strict(file, model_errors, len(model_errors), max_reported)
+        errs += model_errors
+    by_reason = reasons_per_row(errs)
     n_events = sum(s.n_events for s in sessions)
     report = IngestReport(
         file=file, format=spec.name, mode=mode, rows_read=raw.height, rows_ok=n_events,
-        rows_skipped=len(skipped_rows), skipped_by_reason=by_reason,
-        examples=row_errors[: settings.ingest.max_reported_errors], events=n_events,
+        rows_skipped=sum(by_reason.values()), skipped_by_reason=by_reason,
+        examples=errs[:max_reported], events=n_events,
         sessions=len(sessions), users=len({s.user_id for s in sessions}),
         seconds=round(time.perf_counter() - t0, 3))
     return IngestResult(sessions=sessions, report=report)
-
-
-def _raise_strict(file: str, errs: list[RowError], n_rows: int, settings: Settings) -> None:
-    first = errs[0]
-    raise IngestError(
-        f"{first.message} ({n_rows} bad row(s); nothing was written — fix them or use "
-        "--mode lenient to skip them)", file=file, row=first.row, field=first.field,
-        value=first.value, reason=first.reason,
-        errors=[e.model_dump() for e in errs[: settings.ingest.max_reported_errors]],
-        error_count=n_rows)
 
 
 def _attr_value(v: str) -> str | int | float:

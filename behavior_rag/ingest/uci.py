@@ -19,8 +19,9 @@ from pathlib import Path
 import polars as pl
 
 from behavior_rag.errors import IngestError
-from behavior_rag.ingest.models import FormatSpec, IngestReport, IngestResult, RowError
+from behavior_rag.ingest.models import FormatSpec, IngestReport, IngestResult
 from behavior_rag.ingest.readers import ROW, read_raw
+from behavior_rag.ingest.report import raise_strict, reasons_per_row, row_errors
 from behavior_rag.ingest.validate import REPLACEMENT_CHAR
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.types import Session
@@ -74,15 +75,10 @@ def load_uci(path: str | Path, *, settings: Settings | None = None,
         typed.filter(cond).select(pl.col(ROW), pl.lit(c).alias("field"), pl.col(c).alias("value"),
                                   pl.lit(reason).alias("reason"), pl.lit(msg).alias("message"))
         for c, cond, reason, msg in checks]).sort(ROW, maintain_order=True)
-    row_errors = [RowError(row=r[ROW], field=r["field"], value=r["value"], reason=r["reason"],
-                           message=r["message"]) for r in errors.head(10_000).iter_rows(named=True)]
-    if row_errors and mode == "strict":
-        e = row_errors[0]
-        raise IngestError(f"{e.message} ({errors[ROW].n_unique()} bad row(s); nothing was written)",
-                          file=str(path), row=e.row, field=e.field, value=e.value, reason=e.reason,
-                          errors=[x.model_dump() for x in
-                                  row_errors[: settings.ingest.max_reported_errors]],
-                          error_count=errors[ROW].n_unique())
+    errs = row_errors(errors)
+    max_reported = settings.ingest.max_reported_errors
+    if errs and mode == "strict":
+        raise_strict(str(path), errs, errors[ROW].n_unique(), max_reported)
     good = typed.filter(~pl.col(ROW).is_in(errors[ROW].implode()))
     sessions = []
     for r in good.iter_rows(named=True):
@@ -92,13 +88,11 @@ def load_uci(path: str | Path, *, settings: Settings | None = None,
         sessions.append(Session(session_id=f"uci_{r[ROW]}", user_id=f"uci_r{r[ROW]}",
                                 aggregates=aggregates, label=LABELS[r[f"_{LABEL_COL}"]],
                                 source="uci"))
-    by_reason: dict[str, int] = {}
-    for e in {e.row: e for e in reversed(row_errors)}.values():
-        by_reason[e.reason] = by_reason.get(e.reason, 0) + 1
+    by_reason = reasons_per_row(errs)
     report = IngestReport(file=str(path), format="uci", mode=mode, rows_read=raw.height,
                           rows_ok=len(sessions), rows_skipped=raw.height - len(sessions),
                           skipped_by_reason=by_reason,
-                          examples=row_errors[: settings.ingest.max_reported_errors],
+                          examples=errs[:max_reported],
                           sessions=len(sessions), users=len(sessions),
                           seconds=round(time.perf_counter() - t0, 3))
     return IngestResult(sessions=sessions, report=report)
