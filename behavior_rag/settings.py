@@ -49,6 +49,24 @@ class EmbedSettings(BaseModel):
     backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
 
 
+class IndexSettings(BaseModel):
+    """Which FAISS index holds the vectors."""
+
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="auto: exact flat below auto_threshold vectors, HNSW above.")
+    auto_threshold: int = Field(50_000, ge=1)
+    sq8: bool = Field(False, description="8-bit scalar quantisation: 4x less memory, ~1% recall.")
+    hnsw_m: int = Field(32, ge=4)
+    ef_construction: int = Field(80, ge=8)
+    ef_search: int = Field(64, ge=8)
+    nlist: int | None = Field(None, description="IVF lists; default 4*sqrt(n) at training.")
+    nprobe: int = Field(16, ge=1)
+    gpu: Literal["auto", "on", "off"] = Field(
+        "auto", description="Search a GPU copy (faiss-gpu) when one is visible.")
+    omp_threads: int | None = Field(None, description="FAISS OpenMP threads (None: FAISS's "
+                                    "default). 1 is faster when other work shares the cores.")
+
+
 class Settings(BaseSettings):
     """All settings. Env prefix ``BEHAVIOR_RAG_``; nested with ``__``."""
 
@@ -62,6 +80,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     render: RenderSettings = RenderSettings()
     embed: EmbedSettings = EmbedSettings()
+    index: IndexSettings = IndexSettings()
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,103 @@
+"""The VectorIndex seam and the types that cross it.
+
+Ids are stable 64-bit integers derived from session ids (:func:`session_key`): upserting a
+session replaces its vector under the same id, deleting removes it, other ids never shift.
+
+Example:
+    >>> session_key("s_1") == session_key("s_1") > 0
+    True
+    >>> Filter(labelled=True, exclude_users=["u_1"]).is_empty()
+    False
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def session_key(session_id: str) -> int:
+    """Stable positive int64 id of a session id (first 63 bits of its SHA-256)."""
+    h = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(h[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class SessionMeta(BaseModel):
+    """What the index knows about each vector besides the vector."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    session_id: str
+    user_id: str
+    label: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    categories: list[str] = Field(default_factory=list)
+    has_purchase: bool = False
+    n_events: int = 0
+    split: str | None = None
+    text_hash: str = Field("", description="Hash of the rendered text the vector was made from.")
+    text: str | None = Field(None, description="The rendered text (kept unless the index is "
+                             "built with store_text=False).")
+
+
+class Filter(BaseModel):
+    """Which sessions a search may return. Applied *before* scoring, so k hits come back
+    whenever k sessions pass. All conditions must hold (AND); lists mean any-of."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labelled: bool | None = Field(None, description="True: label is not null; False: is null.")
+    labels: list[str] | None = None
+    categories: list[str] | None = Field(None, description="Session touches any of these.")
+    start_from: datetime | None = None
+    start_to: datetime | None = None
+    users: list[str] | None = None
+    exclude_users: list[str] = Field(default_factory=list)
+    exclude_sessions: list[str] = Field(default_factory=list)
+    has_purchase: bool | None = None
+    split: str | None = None
+
+    def is_empty(self) -> bool:
+        return self == Filter()
+
+
+class SearchHit(BaseModel):
+    """One result: id, inner-product score (cosine for unit vectors) and the session's metadata."""
+
+    id: int
+    score: float
+    meta: SessionMeta
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """Stable-id vector index with metadata and pre-filtered search."""
+
+    dim: int
+
+    def __len__(self) -> int: ...
+
+    def upsert(self, vectors: np.ndarray, metas: list[SessionMeta]) -> None:
+        """Add or replace (by ``meta.id``) one vector per metadata row."""
+        ...
+
+    def delete(self, ids: list[int]) -> int:
+        """Remove ids; returns how many were present."""
+        ...
+
+    def search(self, queries: np.ndarray, k: int, flt: Filter | None = None
+               ) -> list[list[SearchHit]]:
+        """Top-k hits per query row, best first, among sessions that pass ``flt``."""
+        ...
+
+    def get(self, session_id: str) -> SessionMeta | None: ...
+
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        """Stored vectors of ids (as the index holds them; SQ8 is lossy)."""
+        ...

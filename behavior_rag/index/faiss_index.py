@@ -1,0 +1,144 @@
+"""The FAISS session index: vectors (:mod:`faiss_vectors`) + metadata + an index folder.
+
+Example:
+    >>> import numpy as np
+    >>> from behavior_rag.embed.base import EmbedderInfo
+    >>> from behavior_rag.index.base import SessionMeta, session_key
+    >>> info = EmbedderInfo(id="demo", dim=3, backend="torch", max_tokens=8)
+    >>> ix = FaissSessionIndex(info)
+    >>> ix.upsert(np.eye(3, dtype="float32"),
+    ...           [SessionMeta(id=session_key(s), session_id=s, user_id="u") for s in "abc"])
+    >>> [h.meta.session_id for h in ix.search(np.eye(3, dtype="float32")[1:2], 1)[0]]
+    ['b']
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from behavior_rag.embed.base import EmbedderInfo
+from behavior_rag.errors import ConfigError, StoreError
+from behavior_rag.index.base import Filter, SearchHit, SessionMeta
+from behavior_rag.index.faiss_vectors import FaissVectors
+from behavior_rag.index.metadata import MetadataStore
+from behavior_rag.index.storage import FORMAT_VERSION, IndexConfig, commit, new_data_dir, \
+    read_config
+from behavior_rag.settings import IndexSettings
+
+
+class EmbedderMismatch(ConfigError):
+    """The index was built with another embedding model (or dimension) than the one in use."""
+
+
+class FaissSessionIndex:
+    """Session vectors with stable ids, metadata and filter-before-scoring search."""
+
+    def __init__(self, embedder: EmbedderInfo, spec: IndexSettings | None = None) -> None:
+        self.embedder = embedder
+        self.dim = embedder.dim
+        self.spec = spec or IndexSettings()
+        self.vectors_ = FaissVectors(self.dim, self.spec)
+        self.meta = MetadataStore()
+        self.created = datetime.now(timezone.utc)
+        self.path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.vectors_)
+
+    @property
+    def kind(self) -> str:
+        return self.vectors_.kind
+
+    # ---- VectorIndex --------------------------------------------------------------------
+    def upsert(self, vectors: np.ndarray, metas: list[SessionMeta]) -> None:
+        ids = np.array([m.id for m in metas], dtype=np.int64)
+        for m in metas:
+            old = self.meta.get(m.id)
+            if old is not None and old.session_id != m.session_id:
+                raise ConfigError("two session ids hash to the same index id", field="session_id",
+                                  value=f"{old.session_id} / {m.session_id}")
+        self.vectors_.add(ids, vectors)
+        for m in metas:
+            self.meta.put(m)
+
+    def delete(self, ids: list[int]) -> int:
+        n = self.vectors_.remove(np.asarray(ids, dtype=np.int64))
+        for i in ids:
+            self.meta.remove(int(i))
+        return n
+
+    def search(self, queries: np.ndarray, k: int, flt: Filter | None = None
+               ) -> list[list[SearchHit]]:
+        allowed = None if flt is None or flt.is_empty() else self.meta.matching(flt)
+        scores, ids = self.vectors_.search(queries, k, allowed)
+        get = self.meta.get
+        # model_construct: the metadata was validated on the way in; this is the hot path.
+        return [[SearchHit.model_construct(id=int(i), score=float(s), meta=get(int(i)))
+                 for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]
+
+    def get(self, session_id: str) -> SessionMeta | None:
+        return self.meta.by_session(session_id)
+
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        return self.vectors_.vectors(ids)
+
+    # ---- persistence --------------------------------------------------------------------
+    def save(self, path: str | Path) -> IndexConfig:
+        """Write the index folder atomically (see :mod:`behavior_rag.index.storage`)."""
+        root = Path(path)
+        tmp = new_data_dir(root)
+        v = self.vectors_
+        if v.index is not None:
+            v.faiss.write_index(v.index, str(tmp / "faiss.index"))
+        np.save(tmp / "ids.npy", v.labels, allow_pickle=False)
+        self.meta.write(tmp / "metadata.parquet")
+        cfg = IndexConfig(embedder=self.embedder, index=self.spec, kind=v.kind, count=len(self),
+                          created=self.created, updated=self.created, data="")
+        cfg = commit(root, tmp, cfg)
+        self.path = root
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path, expect: EmbedderInfo | None = None,
+             spec: IndexSettings | None = None) -> FaissSessionIndex:
+        """Load an index folder; refuse it if ``expect`` names another model or dimension."""
+        root = Path(path)
+        cfg = read_config(root)
+        if cfg.format_version != FORMAT_VERSION:
+            raise StoreError(f"index format {cfg.format_version} is not supported (expected "
+                             f"{FORMAT_VERSION})", file=str(root))
+        if expect is not None and (expect.id, expect.dim) != (cfg.embedder.id, cfg.embedder.dim):
+            raise EmbedderMismatch(
+                f"index was built with {cfg.embedder.id} (dim {cfg.embedder.dim}) but the "
+                f"configured embedder is {expect.id} (dim {expect.dim}); rebuild the index or "
+                "configure the same model", file=str(root), field="embedder",
+                value=f"{expect.id}/{expect.dim}")
+        # Search-time knobs may change on load (efSearch, nprobe, gpu); the structure may not.
+        use = cfg.index if spec is None else spec.model_copy(update={
+            "kind": cfg.index.kind, "sq8": cfg.index.sq8, "hnsw_m": cfg.index.hnsw_m,
+            "nlist": cfg.index.nlist, "auto_threshold": cfg.index.auto_threshold})
+        ix = cls(cfg.embedder, use)
+        ix.created = cfg.created
+        data = root / cfg.data
+        v = ix.vectors_
+        v.kind = cfg.kind
+        try:
+            if (data / "faiss.index").exists():
+                v.index = v.faiss.read_index(str(data / "faiss.index"))
+                if v.kind == "hnsw":
+                    v.index.hnsw.efSearch = use.ef_search
+            v.labels = np.load(data / "ids.npy", allow_pickle=False)
+            ix.meta = MetadataStore.read(data / "metadata.parquet")
+        except (OSError, RuntimeError, ValueError) as e:
+            raise StoreError(f"index data is unreadable: {e}", file=str(data)) from e
+        live = np.flatnonzero(v.labels >= 0)
+        v.pos = dict(zip(v.labels[live].tolist(), live.tolist()))
+        v.n_dead = int((v.labels < 0).sum())
+        if len(v.pos) != len(ix.meta) or len(v.pos) != cfg.count:
+            raise StoreError(f"index is inconsistent: {len(v.pos)} vectors, {len(ix.meta)} "
+                             f"metadata rows, config says {cfg.count}", file=str(root))
+        ix.path = root
+        return ix

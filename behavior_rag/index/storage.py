@@ -1,0 +1,93 @@
+"""A self-describing index folder, saved atomically.
+
+Layout::
+
+    <index>/config.json        format version, embedder id/dim/backend, index spec, counts,
+                               created/updated, and which data folder is current
+    <index>/v-000007/faiss.index   FAISS's own serialisation (no pickle)
+    <index>/v-000007/ids.npy       internal slot -> session key (-1 = dead), allow_pickle=False
+    <index>/v-000007/metadata.parquet
+
+A save writes a new ``v-N`` folder (fsynced), then atomically replaces ``config.json`` to point at
+it; only then are older folders removed. A crash at any point leaves the previous config pointing
+at its untouched folder, so the last committed index always loads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from behavior_rag.embed.base import EmbedderInfo
+from behavior_rag.errors import StoreError
+from behavior_rag.settings import IndexSettings
+
+FORMAT_VERSION = 1
+
+
+class IndexConfig(BaseModel):
+    """``config.json``: everything needed to know what an index folder holds."""
+
+    format_version: int = FORMAT_VERSION
+    embedder: EmbedderInfo
+    index: IndexSettings
+    kind: str  # the FAISS index kind in use (auto resolves to flat or hnsw)
+    count: int
+    created: datetime
+    updated: datetime
+    data: str  # current data folder name
+
+
+def fsync_path(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_config(root: Path) -> IndexConfig:
+    try:
+        return IndexConfig.model_validate_json((root / "config.json").read_text())
+    except FileNotFoundError as e:
+        raise StoreError("not an index folder (no config.json)", file=str(root)) from e
+    except ValidationError as e:
+        raise StoreError(f"invalid index config.json: {e}", file=str(root)) from e
+
+
+def new_data_dir(root: Path) -> Path:
+    """A fresh temp folder inside ``root`` to write the next version into."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{uuid.uuid4().hex[:10]}"
+    tmp.mkdir()
+    return tmp
+
+
+def commit(root: Path, tmp: Path, config: IndexConfig) -> IndexConfig:
+    """Turn ``tmp`` into the next ``v-N`` folder and point ``config.json`` at it, atomically."""
+    versions = sorted(p.name for p in root.glob("v-*"))
+    n = int(versions[-1][2:]) + 1 if versions else 1
+    name = f"v-{n:06d}"
+    for f in tmp.iterdir():
+        fsync_path(f)
+    os.replace(tmp, root / name)
+    fsync_path(root)
+    config = config.model_copy(update={"data": name, "updated": datetime.now(timezone.utc)})
+    cfg_tmp = root / f".config-{uuid.uuid4().hex[:8]}.json"
+    cfg_tmp.write_text(config.model_dump_json(indent=2))
+    fsync_path(cfg_tmp)
+    os.replace(cfg_tmp, root / "config.json")  # the commit point
+    fsync_path(root)
+    for old in root.iterdir():  # older versions and leftovers of interrupted saves
+        if old.name != name and (old.name.startswith("v-") or old.name.startswith(".tmp-")
+                                 or old.name.startswith(".config-")):
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+    return config

@@ -1,0 +1,104 @@
+"""Similar shoppers: nearest sessions or users to a session, a session id, a user, or free text.
+
+User vectors are the normalised mean of the user's session vectors: every session counts the
+same, so a user with one long odd session and many typical ones still looks typical. (Recency
+weighting would favour current intent; we keep the plain mean until there is an eval for it.)
+A user query excludes that user's own sessions and returns distinct users, each with the score
+and id of their best-matching session.
+
+Example:
+    >>> hits = similar(index, embedder, text="compares prices across many phone brands, never "
+    ...                "buys", k=5)                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from behavior_rag.embed.base import Embedder
+from behavior_rag.errors import ConfigError
+from behavior_rag.index.base import Filter, SearchHit, SessionMeta
+from behavior_rag.index.faiss_index import FaissSessionIndex
+from behavior_rag.render import render
+from behavior_rag.settings import Settings, default_settings
+from behavior_rag.types import Session
+
+
+class Neighbor(BaseModel):
+    """A similar session (or, for user queries, a similar user via their best session)."""
+
+    id: int
+    session_id: str
+    user_id: str
+    score: float
+    meta: SessionMeta
+    text: str | None = None
+
+
+def _neighbors(hits: list[SearchHit], with_text: bool) -> list[Neighbor]:
+    out = []
+    for h in hits:
+        meta = h.meta if with_text else h.meta.model_copy(update={"text": None})
+        out.append(Neighbor(id=h.id, session_id=meta.session_id, user_id=meta.user_id,
+                            score=h.score, meta=meta, text=h.meta.text if with_text else None))
+    return out
+
+
+def user_vector(index: FaissSessionIndex, user_id: str) -> np.ndarray:
+    ids = index.meta.ids_of_user(user_id)
+    if not ids:
+        raise ConfigError("user has no sessions in the index", field="user_id", value=user_id)
+    v = index.vectors(ids).mean(axis=0)
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+def similar(index: FaissSessionIndex, embedder: Embedder, *, session: Session | None = None,
+            session_id: str | None = None, user_id: str | None = None, text: str | None = None,
+            k: int = 10, flt: Filter | None = None, with_text: bool = False,
+            settings: Settings | None = None) -> list[Neighbor]:
+    """Nearest neighbours of exactly one of ``session``, ``session_id``, ``user_id``, ``text``.
+
+    Session and session-id queries never return the query session itself; user queries never
+    return the user's own sessions and return at most one hit per user.
+    """
+    given = [x is not None for x in (session, session_id, user_id, text)]
+    if sum(given) != 1:
+        raise ConfigError("give exactly one of session, session_id, user_id, text")
+    if k < 1:
+        raise ConfigError("k must be >= 1", field="k", value=k)
+    flt = flt or Filter()
+    settings = settings or default_settings()
+    if session is not None:
+        q = embedder.embed([render(session, settings=settings)])
+        flt = flt.model_copy(update={"exclude_sessions": [*flt.exclude_sessions,
+                                                          session.session_id]})
+    elif session_id is not None:
+        meta = index.get(session_id)
+        if meta is None:
+            raise ConfigError("session is not in the index", field="session_id", value=session_id)
+        q = index.vectors([meta.id])
+        flt = flt.model_copy(update={"exclude_sessions": [*flt.exclude_sessions, session_id]})
+    elif text is not None:
+        if not text.strip():
+            raise ConfigError("query text is empty", field="text")
+        q = embedder.embed([text])
+    else:
+        q = user_vector(index, user_id)[None, :]
+        flt = flt.model_copy(update={"exclude_users": [*flt.exclude_users, user_id]})
+        return _distinct_users(index, q, k, flt, with_text)
+    return _neighbors(index.search(q, k, flt)[0], with_text)
+
+
+def _distinct_users(index: FaissSessionIndex, q: np.ndarray, k: int, flt: Filter,
+                    with_text: bool) -> list[Neighbor]:
+    # Ask for more sessions until k distinct users are found or the index is exhausted.
+    want = k * 4
+    while True:
+        hits = index.search(q, want, flt)[0]
+        best: dict[str, SearchHit] = {}
+        for h in hits:
+            best.setdefault(h.meta.user_id, h)
+        if len(best) >= k or len(hits) < want:
+            return _neighbors(list(best.values())[:k], with_text)
+        want *= 4
