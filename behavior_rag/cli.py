@@ -16,31 +16,24 @@ from typing import Any, Optional
 
 import typer
 import yaml
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from behavior_rag.cli_common import HUMAN, err
+from behavior_rag.cli_common import emit as _emit
+from behavior_rag.cli_common import load_sessions as _load_sessions
+from behavior_rag.cli_common import progress as _progress
+from behavior_rag.cli_index import index_app, similar_cmd
 from behavior_rag.errors import BehaviorRagError, ConfigError
 from behavior_rag.ingest.formats import FORMATS
 from behavior_rag.ingest.load import load_events
 from behavior_rag.ingest.models import ColumnMapping
-from behavior_rag.ingest.store import read_store, write_store
+from behavior_rag.ingest.store import write_store
 from behavior_rag.render import render
 from behavior_rag.settings import Settings
-from behavior_rag.types import Session
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Recognise and explain e-commerce shopper behaviour.")
-err = Console(stderr=True)
-HUMAN = typer.Option(False, "--human", help="Human-readable output instead of JSON.")
-
-
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
-
-
-def _progress(label: str) -> Progress:
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=True, disable=not err.is_terminal)
+app.add_typer(index_app, name="index")
+app.command("similar")(similar_cmd)
 
 
 def _settings(gap_minutes: float | None = None, mode: str | None = None,
@@ -71,12 +64,6 @@ def _mapping(path: Path | None, pairs: list[str]) -> ColumnMapping | None:
         return ColumnMapping.model_validate(data)
     except Exception as e:  # pydantic.ValidationError: name the offending field
         raise ConfigError(f"invalid column mapping: {e}", file=str(path) if path else None) from e
-
-
-def _load_sessions(source: Path, fmt: str, settings: Settings) -> list[Session]:
-    if (source / "manifest.json").exists():
-        return read_store(source)
-    return load_events(source, fmt, settings=settings).sessions
 
 
 @app.command()
@@ -182,11 +169,13 @@ def demo(
     data_dir: Optional[Path] = typer.Option(None, help="Folder with the real datasets "
                                             "(default: BEHAVIOR_RAG_DATA_DIR or ../shared/data)."),
     as_json: bool = typer.Option(False, "--json", help="JSON instead of text."),
+    index_dir: Optional[Path] = typer.Option(None, "--index", help="Where the demo index goes "
+                                             "(default: indexes/demo)."),
 ) -> None:
-    """End-to-end demo on the embedded defaults: ingest, sessionise, render."""
+    """End-to-end demo on the embedded defaults: ingest, sessionise, render, index, similar."""
     from behavior_rag.demo import run_demo
 
-    run_demo(data_dir=data_dir, as_json=as_json)
+    run_demo(data_dir=data_dir, as_json=as_json, index_dir=index_dir)
 
 
 def main() -> None:

@@ -24,8 +24,13 @@ from behavior_rag.errors import ConfigError, StoreError
 from behavior_rag.index.base import Filter, SearchHit, SessionMeta
 from behavior_rag.index.faiss_vectors import FaissVectors
 from behavior_rag.index.metadata import MetadataStore
-from behavior_rag.index.storage import FORMAT_VERSION, IndexConfig, commit, new_data_dir, \
-    read_config
+from behavior_rag.index.storage import (
+    FORMAT_VERSION,
+    IndexConfig,
+    commit,
+    new_data_dir,
+    read_config,
+)
 from behavior_rag.settings import IndexSettings
 
 
@@ -75,9 +80,8 @@ class FaissSessionIndex:
         allowed = None if flt is None or flt.is_empty() else self.meta.matching(flt)
         scores, ids = self.vectors_.search(queries, k, allowed)
         get = self.meta.get
-        # model_construct: the metadata was validated on the way in; this is the hot path.
-        return [[SearchHit.model_construct(id=int(i), score=float(s), meta=get(int(i)))
-                 for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]
+        return [[SearchHit(i, s, get(i)) for s, i in zip(srow, irow) if i >= 0]
+                for srow, irow in zip(scores.tolist(), ids.tolist())]
 
     def get(self, session_id: str) -> SessionMeta | None:
         return self.meta.by_session(session_id)

@@ -1,0 +1,110 @@
+"""``BehaviorRAG``: the in-process facade users call (the HTTP client mirrors it later).
+
+It wires settings -> embedder -> index folder; each step lives in its own module.
+
+Example:
+    >>> from behavior_rag import BehaviorRAG, generate
+    >>> rag = BehaviorRAG(index_path="indexes/demo")                      # doctest: +SKIP
+    >>> rag.index_sessions(generate(200, seed=1).sessions)               # doctest: +SKIP
+    >>> rag.save()                                                       # doctest: +SKIP
+    >>> rag.similar(text="many views of cheap discounted items", k=3)    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from behavior_rag.embed import Embedder, get_embedder
+from behavior_rag.embed.base import EmbedderInfo, Progress
+from behavior_rag.index.base import Filter
+from behavior_rag.index.build import UpsertReport, upsert_sessions
+from behavior_rag.index.faiss_index import FaissSessionIndex
+from behavior_rag.index.storage import IndexConfig, read_config
+from behavior_rag.retrieve import Neighbor, similar
+from behavior_rag.settings import Settings, default_settings
+from behavior_rag.types import Session
+
+log = logging.getLogger(__name__)
+
+
+class IndexInfo(BaseModel):
+    path: str
+    config: IndexConfig
+    labels: dict[str, int]
+    users: int
+
+
+class BehaviorRAG:
+    """Index sessions and find similar shoppers. Later: classify, profile, discover.
+
+    If ``index_path`` holds an index, it is loaded lazily and queries use the embedding backend
+    it was built with (vectors from another model are refused on load).
+    """
+
+    def __init__(self, settings: Settings | None = None, index_path: str | Path | None = None,
+                 *, fresh: bool = False) -> None:
+        self.settings = settings or default_settings()
+        self.index_path = Path(index_path) if index_path else self.settings.index_dir / "default"
+        self._fresh = fresh
+        if not fresh and (self.index_path / "config.json").exists():
+            built = read_config(self.index_path).embedder
+            if built.backend != self.settings.embed.backend:
+                log.info("using the index's embedding backend %s", built.backend)
+                self.settings = self.settings.model_copy(update={
+                    "embed": self.settings.embed.model_copy(update={"backend": built.backend})})
+        self._embedder: Embedder | None = None
+        self._index: FaissSessionIndex | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = get_embedder(self.settings)
+        return self._embedder
+
+    @property
+    def index(self) -> FaissSessionIndex:
+        if self._index is None:
+            if not self._fresh and (self.index_path / "config.json").exists():
+                self._index = FaissSessionIndex.load(self.index_path, expect=self.embedder.info,
+                                                     spec=self.settings.index)
+            else:
+                self._index = FaissSessionIndex(self.embedder.info, self.settings.index)
+        return self._index
+
+    def index_sessions(self, sessions: Sequence[Session], *, split: str | None = None,
+                       progress: Progress | None = None) -> UpsertReport:
+        """Render, embed and upsert sessions (unchanged ones are skipped). Call :meth:`save`."""
+        return upsert_sessions(self.index, self.embedder, sessions, settings=self.settings,
+                               split=split, progress=progress)
+
+    def delete_sessions(self, session_ids: Sequence[str]) -> int:
+        ids = [m.id for s in session_ids if (m := self.index.get(s)) is not None]
+        return self.index.delete(ids)
+
+    def save(self) -> IndexConfig:
+        """Commit the index folder atomically."""
+        return self.index.save(self.index_path)
+
+    def similar(self, *, session: Session | None = None, session_id: str | None = None,
+                user_id: str | None = None, text: str | None = None, k: int = 10,
+                filter: Filter | None = None, with_text: bool = False) -> list[Neighbor]:
+        """Similar sessions (or users, for ``user_id``) — see :func:`behavior_rag.retrieve.similar`."""
+        return similar(self.index, self.embedder, session=session, session_id=session_id,
+                       user_id=user_id, text=text, k=k, flt=filter, with_text=with_text,
+                       settings=self.settings)
+
+    def info(self) -> IndexInfo:
+        cfg = read_config(self.index_path)
+        frame = self.index.meta.frame()
+        labels = frame["label"].drop_nulls().value_counts()
+        return IndexInfo(path=str(self.index_path), config=cfg,
+                         labels={r["label"]: r["count"] for r in labels.iter_rows(named=True)},
+                         users=frame["user_id"].n_unique())
+
+    @property
+    def embedder_info(self) -> EmbedderInfo:
+        return self.embedder.info
