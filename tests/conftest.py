@@ -40,3 +40,30 @@ def taobao(session_settings):
     from behavior_rag.ingest.load import load_events
 
     return load_events(need(TAOBAO), "taobao", settings=session_settings)
+
+
+@pytest.fixture(scope="session")
+def embed_home(tmp_path_factory) -> Path:
+    """One home (model exports + embedding cache) shared by the embedding tests."""
+    return tmp_path_factory.mktemp("embed_home")
+
+
+@pytest.fixture(scope="session")
+def torch_embedder():
+    from behavior_rag.embed.sentence_transformers import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="session")
+def int8_embedder(embed_home):
+    from behavior_rag.embed.onnx import OnnxEmbedder
+
+    return OnnxEmbedder(quantized=True, cache_root=embed_home / "models")
+
+
+@pytest.fixture(scope="session")
+def synth_sessions():
+    from behavior_rag.synth import generate
+
+    return generate(400, seed=11).sessions

@@ -68,11 +68,11 @@ class Filter(BaseModel):
         return self == Filter()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SearchHit:
     """One result: id, inner-product score (cosine for unit vectors) and the session's metadata.
 
-    A slotted dataclass, not a pydantic model, on purpose: it is built k times per query on the
+    A slotted (non-frozen: frozen doubles the build cost) dataclass, not a pydantic model, on purpose: it is built k times per query on the
     search hot path from already-validated parts, where pydantic construction cost ~10x the
     FAISS-relative budget. Public results (``retrieve.Neighbor``) are pydantic.
     """
