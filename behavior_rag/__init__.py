@@ -6,6 +6,7 @@ Example:
     facts:
 """
 
+from behavior_rag.api import BehaviorRAG
 from behavior_rag.errors import (
                                  BehaviorRagError,
                                  ConfigError,
@@ -16,11 +17,13 @@ from behavior_rag.errors import (
                                  TaxonomyError,
 )
 from behavior_rag.facts import compute_facts
+from behavior_rag.index.base import Filter, SessionMeta
 from behavior_rag.ingest.load import load_events, load_records
 from behavior_rag.ingest.models import ColumnMapping, FormatSpec, IngestReport, IngestResult
 from behavior_rag.ingest.store import read_store, write_store
 from behavior_rag.ingest.uci import load_uci
 from behavior_rag.render import render
+from behavior_rag.retrieve import Neighbor
 from behavior_rag.settings import Settings
 from behavior_rag.synth import generate
 from behavior_rag.taxonomy import Taxonomy, load_taxonomy
@@ -28,7 +31,7 @@ from behavior_rag.types import Event, Fact, Session, SessionFacts
 
 __version__ = "0.1.0"
 __all__ = [
-    "BehaviorRagError", "ColumnMapping", "ConfigError", "DataError", "Event", "Fact", "FormatSpec",
+    "BehaviorRAG", "Filter", "Neighbor", "SessionMeta", "BehaviorRagError", "ColumnMapping", "ConfigError", "DataError", "Event", "Fact", "FormatSpec",
     "IngestError", "IngestReport", "IngestResult", "RenderError", "Session", "SessionFacts",
     "Settings", "StoreError", "Taxonomy", "TaxonomyError", "compute_facts", "generate",
     "load_events", "load_records", "load_taxonomy", "load_uci", "read_store", "render",
