@@ -88,7 +88,7 @@ def ingest(
         task = bar.add_task("ingest", total=None)
         result = load_events(path, fmt, mapping=_mapping(mapping_file, map_), settings=settings)
         bar.update(task, total=1, completed=1)
-    manifest = write_store(result.sessions, out, info={"ingest": result.report.model_dump()})
+    write_store(result.sessions, out, info={"ingest": result.report.model_dump()})
     report = result.report.model_dump() | {"store": str(out)}
     if human:
         r = result.report
@@ -96,7 +96,6 @@ def ingest(
                   f"events, {r.sessions} sessions, {r.users} users in {r.seconds}s -> {out}")
         if r.rows_skipped:
             err.print(f"skipped {r.rows_skipped} rows: {r.skipped_by_reason}")
-        del manifest
     else:
         _emit(report)
 

@@ -43,9 +43,12 @@ def taobao(session_settings):
 
 
 @pytest.fixture(scope="session")
-def embed_home(tmp_path_factory) -> Path:
-    """One home (model exports + embedding cache) shared by the embedding tests."""
-    return tmp_path_factory.mktemp("embed_home")
+def embed_home() -> Path:
+    """A home for converted/exported models and the embedding cache, kept between runs in the
+    git-ignored .cache/ (conversions take a minute; CI caches the folder)."""
+    home = ROOT / ".cache" / "test-home"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
 
 
 @pytest.fixture(scope="session")

