@@ -156,7 +156,6 @@ class LocalLLM:
         torch = self._torch
         prompt = self.prompt_text(messages, answer_prefix)
         prompt_ids = self.split_tokens(prompt, options[0] if options else "")[0][None, :]
-        n = prompt_ids.shape[1]
         with torch.no_grad():
             out = self.model(prompt_ids, use_cache=True)
             cache = getattr(out, "cache", None) or out.past_key_values
