@@ -94,3 +94,11 @@ class RenderError(BehaviorRagError):
 
 class TaxonomyError(DataError):
     """A label taxonomy file is invalid, or a label is not in the taxonomy."""
+
+
+class LLMError(BehaviorRagError):
+    """The language model could not be reached or failed (carries backend, url, attempts)."""
+
+
+class LLMOutputError(BehaviorRagError):
+    """The model's reply did not validate, even after re-asking (carries raw output, attempts)."""

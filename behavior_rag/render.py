@@ -37,11 +37,17 @@ class RenderedLine(BaseModel):
     events: list[int]
 
 
+def json_text(value: str) -> str:
+    """A JSON string literal that also escapes ``<`` and ``>``, so data can never close or open
+    the ``<session>`` tags prompts wrap it in."""
+    return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+
+
 def quote(value: str) -> str:
     """Identifiers stay bare; anything else becomes a JSON string (capped at 80 chars)."""
     if _SAFE.match(value):
         return value
-    return json.dumps(value if len(value) <= 80 else value[:79] + "…", ensure_ascii=False)
+    return json_text(value if len(value) <= 80 else value[:79] + "…")
 
 
 def _clock(seconds: float) -> str:
@@ -103,7 +109,7 @@ def facts_clauses(session: Session, facts: SessionFacts, tz: str = "UTC") -> lis
 
 def _event_text(e: Event) -> str:
     if e.type == "search":
-        return f"search {json.dumps(e.query or '', ensure_ascii=False)}"
+        return f"search {json_text(e.query or '')}"
     bits = [e.type]
     if e.item_id is not None:
         bits.append(f"item {quote(e.item_id)}")
@@ -114,7 +120,7 @@ def _event_text(e: Event) -> str:
     if e.price is not None:
         bits.append(f"${_num(e.price)}")
     if e.query:
-        bits.append(f"query {json.dumps(e.query, ensure_ascii=False)}")
+        bits.append(f"query {json_text(e.query)}")
     return " ".join(bits)
 
 

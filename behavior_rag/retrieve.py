@@ -102,3 +102,51 @@ def _distinct_users(index: FaissSessionIndex, q: np.ndarray, k: int, flt: Filter
         if len(best) >= k or len(hits) < want:
             return _neighbors(list(best.values())[:k], with_text)
         want *= 4
+
+
+class Example(BaseModel):
+    """A labelled neighbour shown to the LLM."""
+
+    session_id: str
+    label: str
+    score: float
+    text: str
+
+
+def labelled_neighbors(index: FaissSessionIndex, vector: np.ndarray, k: int, *,
+                       session_id: str | None = None, user_id: str | None = None
+                       ) -> list[SearchHit]:
+    """k nearest labelled sessions, never the query session or the same user's sessions
+    (a user's other sessions would leak their label into their own prediction)."""
+    flt = Filter(labelled=True, exclude_sessions=[session_id] if session_id else [],
+                 exclude_users=[user_id] if user_id else [])
+    return index.search(np.atleast_2d(vector), k, flt)[0]
+
+
+def balanced_examples(hits: list[SearchHit], k: int, per_label_max: int,
+                      max_chars: int) -> list[Example]:
+    """Best-scoring hits with at most ``per_label_max`` per label, nearest last (closest to the
+    query in the prompt), each cut to its first lines within ``max_chars``."""
+    counts: dict[str, int] = {}
+    picked: list[SearchHit] = []
+    for h in hits:
+        label = h.meta.label
+        if label is None or counts.get(label, 0) >= per_label_max:
+            continue
+        counts[label] = counts.get(label, 0) + 1
+        picked.append(h)
+        if len(picked) == k:
+            break
+    return [Example(session_id=h.meta.session_id, label=h.meta.label, score=h.score,
+                    text=_cut(h.meta.text or "", max_chars)) for h in reversed(picked)]
+
+
+def _cut(text: str, max_chars: int) -> str:
+    out, used = [], 0
+    for line in text.split("\n"):
+        if out and used + len(line) > max_chars:
+            out.append("...")
+            break
+        out.append(line)
+        used += len(line) + 1
+    return "\n".join(out)

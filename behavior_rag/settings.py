@@ -67,6 +67,38 @@ class IndexSettings(BaseModel):
                                     "default). 1 is faster when other work shares the cores.")
 
 
+class LLMSettings(BaseModel):
+    """Which language model classifies."""
+
+    backend: Literal["local", "vllm", "langchain", "none"] = Field(
+        "local", description="none: kNN vote only.")
+    model: str = Field("smollm2-135m", description="local: smollm2-135m, gemma3-270m, an HF "
+                       "folder or a .gguf; vllm: the served model (or LoRA adapter) name.")
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    concurrency: int = Field(8, ge=1)
+    threads: int | None = None
+
+
+class ClassifySettings(BaseModel):
+    """Few-shot classification."""
+
+    taxonomy: str = "personas"
+    prompt: str = "classify"
+    k_examples: int = Field(4, ge=0, description="Labelled neighbours shown in the prompt.")
+    per_label_max: int = Field(2, ge=1, description="At most this many examples per label, so "
+                               "one label cannot flood the prompt.")
+    example_max_chars: int = Field(360, ge=40, description="Examples are cut to their first "
+                                   "lines (facts first) within this many characters.")
+    knn_k: int = Field(15, ge=1, description="Labelled neighbours in the kNN vote.")
+    mode: Literal["score", "generate"] = Field(
+        "score", description="score: label log-probabilities (any backend with logprobs); "
+        "generate: structured JSON output, re-asked on validation errors.")
+    max_reasks: int = Field(2, ge=0)
+
+
 class Settings(BaseSettings):
     """All settings. Env prefix ``BEHAVIOR_RAG_``; nested with ``__``."""
 
@@ -81,6 +113,8 @@ class Settings(BaseSettings):
     render: RenderSettings = RenderSettings()
     embed: EmbedSettings = EmbedSettings()
     index: IndexSettings = IndexSettings()
+    llm: LLMSettings = LLMSettings()
+    classify: ClassifySettings = ClassifySettings()
 
 
 @lru_cache(maxsize=1)

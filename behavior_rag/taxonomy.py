@@ -45,6 +45,9 @@ class Label(BaseModel):
     description: str = Field(min_length=1)
     signals: list[str] = Field(default_factory=list,
                                description="Observable session facts typical of this label.")
+    evidence_facts: list[str] = Field(
+        default_factory=list, description="SessionFacts names that show this label; "
+        "explanations cite them (each verified by code). Empty: a default set of key facts.")
 
 
 class Taxonomy(BaseModel):

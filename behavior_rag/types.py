@@ -156,6 +156,39 @@ class SessionFacts(BaseModel):
         return self.as_dict().get(name)
 
 
+class Evidence(BaseModel):
+    """One claim about the query session, checkable by code.
+
+    Cites a fact (name + claimed value) and/or event indices (optionally with the event type
+    they are claimed to be). Unverifiable items are dropped before a prediction is returned.
+    """
+
+    fact: str | None = None
+    value: Any = None
+    events: list[int] = Field(default_factory=list)
+    event_type: EventType | None = None
+    text: str = ""
+
+
+class PatternPrediction(BaseModel):
+    """A classification: label, calibrated probabilities, and verified evidence."""
+
+    session_id: str
+    label: str
+    probabilities: dict[str, float]
+    confidence: float
+    abstained: bool
+    explanation: str
+    evidence: list[Evidence]
+    evidence_dropped: int = 0
+    neighbors: list[str] = Field(default_factory=list, description="Session ids of the "
+                                 "labelled examples used.")
+    source: Literal["fused", "knn", "llm"] = "fused"
+    fallback_reason: str | None = None
+    llm_scores: dict[str, float] | None = None
+    knn_vote: dict[str, float] = Field(default_factory=dict)
+
+
 def utc(ts: float | int) -> datetime:
     """Unix seconds -> aware UTC datetime."""
     return datetime.fromtimestamp(ts, tz=timezone.utc)

@@ -35,13 +35,18 @@ def test_scores_prefer_the_right_answer(llm):
     assert paris > berlin and paris > banana
 
 
-def test_cached_prefix_scores_equal_a_full_forward_pass(llm):
+@pytest.mark.parametrize("user", ["viewed 9 items, carted 2, bought none. Label?",
+                                  "searched once, viewed 2 items, bought one. Label?"])
+def test_cached_prefix_scores_equal_a_full_forward_pass(llm, user):
     import torch
 
-    msgs = [ChatMessage(role="system", content="Label shopping sessions."),
-            ChatMessage(role="user", content="viewed 9 items, carted 2, bought none. Label?")]
+    system = "Label shopping sessions. " * 10  # a long shared prefix, as in real prompts
+    msgs = [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
     options = ["cart_abandoner", "window_shopper", "focused_buyer"]
+    hits_before = llm.prefix_hits
     got = llm.score_options(msgs, options, answer_prefix="Label: ")
+    if "bought one" in user:  # second prompt: the system part came from the KV cache
+        assert llm.prefix_hits > hits_before
     prompt = llm.prompt_text(msgs, "Label: ")
     for opt, score in zip(options, got):
         p_ids, o_ids = llm.split_tokens(prompt, opt)

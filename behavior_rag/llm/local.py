@@ -117,6 +117,8 @@ class LocalLLM:
         # transformers renamed `past_key_values` to `cache` (5.x); accept either.
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._last = None  # (prompt ids, KV cache holding exactly them, their count)
+        self.prefix_hits = 0  # tokens served from the cache (for benchmarks)
 
     # ---- prompt layout ------------------------------------------------------------------
     def prompt_text(self, messages: list[ChatMessage], answer_prefix: str = "") -> str:
@@ -155,11 +157,11 @@ class LocalLLM:
                       answer_prefix: str = "") -> list[float]:
         torch = self._torch
         prompt = self.prompt_text(messages, answer_prefix)
-        prompt_ids = self.split_tokens(prompt, options[0] if options else "")[0][None, :]
+        prompt_ids = self.split_tokens(prompt, options[0] if options else "")[0]
+        n = len(prompt_ids)
         with torch.no_grad():
-            out = self.model(prompt_ids, use_cache=True)
-            cache = getattr(out, "cache", None) or out.past_key_values
-            first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+            cache, first = self._prefill(prompt_ids)
+            first = torch.log_softmax(first.float(), dim=-1)
             scores = []
             for opt in options:
                 opt_ids = self.split_tokens(prompt, opt)[1]
@@ -172,7 +174,30 @@ class LocalLLM:
                     lp += float(logp.gather(1, opt_ids[1:, None]).sum())
                     cache.crop(-(len(opt_ids) - 1))  # back to the prompt for the next option
                 scores.append(lp)
+        self._last = (prompt_ids, cache, n)
         return scores
+
+    def _prefill(self, ids):
+        """Run ``ids`` through the model, reusing the KV cache of the longest prefix shared
+        with the previous prompt (the static system part, in our prompts) — the same idea as
+        vLLM's automatic prefix caching. Returns (cache, logits of the last position)."""
+        torch = self._torch
+        common = 0
+        if self._last is not None:
+            prev, cache, prev_len = self._last
+            m = min(len(prev), len(ids)) - 1  # always recompute at least the last token
+            if m > 0:
+                diff = (prev[:m] != ids[:m]).nonzero()
+                common = int(diff[0]) if len(diff) else m
+        if common > 16:
+            cache.crop(-(prev_len - common))
+            self.prefix_hits += common
+            out = self.model(ids[None, common:], use_cache=True, **{self._cache_kw: cache})
+        else:
+            out = self.model(ids[None, :], use_cache=True)
+            cache = getattr(out, "cache", None) or out.past_key_values
+        del torch
+        return cache, out.logits[0, -1]
 
     def generate(self, messages: list[ChatMessage], *, max_tokens: int = 256,
                  json_schema: dict | None = None) -> str:

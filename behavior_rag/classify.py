@@ -1,0 +1,194 @@
+"""The classification step: retrieve -> prompt -> LLM -> fusion -> evidence check.
+
+Example:
+    >>> clf = Classifier(index, embedder, llm, load_taxonomy())          # doctest: +SKIP
+    >>> clf.classify(session).label                                     # doctest: +SKIP
+    'cart_abandoner'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from behavior_rag.embed.base import Embedder
+from behavior_rag.errors import BehaviorRagError, LLMOutputError
+from behavior_rag.evidence import evidence_for, explanation, verify
+from behavior_rag.facts import compute_facts
+from behavior_rag.fusion import DevExample, FusionParams, fuse, knn_vote
+from behavior_rag.index.faiss_index import FaissSessionIndex
+from behavior_rag.llm.base import ChatMessage, LLMBackend
+from behavior_rag.prompts import PromptFile, load_prompt
+from behavior_rag.render import render
+from behavior_rag.retrieve import Example, balanced_examples, labelled_neighbors
+from behavior_rag.settings import Settings, default_settings
+from behavior_rag.taxonomy import Taxonomy
+from behavior_rag.types import Evidence, PatternPrediction, Session, SessionFacts
+
+Progress = Callable[[int, int], None]
+
+
+class LLMEvidence(BaseModel):
+    fact: str
+    value: Any = None
+
+
+class LLMDecision(BaseModel):
+    """What a generating model must return (as JSON)."""
+
+    label: str
+    evidence: list[LLMEvidence] = []
+    explanation: str = ""
+
+
+@dataclass
+class Prepared:
+    """A session ready for the LLM: its text, facts, neighbours and prompt."""
+
+    session: Session
+    text: str
+    facts: SessionFacts
+    neighbors: list[tuple[str, float]]
+    examples: list[Example]
+    messages: list[ChatMessage]
+
+
+class Classifier:
+    """Few-shot classifier over a labelled index. ``llm=None`` classifies by kNN vote alone."""
+
+    def __init__(self, index: FaissSessionIndex, embedder: Embedder, llm: LLMBackend | None,
+                 taxonomy: Taxonomy, *, settings: Settings | None = None,
+                 fusion: FusionParams | None = None, prompt: PromptFile | None = None) -> None:
+        self.index, self.embedder, self.llm, self.taxonomy = index, embedder, llm, taxonomy
+        self.settings = settings or default_settings()
+        self.fusion = fusion or FusionParams()
+        self.prompt = prompt or load_prompt(self.settings.classify.prompt)
+        self.labels = list(taxonomy.names)
+
+    # ---- steps --------------------------------------------------------------------------
+    def prepare(self, sessions: Sequence[Session]) -> list[Prepared]:
+        """Render, embed (one batch), retrieve neighbours and build prompts."""
+        cs = self.settings.classify
+        texts = [render(s, settings=self.settings) for s in sessions]
+        vecs = self.embedder.embed(texts) if texts else np.zeros((0, self.index.dim))
+        out = []
+        for s, text, v in zip(sessions, texts, vecs):
+            hits = labelled_neighbors(self.index, v, max(cs.knn_k, cs.k_examples * 4),
+                                      session_id=s.session_id, user_id=s.user_id)
+            examples = balanced_examples(hits, cs.k_examples, cs.per_label_max,
+                                         cs.example_max_chars)
+            msgs = self.prompt.messages(taxonomy=self.taxonomy, examples=examples,
+                                        session_text=text)
+            out.append(Prepared(s, text, compute_facts(s, tz=self.settings.render.timezone),
+                                [(h.meta.label, h.score) for h in hits[: cs.knn_k]],
+                                examples, msgs))
+        return out
+
+    def llm_scores(self, p: Prepared) -> tuple[dict[str, float] | None, list[Evidence], str | None]:
+        """Label log-probs (score mode) or a structured decision (generate mode).
+
+        Returns (scores or None, evidence proposed by the model, fallback reason or None).
+        """
+        if self.llm is None:
+            return None, [], None
+        try:
+            if self.settings.classify.mode == "score":
+                scores = self.llm.score_options(p.messages, self.labels,
+                                                answer_prefix=self.prompt.answer_prefix)
+                return dict(zip(self.labels, scores)), [], None
+            decision = self.structured(p)
+        except LLMOutputError as e:
+            return None, [], f"LLM output invalid after {e.context.get('attempts')} attempts: " \
+                             f"{e.message}"
+        except BehaviorRagError as e:
+            return None, [], f"LLM failed: {e.message}"
+        # A generated label becomes a one-hot "score" so fusion treats both modes alike.
+        scores = {k: (0.0 if k == decision.label else -20.0) for k in self.labels}
+        proposed = [Evidence(fact=x.fact, value=x.value) for x in decision.evidence]
+        return scores, proposed, None
+
+    def structured(self, p: Prepared) -> LLMDecision:
+        """Generate JSON, validate it, re-ask with the error (bounded)."""
+        schema = LLMDecision.model_json_schema()
+        schema["properties"]["label"]["enum"] = self.labels
+        suffix = self.prompt.render("structured_suffix", taxonomy=self.taxonomy,
+                                    fact_names=sorted(p.facts.as_dict()))
+        msgs = [*p.messages, ChatMessage(role="user", content=suffix)]
+        raw, error = "", ""
+        for attempt in range(1, self.settings.classify.max_reasks + 2):  # noqa: B007
+            raw = self.llm.generate(msgs, json_schema=schema, max_tokens=300)
+            try:
+                decision = LLMDecision.model_validate_json(_json_part(raw))
+                if decision.label not in self.labels:
+                    raise ValueError(f"label {decision.label!r} is not one of {self.labels}")
+                return decision
+            except (ValidationError, ValueError) as e:
+                error = str(e).splitlines()[0] if isinstance(e, ValueError) else str(e)
+                msgs = [*msgs, ChatMessage(role="assistant", content=raw),
+                        ChatMessage(role="user", content=self.prompt.render("reask",
+                                                                           error=error))]
+        raise LLMOutputError(error, raw_output=raw[:2000], attempts=attempt)
+
+    def decide(self, p: Prepared, scores: dict[str, float] | None,
+               proposed: list[Evidence], fallback: str | None) -> PatternPrediction:
+        knn = knn_vote(p.neighbors, self.labels, self.fusion)
+        probs = fuse(scores, knn, self.fusion)
+        label = max(probs, key=probs.get)
+        conf = probs[label]
+        abstained = conf < self.fusion.abstain_below
+        candidates = proposed + evidence_for(label, p.facts, self.taxonomy)
+        kept, dropped = verify(candidates, p.session, p.facts)
+        source = "knn" if scores is None else ("fused" if self.fusion.w_llm < 1 else "llm")
+        return PatternPrediction(
+            session_id=p.session.session_id, label=label, probabilities=probs, confidence=conf,
+            abstained=abstained, explanation=explanation(label, conf, abstained, kept),
+            evidence=kept, evidence_dropped=dropped,
+            neighbors=[e.session_id for e in p.examples], source=source,
+            fallback_reason=fallback, llm_scores=scores, knn_vote=knn)
+
+    # ---- public -------------------------------------------------------------------------
+    def classify(self, session: Session) -> PatternPrediction:
+        return self.classify_many([session])[0]
+
+    def classify_many(self, sessions: Sequence[Session], *, progress: Progress | None = None,
+                      batch: int = 32) -> list[PatternPrediction]:
+        """Predictions in input order; embedding/retrieval batched, LLM calls per session
+        (concurrent for remote backends that support it)."""
+        out: list[PatternPrediction] = []
+        for start in range(0, len(sessions), batch):
+            prepared = self.prepare(sessions[start: start + batch])
+            results = self._llm_many(prepared)
+            out += [self.decide(p, *r) for p, r in zip(prepared, results)]
+            if progress:
+                progress(len(out), len(sessions))
+        return out
+
+    def _llm_many(self, prepared: list[Prepared]):
+        many = getattr(self.llm, "map_concurrent", None)
+        if many is not None:
+            return many(self.llm_scores, prepared)
+        return [self.llm_scores(p) for p in prepared]
+
+    def dev_examples(self, sessions: Sequence[Session]) -> list[DevExample]:
+        """LLM scores and neighbours for labelled dev sessions (to fit fusion)."""
+        prepared = self.prepare(sessions)
+        return [DevExample(llm_scores=r[0], neighbors=p.neighbors, label=p.session.label)
+                for p, r in zip(prepared, self._llm_many(prepared)) if p.session.label]
+
+
+def _json_part(raw: str) -> str:
+    """The first {...} block of a reply (models like to wrap JSON in prose or fences)."""
+    start, end = raw.find("{"), raw.rfind("}")
+    if start == -1 or end <= start:
+        return raw
+    candidate = raw[start: end + 1]
+    try:
+        json.loads(candidate)
+        return candidate
+    except json.JSONDecodeError:
+        return raw
