@@ -78,12 +78,13 @@ class Classifier:
         vecs = self.embedder.embed(texts) if texts else np.zeros((0, self.index.dim))
         out = []
         for s, text, v in zip(sessions, texts, vecs):
+            short = render(s, settings=self.settings, max_tokens=cs.query_max_tokens)
             hits = labelled_neighbors(self.index, v, max(cs.knn_k, cs.k_examples * 4),
                                       session_id=s.session_id, user_id=s.user_id)
             examples = balanced_examples(hits, cs.k_examples, cs.per_label_max,
                                          cs.example_max_chars)
             msgs = self.prompt.messages(taxonomy=self.taxonomy, examples=examples,
-                                        session_text=text)
+                                        session_text=short)
             out.append(Prepared(s, text, compute_facts(s, tz=self.settings.render.timezone),
                                 [(h.meta.label, h.score) for h in hits[: cs.knn_k]],
                                 examples, msgs))

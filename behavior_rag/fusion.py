@@ -96,9 +96,12 @@ class DevExample(BaseModel):
     label: str
 
 
-def fit(dev: Sequence[DevExample], labels: Sequence[str],
-        base: FusionParams | None = None) -> FusionParams:
-    """Grid-search w, T and the kNN temperature for dev macro-F1 (log-loss breaks ties)."""
+def fit(dev: Sequence[DevExample], labels: Sequence[str], base: FusionParams | None = None,
+        weights: Sequence[float] | None = None) -> FusionParams:
+    """Grid-search w, T and the kNN temperature for dev macro-F1 (log-loss breaks ties).
+
+    ``weights`` restricts the LLM weights tried (``[0]``: kNN alone, ``[1]``: LLM alone).
+    """
     if not dev:
         raise ConfigError("fusion needs labelled dev examples to fit", field="dev")
     base = base or FusionParams()
@@ -113,7 +116,8 @@ def fit(dev: Sequence[DevExample], labels: Sequence[str],
         m = m - m.mean(axis=1, keepdims=True)
         bias = {k: -float(v) for k, v in zip(labels, m.mean(axis=0))}
     best, best_key = base, (-1.0, -math.inf)
-    ws = [0.0] + ([0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0] if with_llm else [])
+    ws = list(weights) if weights is not None else \
+        [0.0] + ([0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0] if with_llm else [])
     for w, t, kt in itertools.product(ws, (0.5, 1.0, 2.0, 4.0), (0.01, 0.03, 0.05, 0.1, 0.3)):
         if w == 0 and t != 1.0:
             continue

@@ -87,11 +87,13 @@ class ClassifySettings(BaseModel):
 
     taxonomy: str = "personas"
     prompt: str = "classify"
-    k_examples: int = Field(4, ge=0, description="Labelled neighbours shown in the prompt.")
+    k_examples: int = Field(3, ge=0, description="Labelled neighbours shown in the prompt.")
     per_label_max: int = Field(2, ge=1, description="At most this many examples per label, so "
                                "one label cannot flood the prompt.")
-    example_max_chars: int = Field(360, ge=40, description="Examples are cut to their first "
+    example_max_chars: int = Field(240, ge=40, description="Examples are cut to their first "
                                    "lines (facts first) within this many characters.")
+    query_max_tokens: int = Field(160, ge=64, description="Token budget of the session to label "
+                                  "in the prompt (prompt length drives CPU latency).")
     knn_k: int = Field(15, ge=1, description="Labelled neighbours in the kNN vote.")
     mode: Literal["score", "generate"] = Field(
         "score", description="score: label log-probabilities (any backend with logprobs); "
