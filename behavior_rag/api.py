@@ -26,7 +26,7 @@ from behavior_rag.index.faiss_index import FaissSessionIndex
 from behavior_rag.index.storage import IndexConfig, read_config
 from behavior_rag.retrieve import Neighbor, similar
 from behavior_rag.settings import Settings, default_settings
-from behavior_rag.types import Session
+from behavior_rag.types import PatternPrediction, Session
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class BehaviorRAG:
                     "embed": self.settings.embed.model_copy(update={"backend": built.backend})})
         self._embedder: Embedder | None = None
         self._index: FaissSessionIndex | None = None
+        self._classifier = None
 
     @property
     def embedder(self) -> Embedder:
@@ -96,6 +97,46 @@ class BehaviorRAG:
         return similar(self.index, self.embedder, session=session, session_id=session_id,
                        user_id=user_id, text=text, k=k, flt=filter, with_text=with_text,
                        settings=self.settings)
+
+    # ---- classification -----------------------------------------------------------------
+    @property
+    def classifier(self):
+        """The few-shot classifier over this index (LLM from settings; fusion parameters from
+        ``<index>/fusion.json`` once :meth:`fit_fusion` has run)."""
+        if self._classifier is None:
+            from behavior_rag.classify import Classifier
+            from behavior_rag.fusion import FusionParams
+            from behavior_rag.llm.factory import get_llm
+            from behavior_rag.taxonomy import load_taxonomy
+
+            fusion_path = self.index_path / "fusion.json"
+            fusion = FusionParams.load(fusion_path) if fusion_path.exists() else None
+            self._classifier = Classifier(
+                self.index, self.embedder, get_llm(self.settings),
+                load_taxonomy(self.settings.classify.taxonomy), settings=self.settings,
+                fusion=fusion)
+        return self._classifier
+
+    def classify(self, session: Session) -> PatternPrediction:
+        """Label one session (see :class:`behavior_rag.classify.Classifier`)."""
+        return self.classifier.classify(session)
+
+    def classify_many(self, sessions: Sequence[Session], *, progress: Progress | None = None
+                      ) -> list[PatternPrediction]:
+        """Label sessions; results in input order."""
+        return self.classifier.classify_many(sessions, progress=progress)
+
+    def fit_fusion(self, dev_sessions: Sequence[Session]):
+        """Fit fusion weights/temperatures/calibration on labelled dev sessions (never test
+        data) and store them as ``<index>/fusion.json``."""
+        from behavior_rag.fusion import fit
+
+        clf = self.classifier
+        params = fit(clf.dev_examples(dev_sessions), clf.labels)
+        self.index_path.mkdir(parents=True, exist_ok=True)
+        params.save(self.index_path / "fusion.json")
+        clf.fusion = params
+        return params
 
     def info(self) -> IndexInfo:
         cfg = read_config(self.index_path)

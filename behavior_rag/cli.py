@@ -17,6 +17,7 @@ from typing import Any, Optional
 import typer
 import yaml
 
+from behavior_rag.cli_classify import classify_cmd
 from behavior_rag.cli_common import HUMAN, err
 from behavior_rag.cli_common import emit as _emit
 from behavior_rag.cli_common import load_sessions as _load_sessions
@@ -34,6 +35,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Recognise and explain e-commerce shopper behaviour.")
 app.add_typer(index_app, name="index")
 app.command("similar")(similar_cmd)
+app.command("classify")(classify_cmd)
 
 
 def _settings(gap_minutes: float | None = None, mode: str | None = None,

@@ -106,6 +106,7 @@ def fit(dev: Sequence[DevExample], labels: Sequence[str], base: FusionParams | N
         raise ConfigError("fusion needs labelled dev examples to fit", field="dev")
     base = base or FusionParams()
     labels = list(labels)
+    ordered = sorted(labels)  # sklearn's log_loss reads probability columns in sorted order
     y = [d.label for d in dev]
     with_llm = [d.llm_scores for d in dev if d.llm_scores]
     bias: dict[str, float] = {}
@@ -126,7 +127,7 @@ def fit(dev: Sequence[DevExample], labels: Sequence[str], base: FusionParams | N
         probs = [fuse(d.llm_scores, knn_vote(d.neighbors, labels, p), p) for d in dev]
         pred = [max(q, key=q.get) for q in probs]
         f1 = f1_score(y, pred, labels=labels, average="macro", zero_division=0)
-        ll = -log_loss(y, [[q[k] for k in labels] for q in probs], labels=labels)
+        ll = -log_loss(y, [[q[k] for k in ordered] for q in probs], labels=ordered)
         if (f1, ll) > best_key:
             best, best_key = p, (f1, ll)
     return best.model_copy(update={"fitted_on": len(dev), "dev_macro_f1": best_key[0]})

@@ -61,6 +61,7 @@ def main(args) -> None:
     t0 = time.perf_counter()
     dev_ex = clf.dev_examples(dev)
     t_dev = time.perf_counter() - t0
+    print(f"dev scored in {t_dev:.0f} s", flush=True)
     params = {"kNN vote alone": fit(dev_ex, labels, weights=[0.0]),
               "LLM few-shot alone": fit(dev_ex, labels, weights=[1.0]),
               "fused (LLM + kNN)": fit(dev_ex, labels)}
