@@ -117,6 +117,10 @@ def write(args, train, dev, test, rows, llm_top1, verified, dropped, abstain, la
         "## Outcome", "",
         f"- Fused {fused[2]:.3f} vs best single method {best_other:.3f}: "
         f"{'fused >= both (target met)' if fused[2] >= best_other - 1e-9 else 'fused is BELOW the best single method (target NOT met)'}.",
+        *([f"- The fit chose w_llm = 0 for the fused method: on dev the LLM's label scores "
+            f"did not improve on the kNN vote, so fused equals kNN here. {args.llm} is too weak "
+            "for this task as a few-shot classifier (its calibrated top label scores "
+            f"{rows[1][2]:.3f} macro-F1 on test)."] if fused[1].w_llm == 0 else []),
         f"- Evidence: {verified} items kept, every one verified by code against the session "
         f"(100 % of kept evidence verified by construction: unverifiable items are dropped); "
         f"{dropped} dropped. Abstained: {abstain} of {len(test)}.",
