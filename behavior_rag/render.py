@@ -43,11 +43,15 @@ def json_text(value: str) -> str:
     return json.dumps(value, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def quote(value: str) -> str:
-    """Identifiers stay bare; anything else becomes a JSON string (capped at 80 chars)."""
+def quote(value: str, cap: int = 40) -> str:
+    """Identifiers stay bare; anything else becomes a JSON string, capped at ``cap`` chars.
+
+    The caps keep free text (names, queries) from crowding the behaviour out of the token
+    budget — and out of the embedding — however long a seller or shopper makes it.
+    """
     if _SAFE.match(value):
         return value
-    return json_text(value if len(value) <= 80 else value[:79] + "…")
+    return json_text(value if len(value) <= cap else value[: cap - 1] + "…")
 
 
 def _clock(seconds: float) -> str:
@@ -109,7 +113,8 @@ def facts_clauses(session: Session, facts: SessionFacts, tz: str = "UTC") -> lis
 
 def _event_text(e: Event) -> str:
     if e.type == "search":
-        return f"search {json_text(e.query or '')}"
+        q = e.query or ""
+        return f"search {json_text(q if len(q) <= 80 else q[:79] + '…')}"
     bits = [e.type]
     if e.item_id is not None:
         bits.append(f"item {quote(e.item_id)}")
@@ -120,7 +125,7 @@ def _event_text(e: Event) -> str:
     if e.price is not None:
         bits.append(f"${_num(e.price)}")
     if e.query:
-        bits.append(f"query {json_text(e.query)}")
+        bits.append(f"query {quote(e.query, 80)}")
     return " ".join(bits)
 
 
