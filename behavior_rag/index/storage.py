@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from behavior_rag.atomic import fsync_path
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import StoreError
 from behavior_rag.settings import IndexSettings
@@ -41,14 +42,6 @@ class IndexConfig(BaseModel):
     created: datetime
     updated: datetime
     data: str  # current data folder name
-
-
-def fsync_path(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_config(root: Path) -> IndexConfig:

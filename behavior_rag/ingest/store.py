@@ -26,6 +26,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ValidationError
 
+from behavior_rag.atomic import fsync_path
 from behavior_rag.errors import StoreError
 from behavior_rag.types import Event, Session
 
@@ -83,7 +84,7 @@ def write_store(sessions: list[Session], path: str | Path, info: dict[str, Any] 
         sess.write_parquet(tmp / "sessions.parquet")
         (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2))
         for f in tmp.iterdir():
-            _fsync(f)
+            fsync_path(f)
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -129,14 +130,6 @@ def read_manifest(path: str | Path) -> StoreManifest:
         raise StoreError(f"invalid manifest: {e}", file=str(path)) from e
 
 
-def _fsync(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _replace_dir(tmp: Path, target: Path) -> None:
     # rename() cannot replace a non-empty folder: move the old one aside first, then drop it.
     old = None
@@ -147,10 +140,6 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(target, old)
     os.replace(tmp, target)
-    dfd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_path(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
