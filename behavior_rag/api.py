@@ -46,7 +46,7 @@ class BehaviorRAG:
     """
 
     def __init__(self, settings: Settings | None = None, index_path: str | Path | None = None,
-                 *, fresh: bool = False) -> None:
+                 *, fresh: bool = False, llm=None) -> None:
         self.settings = settings or default_settings()
         self.index_path = Path(index_path) if index_path else self.settings.index_dir / "default"
         self._fresh = fresh
@@ -59,6 +59,7 @@ class BehaviorRAG:
         self._embedder: Embedder | None = None
         self._index: FaissSessionIndex | None = None
         self._classifier = None
+        self._llm = llm  # an LLMBackend object overrides settings.llm (e.g. LangChainBackend)
 
     @property
     def embedder(self) -> Embedder:
@@ -112,7 +113,8 @@ class BehaviorRAG:
             fusion_path = self.index_path / "fusion.json"
             fusion = FusionParams.load(fusion_path) if fusion_path.exists() else None
             self._classifier = Classifier(
-                self.index, self.embedder, get_llm(self.settings),
+                self.index, self.embedder,
+                self._llm if self._llm is not None else get_llm(self.settings),
                 load_taxonomy(self.settings.classify.taxonomy), settings=self.settings,
                 fusion=fusion)
         return self._classifier

@@ -95,3 +95,21 @@ def test_overloaded_server_is_retried_then_reported(setup):
     assert e.value.context["attempts"] == 2
     p = clf_with(FakeServer([500]), setup).classify(setup[3][2])
     assert p.source == "knn" and p.fallback_reason.startswith("LLM failed")
+
+
+def test_langchain_chat_model_plugs_in_with_reask(setup):
+    lc = pytest.importorskip("langchain_core.language_models.fake_chat_models",
+                             reason="the 'langchain' extra is not installed")
+    from behavior_rag.llm.langchain import LangChainBackend
+
+    s, emb, index, test = setup
+    model = lc.FakeListChatModel(responses=[
+        "I think cart abandoner", json.dumps({"label": "cart_abandoner"})])
+    clf = Classifier(index, emb, LangChainBackend(model), load_taxonomy(), settings=s)
+    p = clf.classify(test[3])
+    assert p.fallback_reason is None and p.llm_scores["cart_abandoner"] == 0.0
+    # score mode needs log-probabilities, which chat models do not give: kNN, and it says why
+    score = s.model_copy(update={"classify": s.classify.model_copy(update={"mode": "score"})})
+    p = Classifier(index, emb, LangChainBackend(model), load_taxonomy(),
+                   settings=score).classify(test[4])
+    assert p.source == "knn" and "log-probabilities" in p.fallback_reason

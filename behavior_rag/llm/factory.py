@@ -30,5 +30,6 @@ def get_llm(settings: Settings | None = None) -> LLMBackend | None:
                            api_key=s.api_key.get_secret_value() if s.api_key else None,
                            timeout_s=s.timeout_s, max_retries=s.max_retries,
                            concurrency=s.concurrency)
-    raise ConfigError("the langchain backend is not available yet: use local, vllm or none",
+    raise ConfigError("the langchain backend wraps a chat model object: pass it as "
+                      "BehaviorRAG(llm=LangChainBackend(your_chat_model)) instead of settings",
                       field="llm.backend", value=s.backend)
