@@ -82,11 +82,13 @@ class Classifier:
     def prepare(self, sessions: Sequence[Session]) -> list[Prepared]:
         """Render, embed (one batch), retrieve neighbours and build prompts."""
         cs = self.settings.classify
-        texts = [render(s, settings=self.settings) for s in sessions]
+        tz = self.settings.render.timezone
+        facts = [compute_facts(s, tz=tz) for s in sessions]  # once: both renders reuse them
+        texts = [render(s, settings=self.settings, facts=f) for s, f in zip(sessions, facts)]
         vecs = self.embedder.embed(texts) if texts else np.zeros((0, self.index.dim))
         out = []
-        for s, text, v in zip(sessions, texts, vecs):
-            short = self._neutralise(render(s, settings=self.settings,
+        for s, f, text, v in zip(sessions, facts, texts, vecs):
+            short = self._neutralise(render(s, settings=self.settings, facts=f,
                                             max_tokens=cs.query_max_tokens))
             hits = labelled_neighbors(self.index, v, max(cs.knn_k, cs.k_examples * 4),
                                       session_id=s.session_id, user_id=s.user_id)
@@ -95,7 +97,7 @@ class Classifier:
                                           cs.example_max_chars)]
             msgs = self.prompt.messages(taxonomy=self.taxonomy, examples=examples,
                                         session_text=short)
-            out.append(Prepared(s, text, compute_facts(s, tz=self.settings.render.timezone),
+            out.append(Prepared(s, text, f,
                                 [(h.meta.label, h.score) for h in hits[: cs.knn_k]],
                                 examples, msgs))
         return out

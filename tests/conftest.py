@@ -70,3 +70,16 @@ def synth_sessions():
     from behavior_rag.synth import generate
 
     return generate(400, seed=11).sessions
+
+
+def cli_json(env: dict, *args: str) -> list[dict]:
+    """Run ``behavior-rag ARGS`` as a user would; assert success; parse its JSON lines."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "behavior_rag.cli", *args], capture_output=True,
+                       text=True, env=os.environ | env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return [json.loads(x) for x in p.stdout.splitlines() if x.strip()]

@@ -106,25 +106,14 @@ def test_prompt_injection_does_not_change_the_label_distribution(setup, llm):
 
 
 def test_cli_classify_with_knn_only(tmp_path, embed_home):
-    import json
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import cli_json
 
-    env = os.environ | {"BEHAVIOR_RAG_HOME": str(embed_home),
-                        "BEHAVIOR_RAG_EMBED__BACKEND": "onnx-int8"}
-
-    def run(*a):
-        p = subprocess.run([sys.executable, "-m", "behavior_rag.cli", *a], capture_output=True,
-                           text=True, env=env, timeout=600)
-        assert p.returncode == 0, p.stderr[-3000:]
-        return [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
-
-    run("synth", "--n", "150", "--seed", "8", "--out", str(tmp_path / "train"))
-    run("synth", "--n", "20", "--seed", "9", "--out", str(tmp_path / "new"))
-    run("index", "build", str(tmp_path / "train"), "--index", str(tmp_path / "ix"))
-    preds = run("classify", str(tmp_path / "new"), "--index", str(tmp_path / "ix"), "--llm",
-                "none", "--limit", "5")
+    env = {"BEHAVIOR_RAG_HOME": str(embed_home), "BEHAVIOR_RAG_EMBED__BACKEND": "onnx-int8"}
+    cli_json(env, "synth", "--n", "150", "--seed", "8", "--out", str(tmp_path / "train"))
+    cli_json(env, "synth", "--n", "20", "--seed", "9", "--out", str(tmp_path / "new"))
+    cli_json(env, "index", "build", str(tmp_path / "train"), "--index", str(tmp_path / "ix"))
+    preds = cli_json(env, "classify", str(tmp_path / "new"), "--index", str(tmp_path / "ix"),
+                     "--llm", "none", "--limit", "5")
     assert len(preds) == 5
     for p in preds:
         assert p["label"] in load_taxonomy().names and p["source"] == "knn"

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -74,13 +70,11 @@ def test_bad_queries_are_clear_errors(rag):
 
 
 def test_cli_index_build_info_similar_delete(tmp_path, embed_home):
-    env = os.environ | {"BEHAVIOR_RAG_HOME": str(embed_home)}
+    from functools import partial
 
-    def run(*a):
-        p = subprocess.run([sys.executable, "-m", "behavior_rag.cli", *a], capture_output=True,
-                           text=True, env=env, timeout=600)
-        assert p.returncode == 0, p.stderr[-3000:]
-        return [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
+    from tests.conftest import cli_json
+
+    run = partial(cli_json, {"BEHAVIOR_RAG_HOME": str(embed_home)})
 
     run("synth", "--n", "120", "--seed", "5", "--out", str(tmp_path / "st"))
     ix = str(tmp_path / "ix")
