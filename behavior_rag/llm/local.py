@@ -159,23 +159,78 @@ class LocalLLM:
         prompt = self.prompt_text(messages, answer_prefix)
         prompt_ids = self.split_tokens(prompt, options[0] if options else "")[0]
         n = len(prompt_ids)
+        opt_ids = [self.split_tokens(prompt, opt)[1] for opt in options]
+        for opt, ids in zip(options, opt_ids):
+            if len(ids) == 0:
+                raise ConfigError("option tokenises to nothing", field="option", value=opt)
         with torch.no_grad():
             cache, first = self._prefill(prompt_ids)
             first = torch.log_softmax(first.float(), dim=-1)
-            scores = []
-            for opt in options:
-                opt_ids = self.split_tokens(prompt, opt)[1]
-                if len(opt_ids) == 0:
-                    raise ConfigError("option tokenises to nothing", field="option", value=opt)
-                lp = float(first[opt_ids[0]])
-                if len(opt_ids) > 1:
-                    o = self.model(opt_ids[None, :-1], use_cache=True, **{self._cache_kw: cache})
-                    logp = torch.log_softmax(o.logits[0].float(), dim=-1)
-                    lp += float(logp.gather(1, opt_ids[1:, None]).sum())
-                    cache.crop(-(len(opt_ids) - 1))  # back to the prompt for the next option
-                scores.append(lp)
+            scores = [float(first[ids[0]]) for ids in opt_ids]
+            rest = self._packed_rest(cache, n, opt_ids) if self._can_pack(n, opt_ids) \
+                else self._sequential_rest(cache, opt_ids)
+            scores = [a + b for a, b in zip(scores, rest)]
         self._last = (prompt_ids, cache, n)
         return scores
+
+    def _can_pack(self, n: int, opt_ids) -> bool:
+        # A custom mask replaces the model's own; models with sliding-window layers (Gemma 3)
+        # would then attend past their window, so they take the sequential path when the
+        # prompt is longer than the window.
+        window = getattr(self.model.config, "sliding_window", None)
+        return not window or n + sum(len(o) for o in opt_ids) <= window
+
+    def _packed_rest(self, cache, n: int, opt_ids) -> list[float]:
+        """Log-prob of every option's tokens after the first, all options in ONE forward pass.
+
+        The options' tokens are laid end to end after the cached prompt; a 4-D mask lets each
+        token see the prompt and the earlier tokens of its own option only, and position ids
+        restart at ``n`` for each option — equivalent to scoring them one by one (tested), at
+        the cost of one small forward instead of one per label (measured 0.9 s -> ~0.2 s for
+        8 labels on 2 cores).
+        """
+        torch = self._torch
+        parts = [(i, o) for i, o in enumerate(opt_ids) if len(o) > 1]
+        out = [0.0] * len(opt_ids)
+        if not parts:
+            return out
+        tokens = torch.cat([o[:-1] for _, o in parts])
+        t = len(tokens)
+        allowed = torch.zeros(t, n + t, dtype=torch.bool, device=self.device)
+        allowed[:, :n] = True
+        pos, off = [], 0
+        for _, o in parts:
+            m = len(o) - 1
+            allowed[off: off + m, n + off: n + off + m] = torch.tril(
+                torch.ones(m, m, dtype=torch.bool, device=self.device))
+            pos.append(torch.arange(n, n + m, device=self.device))
+            off += m
+        dtype = self.model.dtype
+        mask = torch.zeros(1, 1, t, n + t, dtype=dtype, device=self.device)
+        mask[0, 0][~allowed] = torch.finfo(dtype).min
+        o = self.model(tokens[None], attention_mask=mask, position_ids=torch.cat(pos)[None],
+                       use_cache=True, **{self._cache_kw: cache})
+        logp = torch.log_softmax(o.logits[0].float(), dim=-1)
+        cache.crop(-t)  # back to the prompt
+        off = 0
+        for i, ids in parts:
+            m = len(ids) - 1
+            out[i] = float(logp[off: off + m].gather(1, ids[1:, None]).sum())
+            off += m
+        return out
+
+    def _sequential_rest(self, cache, opt_ids) -> list[float]:
+        torch = self._torch
+        out = []
+        for ids in opt_ids:
+            if len(ids) < 2:
+                out.append(0.0)
+                continue
+            o = self.model(ids[None, :-1], use_cache=True, **{self._cache_kw: cache})
+            logp = torch.log_softmax(o.logits[0].float(), dim=-1)
+            out.append(float(logp.gather(1, ids[1:, None]).sum()))
+            cache.crop(-(len(ids) - 1))  # back to the prompt for the next option
+        return out
 
     def _prefill(self, ids):
         """Run ``ids`` through the model, reusing the KV cache of the longest prefix shared
