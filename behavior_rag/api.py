@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import overload
 
 from pydantic import BaseModel
 
@@ -61,6 +62,16 @@ class BehaviorRAG:
         self._classifier = None
         self._llm = llm  # an LLMBackend object overrides settings.llm (e.g. LangChainBackend)
 
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, index_path: str | Path | None = None,
+                      **kw) -> BehaviorRAG:
+        """Build from a :class:`Settings` (default: environment ``BEHAVIOR_RAG_*``).
+
+        Example:
+            >>> rag = BehaviorRAG.from_settings(Settings(llm={"backend": "none"}))  # doctest: +SKIP
+        """
+        return cls(settings, index_path, **kw)
+
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
@@ -82,6 +93,33 @@ class BehaviorRAG:
         """Render, embed and upsert sessions (unchanged ones are skipped). Call :meth:`save`."""
         return upsert_sessions(self.index, self.embedder, sessions, settings=self.settings,
                                split=split, progress=progress)
+
+    def add_labelled(self, sessions: Sequence[Session], labels: Sequence[str] | None = None, *,
+                     split: str | None = "train", progress: Progress | None = None
+                     ) -> UpsertReport:
+        """Index labelled sessions (the few-shot examples and kNN voters). ``labels`` overrides
+        the sessions' own ``label``; every label must be in the configured taxonomy, checked
+        before anything is embedded. Call :meth:`save` to commit.
+
+        Example:
+            >>> rag.add_labelled(train_sessions)                                # doctest: +SKIP
+        """
+        from behavior_rag.errors import TaxonomyError
+        from behavior_rag.taxonomy import load_taxonomy
+
+        if labels is not None:
+            if len(labels) != len(sessions):
+                raise TaxonomyError(f"{len(labels)} labels for {len(sessions)} sessions",
+                                    field="labels")
+            sessions = [s.model_copy(update={"label": lab}) for s, lab in zip(sessions, labels)]
+        tax = load_taxonomy(self.settings.classify.taxonomy)
+        for row, s in enumerate(sessions, 1):
+            if s.label not in tax:
+                raise TaxonomyError(
+                    f"session {s.session_id!r} has label {s.label!r}, not one of the taxonomy "
+                    f"{tax.name!r} labels {list(tax.names)}", row=row, field="label",
+                    value=s.label)
+        return self.index_sessions(sessions, split=split, progress=progress)
 
     def delete_sessions(self, session_ids: Sequence[str]) -> int:
         ids = [m.id for s in session_ids if (m := self.index.get(s)) is not None]
@@ -119,9 +157,22 @@ class BehaviorRAG:
                 fusion=fusion)
         return self._classifier
 
-    def classify(self, session: Session) -> PatternPrediction:
-        """Label one session (see :class:`behavior_rag.classify.Classifier`)."""
-        return self.classifier.classify(session)
+    @overload
+    def classify(self, session: Session) -> PatternPrediction: ...
+
+    @overload
+    def classify(self, session: Sequence[Session]) -> list[PatternPrediction]: ...
+
+    def classify(self, session):
+        """Label one session, or a list of sessions (returns the shape it was given).
+
+        Example:
+            >>> rag.classify(session).label                                     # doctest: +SKIP
+            'deal_hunter'
+        """
+        if isinstance(session, Session):
+            return self.classifier.classify(session)
+        return self.classify_many(list(session))
 
     def classify_many(self, sessions: Sequence[Session], *, progress: Progress | None = None
                       ) -> list[PatternPrediction]:

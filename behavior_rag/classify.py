@@ -22,6 +22,7 @@ from behavior_rag.errors import BehaviorRagError, LLMOutputError
 from behavior_rag.evidence import evidence_for, explanation, verify
 from behavior_rag.facts import compute_facts
 from behavior_rag.fusion import DevExample, FusionParams, fuse, knn_vote
+from behavior_rag.guard import guard_session
 from behavior_rag.index.faiss_index import FaissSessionIndex
 from behavior_rag.llm.base import ChatMessage, LLMBackend
 from behavior_rag.prompts import PromptFile, load_prompt
@@ -57,6 +58,7 @@ class Prepared:
     neighbors: list[tuple[str, float]]
     examples: list[Example]
     messages: list[ChatMessage]
+    warnings: list[str]
 
 
 class Classifier:
@@ -83,11 +85,19 @@ class Classifier:
         """Render, embed (one batch), retrieve neighbours and build prompts."""
         cs = self.settings.classify
         tz = self.settings.render.timezone
+        warnings: list[list[str]] = []
+        if cs.strip_instructions:
+            guarded = [guard_session(s) for s in sessions]
+            sessions = [g for g, _ in guarded]
+            warnings = [[f"{n} instruction-like span(s) cut from free text"] if n else []
+                        for _, n in guarded]
+        else:
+            warnings = [[] for _ in sessions]
         facts = [compute_facts(s, tz=tz) for s in sessions]  # once: both renders reuse them
         texts = [render(s, settings=self.settings, facts=f) for s, f in zip(sessions, facts)]
         vecs = self.embedder.embed(texts) if texts else np.zeros((0, self.index.dim))
         out = []
-        for s, f, text, v in zip(sessions, facts, texts, vecs):
+        for s, f, text, v, warn in zip(sessions, facts, texts, vecs, warnings):
             short = self._neutralise(render(s, settings=self.settings, facts=f,
                                             max_tokens=cs.query_max_tokens))
             hits = labelled_neighbors(self.index, v, max(cs.knn_k, cs.k_examples * 4),
@@ -99,7 +109,7 @@ class Classifier:
                                         session_text=short)
             out.append(Prepared(s, text, f,
                                 [(h.meta.label, h.score) for h in hits[: cs.knn_k]],
-                                examples, msgs))
+                                examples, msgs, warn))
         return out
 
     def llm_scores(self, p: Prepared) -> tuple[dict[str, float] | None, list[Evidence], str | None]:
@@ -162,7 +172,7 @@ class Classifier:
             abstained=abstained, explanation=explanation(label, conf, abstained, kept),
             evidence=kept, evidence_dropped=dropped,
             neighbors=[e.session_id for e in p.examples], source=source,
-            fallback_reason=fallback, llm_scores=scores, knn_vote=knn)
+            fallback_reason=fallback, llm_scores=scores, knn_vote=knn, warnings=p.warnings)
 
     # ---- public -------------------------------------------------------------------------
     def classify(self, session: Session) -> PatternPrediction:

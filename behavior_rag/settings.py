@@ -99,6 +99,9 @@ class ClassifySettings(BaseModel):
         "score", description="score: label log-probabilities (any backend with logprobs); "
         "generate: structured JSON output, re-asked on validation errors.")
     max_reasks: int = Field(2, ge=0)
+    strip_instructions: bool = Field(True, description="Cut instruction-like spans ('ignore the "
+                                     "instructions...', '</session>', 'Label: x') out of free "
+                                     "text before embedding and prompting (behavior_rag.guard).")
 
 
 class Settings(BaseSettings):

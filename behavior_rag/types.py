@@ -187,6 +187,8 @@ class PatternPrediction(BaseModel):
     fallback_reason: str | None = None
     llm_scores: dict[str, float] | None = None
     knn_vote: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list, description="Things the user should know "
+                                "about this prediction (e.g. instruction-like free text cut).")
 
 
 def utc(ts: float | int) -> datetime:

@@ -129,6 +129,11 @@ class LocalLLM:
         else:  # base models: a plain transcript the model can continue
             text = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in msgs)
             text += "Assistant:"
+            # We tokenise without special tokens (so prompt and option ids join exactly);
+            # models trained with a BOS token (Gemma) produce noise without it.
+            bos = self.tok.bos_token
+            if bos and self.tok("x")["input_ids"][:1] == [self.tok.bos_token_id]:
+                text = bos + text
         return text + answer_prefix
 
     def _ids(self, text: str):
@@ -170,15 +175,19 @@ class LocalLLM:
             rest = self._packed_rest(cache, n, opt_ids) if self._can_pack(n, opt_ids) \
                 else self._sequential_rest(cache, opt_ids)
             scores = [a + b for a, b in zip(scores, rest)]
-        self._last = (prompt_ids, cache, n)
+        # A sliding-window cache past its window cannot be cropped back to a shorter prefix.
+        self._last = None if self._windowed(n) else (prompt_ids, cache, n)
         return scores
 
-    def _can_pack(self, n: int, opt_ids) -> bool:
-        # A custom mask replaces the model's own; models with sliding-window layers (Gemma 3)
-        # would then attend past their window, so they take the sequential path when the
-        # prompt is longer than the window.
+    def _windowed(self, n: int) -> bool:
+        """Whether ``n`` tokens overflow a sliding-window layer (Gemma 3: 512)."""
         window = getattr(self.model.config, "sliding_window", None)
-        return not window or n + sum(len(o) for o in opt_ids) <= window
+        return bool(window) and n >= window - 1
+
+    def _can_pack(self, n: int, opt_ids) -> bool:
+        # A custom mask replaces the model's own; sliding-window layers would then attend past
+        # their window, so long prompts on such models take the sequential path.
+        return not self._windowed(n + sum(len(o) for o in opt_ids))
 
     def _packed_rest(self, cache, n: int, opt_ids) -> list[float]:
         """Log-prob of every option's tokens after the first, all options in ONE forward pass.
@@ -221,16 +230,28 @@ class LocalLLM:
 
     def _sequential_rest(self, cache, opt_ids) -> list[float]:
         torch = self._torch
+        import copy
+
         out = []
+        # Sliding-window layers drop their oldest states as tokens arrive, so crop() cannot
+        # undo an option there: each option runs on a copy of the prompt's cache instead.
+        windowed = self._windowed(cache.get_seq_length())
         for ids in opt_ids:
             if len(ids) < 2:
                 out.append(0.0)
                 continue
-            o = self.model(ids[None, :-1], use_cache=True, **{self._cache_kw: cache})
+            c = copy.deepcopy(cache) if windowed else cache
+            o = self.model(ids[None, :-1], use_cache=True, **{self._cache_kw: c})
             logp = torch.log_softmax(o.logits[0].float(), dim=-1)
             out.append(float(logp.gather(1, ids[1:, None]).sum()))
-            cache.crop(-(len(ids) - 1))  # back to the prompt for the next option
+            if not windowed:
+                cache.crop(-(len(ids) - 1))  # back to the prompt for the next option
         return out
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
 
     def _prefill(self, ids):
         """Run ``ids`` through the model, reusing the KV cache of the longest prefix shared
@@ -249,8 +270,8 @@ class LocalLLM:
             self.prefix_hits += common
             out = self.model(ids[None, common:], use_cache=True, **{self._cache_kw: cache})
         else:
-            out = self.model(ids[None, :], use_cache=True)
-            cache = getattr(out, "cache", None) or out.past_key_values
+            cache = self._new_cache()
+            out = self.model(ids[None, :], use_cache=True, **{self._cache_kw: cache})
         del torch
         return cache, out.logits[0, -1]
 

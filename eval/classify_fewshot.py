@@ -1,17 +1,21 @@
-"""Few-shot classification on the SYNTHETIC persona data: kNN alone vs LLM alone vs fused.
+"""Few-shot classification: kNN alone vs LLM alone vs fused, for one task and one local model.
 
-Split by user (no user in two splits): train users' sessions are the labelled index, dev users'
-sessions fit the fusion (weights, temperatures, calibration biases), test users' sessions are
-scored once. The LLM's label scores and the neighbours are computed once per session and reused
-by all three methods, so they differ only in how they decide.
+Tasks: ``synth`` (SYNTHETIC persona sessions, 8 labels) and ``taobao`` (real Taobao
+UserBehavior, purchase intent from the events before the first cart/purchase; dev and test are
+balanced samples, stated in the report). Split by user (no user in two splits): train users'
+sessions are the labelled index, dev users' sessions fit the fusion (weights, temperatures,
+calibration biases), test users' sessions are scored once. The LLM's label scores and the
+neighbours are computed once per session and reused by all three methods, so they differ only
+in how they decide. ``--json`` also writes the numbers for ``eval/model_choice.py``.
 
-Usage:  python eval/classify_synth.py [--n 700] [--dev-n 100] [--test-n 120] [--seed 7]
-        [--llm smollm2-135m] [--out eval/reports/classify_synth.md]
+Usage:  python eval/classify_fewshot.py --task synth [--llm smollm2-135m] [--seed 7]
+        [--out eval/reports/classify_synth.md] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -25,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from behavior_rag.classify import Classifier  # noqa: E402
 from behavior_rag.embed import get_embedder  # noqa: E402
+from behavior_rag.evaluation import balanced_sample, purchase_intent, split_by_user  # noqa: E402
 from behavior_rag.fusion import fit  # noqa: E402
 from behavior_rag.index.build import upsert_sessions  # noqa: E402
 from behavior_rag.index.faiss_index import FaissSessionIndex  # noqa: E402
@@ -34,24 +39,34 @@ from behavior_rag.synth import generate  # noqa: E402
 from behavior_rag.taxonomy import load_taxonomy  # noqa: E402
 
 
-def split_by_user(sessions, seed):
-    users = sorted({s.user_id for s in sessions})
-    rng = np.random.default_rng(seed)
-    rng.shuffle(users)
-    n = len(users)
-    dev_u, test_u = set(users[: n // 5]), set(users[n // 5: 2 * n // 5])
-    train = [s for s in sessions if s.user_id not in dev_u | test_u]
-    return train, [s for s in sessions if s.user_id in dev_u], \
-        [s for s in sessions if s.user_id in test_u]
+TAOBAO = ROOT.parent / "shared/data/taobao_userbehavior/UserBehavior.dev.csv"
+
+
+def load_task(args):
+    """(taxonomy name, train, dev, test, description of the data)."""
+    if args.task == "synth":
+        data = generate(args.n, seed=args.seed).sessions
+        sp = split_by_user(data, args.seed)
+        return ("personas", sp.train, sp.dev[: args.dev_n], sp.test[: args.test_n],
+                f"**synthetic** persona sessions (`behavior_rag.synth`, seed {args.seed}, "
+                f"{args.n} sessions, 8 labels)")
+    from behavior_rag.ingest.load import load_events
+
+    data = purchase_intent(load_events(args.data or TAOBAO, "taobao").sessions)
+    sp = split_by_user(data, args.seed)
+    base = sum(s.label == "will_buy" for s in sp.test) / len(sp.test)
+    return ("purchase_intent", sp.train, balanced_sample(sp.dev, args.dev_n // 2, args.seed),
+            balanced_sample(sp.test, args.test_n // 2, args.seed),
+            f"real **Taobao UserBehavior** dev log, purchase intent (events before the first "
+            f"cart/purchase; label: the session contains a purchase; test users' base rate "
+            f"{base:.1%}); dev and test are seeded samples balanced by label from their users")
 
 
 def main(args) -> None:
     settings = Settings(embed={"backend": "onnx-int8"})
-    tax = load_taxonomy("personas")
+    tax_name, train, dev, test, args.described = load_task(args)
+    tax = load_taxonomy(tax_name)
     labels = list(tax.names)
-    data = generate(args.n, seed=args.seed).sessions
-    train, dev, test = split_by_user(data, args.seed)
-    dev, test = dev[: args.dev_n], test[: args.test_n]
     emb = get_embedder(settings)
     index = FaissSessionIndex(emb.info, settings.index)
     upsert_sessions(index, emb, train, settings=settings, split="train")
@@ -88,6 +103,15 @@ def main(args) -> None:
             fused_preds = preds
     llm_top1 = f1_score(y, [max(r[0], key=r[0].get) for r in results], labels=labels,
                         average="macro", zero_division=0)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "task": args.task, "llm": args.llm, "seed": args.seed, "n_train": len(train),
+            "n_dev": len(dev), "n_test": len(test), "llm_raw_top1_macro_f1": llm_top1,
+            "methods": {n: {"macro_f1": f1, "accuracy": acc, "w_llm": fp.w_llm}
+                        for n, fp, f1, acc in rows},
+            "sec_per_session_p50": float(np.median(lat)),
+            "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"}, indent=1))
     write(args, train, dev, test, rows, llm_top1, verified, dropped, abstain, lat, t_dev,
           fused_preds)
 
@@ -97,14 +121,16 @@ def write(args, train, dev, test, rows, llm_top1, verified, dropped, abstain, la
     best_other = max(r[2] for r in rows if not r[0].startswith("fused"))
     fused = next(r for r in rows if r[0].startswith("fused"))
     lines = [
-        "# Few-shot classification on synthetic personas (`eval/classify_synth.py`)", "",
+        f"# Few-shot classification, task `{args.task}`, model `{args.llm}` "
+        "(`eval/classify_fewshot.py`)", "",
         f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on a 2-core shared box. Data: "
-        f"**synthetic** persona sessions (`behavior_rag.synth`, seed {args.seed}, "
-        f"{args.n} sessions, 8 labels), split by user: {len(train)} train sessions (the "
+        f"{args.described}, split by user (seed {args.seed}): {len(train)} train sessions (the "
         f"labelled index), {len(dev)} dev sessions (fit fusion), {len(test)} test sessions "
         f"(reported). Embeddings: all-MiniLM-L6-v2 onnx-int8. LLM: local `{args.llm}` "
         "(transformers, CPU), label strings scored by log-probability with the few-shot "
-        "prompt `prompts/classify.yaml`.", "",
+        "prompt `prompts/classify.yaml`.",
+        f"Command: `python eval/classify_fewshot.py --task {args.task} --llm {args.llm} "
+        f"--seed {args.seed} --dev-n {args.dev_n} --test-n {args.test_n}`", "",
         "| method | test macro-F1 | test accuracy | fitted on dev |",
         "|---|---|---|---|",
     ]
@@ -138,6 +164,9 @@ def write(args, train, dev, test, rows, llm_top1, verified, dropped, abstain, la
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--task", choices=["synth", "taobao"], default="synth")
+    ap.add_argument("--data", default=None, help="taobao: a UserBehavior CSV (default: dev file)")
+    ap.add_argument("--json", default=None)
     ap.add_argument("--n", type=int, default=700)
     ap.add_argument("--dev-n", type=int, default=100)
     ap.add_argument("--test-n", type=int, default=120)
