@@ -38,7 +38,6 @@ from behavior_rag.settings import Settings  # noqa: E402
 from behavior_rag.synth import generate  # noqa: E402
 from behavior_rag.taxonomy import load_taxonomy  # noqa: E402
 
-
 TAOBAO = ROOT.parent / "shared/data/taobao_userbehavior/UserBehavior.dev.csv"
 
 
