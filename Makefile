@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 VLLM_VENV := .cache/vllm-venv
 
-.PHONY: demo test test-slow install clean vllm
+.PHONY: demo test test-slow install clean vllm vllm-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ $(VLLM_VENV)/.installed:
 	touch $@
 
 vllm: $(VLLM_VENV)/.installed
+
+# Converts the default model to an HF folder (cached) and serves it on 127.0.0.1:$(VLLM_PORT).
+VLLM_PORT ?= 8000
+vllm-server: $(STAMP) $(VLLM_VENV)/.installed
+	$(BIN)/python -m behavior_rag.llm.vllm_server --port $(VLLM_PORT)
 
 test: $(STAMP) $(VLLM_VENV)/.installed
 	$(BIN)/python -m pytest -q

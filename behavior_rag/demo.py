@@ -3,7 +3,8 @@
 Ingest the real Taobao dev log when it is there (else SYNTHETIC shoppers), sessionise, print
 counts and three rendered sessions; then embed the first ``DEMO_INDEX_SIZE`` multi-event sessions
 into a FAISS index under ``indexes/demo`` and print the 5 shoppers most similar to one of them.
-Later steps (classify, profile) extend it.
+Then label the SYNTHETIC train split and classify held-out synthetic and real sessions with the
+embedded LLM, printing label, confidence, explanation and verified evidence.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from behavior_rag.demo_classify import classify_demo, print_classify_demo
 from behavior_rag.facts import compute_facts
 from behavior_rag.ingest.load import load_events
 from behavior_rag.render import render
@@ -92,6 +94,9 @@ def run_demo(data_dir: Path | None = None, as_json: bool = False,
                      for t, s in _pick_examples(sessions)],
     }
     summary["similar"] = _similar_demo(sessions, settings, index_dir)
+    base = index_dir or settings.index_dir / "demo"
+    summary["classify"] = classify_demo(sessions if path.is_file() else [], settings,
+                                        base.with_name(base.name + "-personas"))
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
         return summary
@@ -117,5 +122,6 @@ def run_demo(data_dir: Path | None = None, as_json: bool = False,
                   f"{h['session_id']}" + (f", label {h['label']}" if h["label"] else ""))
         out.print("   " + h["text"].split("\n")[0], markup=False, highlight=False,
                   soft_wrap=True)
+    print_classify_demo(out, summary["classify"])
     out.rule()
     return summary

@@ -83,11 +83,17 @@ def test_demo_on_real_data(demo_env, tmp_path):
     users = [n["user_id"] for n in sim["neighbors"]]
     assert len(users) == len(set(users)) == 5 and sim["query_user"] not in users
     assert all(n["text"].startswith("facts:") for n in sim["neighbors"])
+    c = d["classify"]
+    assert c["llm"] == "local:smollm2-135m" and len(c["synthetic"]) == 3 and len(c["real"]) == 2
+    for p in c["synthetic"] + c["real"]:
+        assert p["source"] == "fused" and p["evidence"] and p["explanation"].startswith(p["label"])
+    assert all(p["true_label"] for p in c["synthetic"])
 
 
 def test_demo_falls_back_to_synthetic(demo_env, tmp_path):
     p = run("demo", "--json", "--index", str(tmp_path / "ix"),
-            env_extra=demo_env | {"BEHAVIOR_RAG_DATA_DIR": str(tmp_path / "none")})
+            env_extra=demo_env | {"BEHAVIOR_RAG_DATA_DIR": str(tmp_path / "none"),
+                                  "BEHAVIOR_RAG_LLM__BACKEND": "none"})
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["source"].startswith("SYNTHETIC") and d["sessions"] == 1000

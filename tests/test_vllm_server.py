@@ -4,12 +4,7 @@ SmolLM2 folder. Skipped with the reason when that venv is absent (`make vllm` cr
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import time
 
-import httpx
 import pytest
 
 from behavior_rag.llm.base import ChatMessage
@@ -18,10 +13,7 @@ from tests.conftest import ROOT
 VLLM_PY = ROOT / ".cache" / "vllm-venv" / "bin" / "python"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = pytest.mark.vllm
 
 
 @pytest.fixture(scope="module")
@@ -30,38 +22,12 @@ def server(embed_home, tmp_path_factory):
         pytest.skip(f"no vLLM venv at {VLLM_PY.parent.parent} (run `make vllm`)")
     pytest.importorskip("gguf", reason="the 'local' extra is needed to convert the model")
     from behavior_rag.llm.local import hf_folder
+    from behavior_rag.llm.vllm_server import VLLMServer
 
     folder = hf_folder("smollm2-135m", embed_home / "models")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("vllm") / "server.log"
-    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu"}
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-             "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-             "--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager"],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(2)
-        else:
-            pytest.fail(f"vLLM did not start in 300 s: {log.read_text()[-3000:]}")
-        yield f"{base}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with VLLMServer(folder, name="smollm2", venv=VLLM_PY.parent.parent,
+                    log=tmp_path_factory.mktemp("vllm") / "server.log") as srv:
+        yield srv.base_url
 
 
 @pytest.fixture(scope="module")
