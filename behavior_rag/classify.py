@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -184,18 +185,27 @@ class Classifier:
         (concurrent for remote backends that support it)."""
         out: list[PatternPrediction] = []
         for start in range(0, len(sessions), batch):
+            t0 = time.perf_counter()
             prepared = self.prepare(sessions[start: start + batch])
-            results = self._llm_many(prepared)
-            out += [self.decide(p, *r) for p, r in zip(prepared, results)]
+            t_prep = time.perf_counter() - t0
+            timed = self._llm_many(prepared, timed=True)
+            for p, (r, t_llm) in zip(prepared, timed):
+                pred = self.decide(p, *r)
+                pred.timings = {"prepare_s": round(t_prep, 4), "llm_s": round(t_llm, 4)}
+                out.append(pred)
             if progress:
                 progress(len(out), len(sessions))
         return out
 
-    def _llm_many(self, prepared: list[Prepared]):
+    def _llm_many(self, prepared: list[Prepared], timed: bool = False):
+        def call(p: Prepared):
+            t = time.perf_counter()
+            r = self.llm_scores(p)
+            return r, time.perf_counter() - t
+
         many = getattr(self.llm, "map_concurrent", None)
-        if many is not None:
-            return many(self.llm_scores, prepared)
-        return [self.llm_scores(p) for p in prepared]
+        res = many(call, prepared) if many is not None else [call(p) for p in prepared]
+        return res if timed else [r for r, _ in res]
 
     def _neutralise(self, text: str) -> str:
         return self._label_re.sub("[label name removed]", text)

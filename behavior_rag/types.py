@@ -187,6 +187,10 @@ class PatternPrediction(BaseModel):
     fallback_reason: str | None = None
     llm_scores: dict[str, float] | None = None
     knn_vote: dict[str, float] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict, description="Seconds: `prepare_s` "
+                                      "(render, embed, retrieve, prompt: the whole batch's, "
+                                      "which every session in it waited for) and `llm_s` (this "
+                                      "session's model call, queueing at the engine included).")
     warnings: list[str] = Field(default_factory=list, description="Things the user should know "
                                 "about this prediction (e.g. instruction-like free text cut).")
 

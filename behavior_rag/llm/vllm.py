@@ -3,7 +3,8 @@
 * ``generate``: ``/v1/chat/completions``, with ``response_format`` ``json_schema`` when a schema
   is given (vLLM's structured outputs enforce it).
 * ``score_options``: the chat template is applied by the server (``/tokenize`` with the answer
-  left open as an assistant message), then one ``/v1/completions`` request scores every option
+  left open as an assistant message; how each option tokenises after it is learnt once and
+  cached), then one ``/v1/completions`` request scores every option
   with ``prompt_logprobs`` — all prompts share the long static prefix, which vLLM's prefix cache
   serves once.
 * Retries with exponential backoff on connection errors, 429 and 5xx; a timeout per request; a
@@ -42,6 +43,7 @@ class VLLMBackend:
         self.name = f"vllm:{model}"
         self.max_retries = max_retries
         self.concurrency = concurrency
+        self._option_cache: dict[tuple, tuple[int, list[int]]] = {}
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(timeout=timeout_s, headers=headers, transport=transport,
                                   limits=httpx.Limits(max_connections=concurrency * 2))
@@ -93,17 +95,28 @@ class VLLMBackend:
         base = self._tokens(msgs, stripped) if stripped else self._tokens(msgs, None)
         prompts, starts = [], []
         for opt in options:
-            full = self._tokens(msgs, stripped + moved + opt) if stripped or moved else \
-                self._tokens(msgs, opt)
-            common = 0
-            for a, b in zip(base, full):
-                if a != b:
-                    break
-                common += 1
-            if common == len(full):
-                raise LLMError("option adds no tokens to the prompt", value=opt)
-            prompts.append(full)
-            starts.append(common)
+            # How an option tokenises after the prompt depends only on the prompt's last
+            # token (a BPE merge never reaches further back across "Label:"), so the split
+            # is cached by (last token, prefix, option): one /tokenize call per session
+            # instead of one per label.
+            key = (base[-1] if base else None, stripped, moved, opt)
+            hit = self._option_cache.get(key)
+            if hit is None:
+                full = self._tokens(msgs, stripped + moved + opt) if stripped or moved else \
+                    self._tokens(msgs, opt)
+                common = 0
+                for a, b in zip(base, full):
+                    if a != b:
+                        break
+                    common += 1
+                if common == len(full):
+                    raise LLMError("option adds no tokens to the prompt", value=opt)
+                hit = (len(base) - common, full[common:])
+                if len(self._option_cache) < 10_000:
+                    self._option_cache[key] = hit
+            drop, tail = hit
+            prompts.append(base[: len(base) - drop] + tail)
+            starts.append(len(base) - drop)
         out = self._post(f"{self.base_url}/completions", {
             "model": self.model, "prompt": prompts, "max_tokens": 1, "temperature": 0,
             "prompt_logprobs": 0})

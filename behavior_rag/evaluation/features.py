@@ -1,0 +1,169 @@
+"""Numeric feature matrices for the tabular baselines.
+
+Event sessions become the scalar facts of :func:`~behavior_rag.facts.compute_facts` (the same
+numbers the LLM's explanations may cite, so the baselines see no more than the facts do).
+Aggregate-only UCI sessions become their raw columns, with categorical columns coded by a
+vocabulary fitted on the training sessions only (:class:`UCIEncoder`). Missing values are NaN,
+which HistGradientBoosting treats as their own branch.
+
+Example:
+    >>> from behavior_rag.synth import generate
+    >>> X, names = facts_features(generate(4, seed=0).sessions)
+    >>> X.shape == (4, len(names)), "n_events" in names
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from behavior_rag.facts import WEEKDAYS, compute_facts
+from behavior_rag.ingest.uci import BOOL_COLS, FLOAT_COLS, INT_COLS, LABEL_COL, TEXT_COLS
+from behavior_rag.types import Session
+
+PARTS_OF_DAY = ("night", "morning", "afternoon", "evening")
+
+# Facts copied as they are (None -> NaN).
+_SCALAR_FACTS = (
+    "n_events", "n_view", "n_search", "n_cart", "n_remove_from_cart", "n_fav", "n_purchase",
+    "duration_s", "dwell_median_s", "dwell_max_s", "distinct_items", "distinct_categories",
+    "distinct_brands", "price_min", "price_median", "price_max", "carted_items",
+    "purchased_items", "carted_not_purchased", "cart_abandoned", "max_views_one_item",
+    "repeat_viewed_items", "start_hour",
+)
+FACT_FEATURES: tuple[str, ...] = (*_SCALAR_FACTS, "weekday", "part_of_day", "n_queries",
+                                  "mean_query_len")
+
+# Columns whose numbers are ids, not quantities (browser 10 is not "more" than browser 2).
+UCI_CATEGORICAL: tuple[str, ...] = ("Month", "VisitorType", "Weekend", "OperatingSystems",
+                                    "Browser", "Region", "TrafficType")
+_UCI_ORDER = (*INT_COLS, *FLOAT_COLS, *TEXT_COLS, *BOOL_COLS)
+# The reserved code for a category not seen when fitting. HistGradientBoosting treats negative
+# categorical values as missing, so an unseen value follows the learned missing-value branch.
+UNSEEN = -1
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def facts_features(sessions: Iterable[Session]) -> tuple[np.ndarray, list[str]]:
+    """``(X, names)``: one row of scalar facts per session, columns named by :data:`FACT_FEATURES`.
+
+    ``cart_abandoned`` is 0/1, ``weekday`` 0 (Monday) - 6, ``part_of_day`` 0 night - 3 evening;
+    time facts, dwell, prices and ``mean_query_len`` (characters) are NaN when undefined.
+
+    Example:
+        >>> from behavior_rag.synth import generate
+        >>> X, names = facts_features(generate(2, seed=1).sessions)
+        >>> X.shape[1] == len(FACT_FEATURES)
+        True
+    """
+    rows = []
+    for s in sessions:
+        f = compute_facts(s)
+        row = [_num(getattr(f, name).value) for name in _SCALAR_FACTS]
+        wd, pod, qs = f.weekday.value, f.part_of_day.value, f.queries.value
+        row.append(float(WEEKDAYS.index(wd)) if wd is not None else math.nan)
+        row.append(float(PARTS_OF_DAY.index(pod)) if pod is not None else math.nan)
+        row.append(float(len(qs)))
+        row.append(float(np.mean([len(q) for q in qs])) if qs else math.nan)
+        rows.append(row)
+    X = np.asarray(rows, dtype=float).reshape(len(rows), len(FACT_FEATURES))
+    return X, list(FACT_FEATURES)
+
+
+def _sort_key(v) -> tuple[str, object]:
+    # Columns are homogeneous in practice; the type name keeps a stray mixed column sortable.
+    return (type(v).__name__, v)
+
+
+class UCIEncoder:
+    """UCI aggregate columns -> float matrix, categorical columns as integer codes.
+
+    :meth:`fit` learns the columns (keys seen in the training sessions' ``aggregates``, in the
+    UCI file's order, extras sorted after) and, per categorical column, a sorted vocabulary
+    mapped to codes ``0..k-1``. :meth:`transform` maps values unseen at fit time to
+    :data:`UNSEEN` and absent values to NaN. ``Revenue`` (the label) and the ``drop`` columns
+    never become features.
+
+    Example:
+        >>> s = Session(session_id="s", user_id="u",
+        ...             aggregates={"PageValues": 3.0, "Month": "May", "Revenue": True})
+        >>> enc = UCIEncoder(drop=()).fit([s])
+        >>> enc.feature_names_, enc.categorical_mask_
+        (['PageValues', 'Month'], [False, True])
+        >>> enc.transform([s]).tolist()
+        [[3.0, 0.0]]
+    """
+
+    def __init__(self, drop: Sequence[str] = ()) -> None:
+        self.drop = tuple(drop)
+        self.feature_names_: list[str] = []
+        self.categorical_mask_: list[bool] = []
+        self.vocab_: dict[str, dict[object, int]] = {}
+        self._fitted = False
+
+    def fit(self, sessions: Iterable[Session]) -> UCIEncoder:
+        sessions = list(sessions)
+        keys = {k for s in sessions for k in s.aggregates} - {LABEL_COL, *self.drop}
+        known = [c for c in _UCI_ORDER if c in keys]
+        names = known + sorted(keys - set(known))
+        values: dict[str, set] = {n: set() for n in names}
+        for s in sessions:
+            for n in names:
+                v = s.aggregates.get(n)
+                if v is not None:
+                    values[n].add(v)
+        # Text and booleans cannot be quantities, whatever their column is called.
+        cat = [n in UCI_CATEGORICAL or any(isinstance(v, (str, bool)) for v in values[n])
+               for n in names]
+        self.feature_names_, self.categorical_mask_ = names, cat
+        self.vocab_ = {n: {v: i for i, v in enumerate(sorted(values[n], key=_sort_key))}
+                       for n, c in zip(names, cat) if c}
+        self._fitted = True
+        return self
+
+    def transform(self, sessions: Iterable[Session]) -> np.ndarray:
+        if not self._fitted:
+            raise ValueError("UCIEncoder.transform called before fit")
+        rows = []
+        for s in sessions:
+            row = []
+            for n in self.feature_names_:
+                v = s.aggregates.get(n)
+                if v is None:
+                    row.append(math.nan)
+                elif n in self.vocab_:
+                    row.append(float(self.vocab_[n].get(v, UNSEEN)))
+                else:
+                    row.append(float(v))
+            rows.append(row)
+        return np.asarray(rows, dtype=float).reshape(len(rows), len(self.feature_names_))
+
+    def fit_transform(self, sessions: Iterable[Session]) -> np.ndarray:
+        sessions = list(sessions)
+        return self.fit(sessions).transform(sessions)
+
+
+def uci_features(sessions: Iterable[Session], drop: Sequence[str] = ()
+                 ) -> tuple[np.ndarray, list[str], list[bool]]:
+    """``(X, names, categorical_mask)`` with the vocabulary fitted on ``sessions`` themselves.
+
+    For a train/test pair fit a :class:`UCIEncoder` on train and transform both instead, so test
+    categories never shape the coding. ``drop=("PageValues",)`` is the run without the leaky
+    column.
+
+    Example:
+        >>> from behavior_rag.ingest.load import load_events  # doctest: +SKIP
+        >>> X, names, mask = uci_features(load_events(path, "uci").sessions,
+        ...                               drop=("PageValues",))  # doctest: +SKIP
+        >>> "PageValues" in names  # doctest: +SKIP
+        False
+    """
+    enc = UCIEncoder(drop=drop)
+    X = enc.fit_transform(sessions)
+    return X, list(enc.feature_names_), list(enc.categorical_mask_)
