@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 VLLM_VENV := .cache/vllm-venv
 
-.PHONY: demo test test-slow install clean vllm vllm-server
+.PHONY: demo test test-slow install clean vllm vllm-server eval
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ vllm-server: $(STAMP) $(VLLM_VENV)/.installed
 
 test: $(STAMP) $(VLLM_VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# Full evaluation reports under eval/reports/ (seeded; LLM methods on a seeded sample).
+eval: $(STAMP)
+	$(BIN)/behavior-rag eval --task uci-intent --out eval/reports/uci-intent
+	$(BIN)/behavior-rag eval --task uci-intent --drop PageValues --out eval/reports/uci-intent-no-pagevalues
+	$(BIN)/behavior-rag eval --task taobao-intent --out eval/reports/taobao-intent
+	$(BIN)/behavior-rag eval --task synth-personas --out eval/reports/synth-personas
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -22,6 +22,7 @@ from behavior_rag.cli_common import HUMAN, err
 from behavior_rag.cli_common import emit as _emit
 from behavior_rag.cli_common import load_sessions as _load_sessions
 from behavior_rag.cli_common import progress as _progress
+from behavior_rag.cli_eval import eval_cmd
 from behavior_rag.cli_index import index_app, similar_cmd
 from behavior_rag.errors import BehaviorRagError, ConfigError
 from behavior_rag.ingest.formats import FORMATS
@@ -36,6 +37,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.add_typer(index_app, name="index")
 app.command("similar")(similar_cmd)
 app.command("classify")(classify_cmd)
+app.command("eval")(eval_cmd)
 
 
 def _settings(gap_minutes: float | None = None, mode: str | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from behavior_rag.evaluation.baselines import (
     BowLogReg,
@@ -19,6 +20,14 @@ from behavior_rag.evaluation.tasks import split_by_user
 from tests.conftest import UCI, need
 
 POS = "purchase"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # OpenMP/BLAS threads competing with other jobs on a small machine make HistGradientBoosting
+    # tens of times slower; one thread keeps these tests fast and exactly reproducible.
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,7 @@ def test_best_threshold_maximises_f1():
 
 
 def test_plots_write_png(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib (the 'eval' extra) is not installed")
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
     curves = {"good": (y, np.clip(y * 0.6 + rng.random(200) * 0.4, 0, 1)),

@@ -25,7 +25,10 @@ Curves = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as e:  # an optional extra: say how to get it rather than a bare failure
+        raise ImportError("plots need matplotlib: pip install 'behavior_rag[eval]'") from e
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -59,8 +62,12 @@ def pr_roc_plot(curves: Curves, path_pr: str | Path, path_roc: str | Path) -> tu
     Example:
         >>> pr_roc_plot({"m": (y, p)}, "out/pr.png", "out/roc.png")  # doctest: +SKIP
     """
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
-    from sklearn.metrics import roc_curve
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
 
     plt = _pyplot()
     fig_pr, ax_pr = plt.subplots(figsize=(5.5, 4.5))

@@ -1,0 +1,146 @@
+"""The evaluation tasks: load a file in the task's original format and split it honestly.
+
+* ``uci-intent`` — UCI Online Shoppers (one aggregate session per row), label ``purchase`` from
+  ``Revenue``; stratified split fixed by seed. ``drop=("PageValues",)`` removes the column that
+  leaks the label (it is computed from pages that preceded purchases).
+* ``taobao-intent`` — Taobao UserBehavior: sessions by inactivity gap, input = the events before
+  the first cart/purchase, label = the session contains a purchase; split by user.
+* ``synth-personas`` — the SYNTHETIC persona generator (or a session store written by
+  ``behavior-rag synth --out``), 8 labels; split by user.
+
+Validation (thresholds, fusion weights, calibration) always comes out of the training part.
+
+Example:
+    >>> t = load_task("synth-personas", seed=1, synth_n=200)
+    >>> len(t.train) > len(t.test) > 0 and not {s.user_id for s in t.train} & {s.user_id for s in t.test}
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from behavior_rag.errors import ConfigError
+from behavior_rag.evaluation.tasks import purchase_intent, split_by_user
+from behavior_rag.types import Session
+
+TaskName = Literal["uci-intent", "taobao-intent", "synth-personas"]
+TASKS: tuple[str, ...] = ("uci-intent", "taobao-intent", "synth-personas")
+DEFAULT_FILES = {
+    "uci-intent": Path("uci_online_shoppers") / "online_shoppers_intention.dev.csv",
+    "taobao-intent": Path("taobao_userbehavior") / "UserBehavior.dev.csv",
+}
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    kind: Literal["uci", "events"]
+    taxonomy: str
+    positive: str | None  # binary tasks: the positive class
+    fmt: str | None  # ingest adapter of the task's original file format
+
+
+SPECS = {
+    "uci-intent": TaskSpec("uci-intent", "uci", "uci_intent", "purchase", "uci"),
+    "taobao-intent": TaskSpec("taobao-intent", "events", "purchase_intent", "will_buy", "taobao"),
+    "synth-personas": TaskSpec("synth-personas", "events", "personas", None, None),
+}
+
+
+@dataclass
+class LoadedTask:
+    spec: TaskSpec
+    train: list[Session]
+    val: list[Session]
+    test: list[Session]
+    classes: list[str]
+    protocol: str  # how it was split, for the report
+    sources: list[str] = field(default_factory=list)
+    all_rows: list[Session] = field(default_factory=list)  # train+val+test, for k-fold CV
+
+
+def _read(spec: TaskSpec, path: Path, drop: Sequence[str]) -> list[Session]:
+    from behavior_rag.ingest.load import load_events
+
+    if spec.fmt is None:  # a synthetic session store
+        from behavior_rag.ingest.store import read_store
+
+        return read_store(path)
+    sessions = load_events(path, spec.fmt).sessions
+    if spec.name == "taobao-intent":
+        sessions = purchase_intent(sessions)
+    if drop:
+        sessions = [s.model_copy(update={"aggregates": {k: v for k, v in s.aggregates.items()
+                                                         if k not in drop}})
+                    for s in sessions]
+    return sessions
+
+
+def _stratified(sessions: list[Session], frac: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    y = [s.label for s in sessions]
+    a, b = train_test_split(sessions, test_size=frac, random_state=seed, stratify=y)
+    return list(a), list(b)
+
+
+def _split(spec: TaskSpec, sessions: list[Session], frac: float, seed: int):
+    if spec.kind == "uci":
+        return _stratified(sessions, frac, seed)
+    sp = split_by_user(sessions, seed, dev_frac=0.0, test_frac=frac)
+    return sp.train, sp.test
+
+
+def load_task(task: str, *, data: str | Path | None = None, train: str | Path | None = None,
+              test: str | Path | None = None, seed: int = 0, drop: Sequence[str] = (),
+              data_dir: str | Path | None = None, synth_n: int = 1500,
+              test_frac: float = 0.25, val_frac: float = 0.2) -> LoadedTask:
+    """Load ``task`` from ``data`` (split internally) or from ``train`` + ``test`` files."""
+    if task not in SPECS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {list(TASKS)}", field="task",
+                          value=task)
+    spec = SPECS[task]
+    if (train is None) != (test is None):
+        raise ConfigError("give both --train and --test, or --data", field="train/test")
+    sources: list[str] = []
+    if train is not None:
+        tr, te = _read(spec, Path(train), drop), _read(spec, Path(test), drop)
+        sources = [str(train), str(test)]
+        protocol = "fitted on the --train file, reported on the --test file"
+    else:
+        if data is None and spec.fmt is not None:
+            from behavior_rag.settings import default_settings
+
+            data = Path(data_dir or default_settings().data_dir) / DEFAULT_FILES[task]
+        if data is None:
+            from behavior_rag.synth import generate
+
+            rows = generate(synth_n, seed=seed).sessions
+            sources = [f"SYNTHETIC generate({synth_n}, seed={seed})"]
+        else:
+            rows = _read(spec, Path(data), drop)
+            sources = [str(data)]
+        how = "stratified by label" if spec.kind == "uci" else "by user"
+        tr, te = _split(spec, rows, test_frac, seed)
+        protocol = f"one file split {how} (seed {seed}): test {test_frac:.0%}"
+    if not tr or not te:
+        raise ConfigError(f"task {task}: empty train or test part", field="data")
+    tr, val = _split(spec, tr, val_frac, seed + 1)
+    how_val = "stratified" if spec.kind == "uci" else "by user"
+    protocol += f"; validation = {val_frac:.0%} of the training part ({how_val}, seed {seed + 1})"
+    classes = sorted({s.label for s in tr + val + te if s.label})
+    if spec.positive and spec.positive not in classes:
+        raise ConfigError(f"task {task}: no {spec.positive!r} rows in the data", field="label")
+    if len(classes) < 2:
+        raise ConfigError(f"task {task}: need two labels or more, found {classes}", field="label")
+    return LoadedTask(spec, tr, val, te, classes, protocol, sources, tr + val + te)
+
+
+def label_array(sessions: Sequence[Session]) -> np.ndarray:
+    return np.array([s.label for s in sessions])
