@@ -1,0 +1,62 @@
+"""Pick the default embedded LLM by measured macro-F1 on the synthetic and Taobao tasks.
+
+Reads the JSON written by ``eval/classify_fewshot.py --json`` for each (task, model) under
+``eval/reports/model_choice/`` and writes ``eval/reports/model_choice.md``. The rule: the model
+with the higher mean of its *LLM-alone* test macro-F1 over both tasks (that is where the models
+differ; the fused result also depends on kNN), ties broken by speed.
+
+Usage:  python eval/model_choice.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "eval" / "reports" / "model_choice"
+
+
+def main() -> None:
+    runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
+    models = sorted({r["llm"] for r in runs})
+    tasks = sorted({r["task"] for r in runs})
+    by = {(r["task"], r["llm"]): r for r in runs}
+    missing = [(t, m) for t in tasks for m in models if (t, m) not in by]
+    if missing:
+        sys.exit(f"missing runs: {missing}")
+    lines = ["# Default embedded model (`eval/model_choice.py`)", "",
+             "Each (task, model) run is `eval/classify_fewshot.py` with the same seed, split and "
+             "test sessions for both models (dev size may differ; it only fits fusion). Test "
+             "macro-F1:", "",
+             "| task | model | kNN alone | LLM alone | fused | LLM raw top-1 | w_llm fitted | "
+             "s/session (p50) | run |", "|---|---|---|---|---|---|---|---|---|"]
+    score = {}
+    for t in tasks:
+        for m in models:
+            r = by[(t, m)]
+            meth = r["methods"]
+            knn, llm = meth["kNN vote alone"], meth["LLM few-shot alone"]
+            fused = meth["fused (LLM + kNN)"]
+            lines.append(f"| {t} | {m} | {knn['macro_f1']:.3f} | {llm['macro_f1']:.3f} | "
+                         f"{fused['macro_f1']:.3f} | {r['llm_raw_top1_macro_f1']:.3f} | "
+                         f"{fused['w_llm']} | {r['sec_per_session_p50']:.2f} | "
+                         f"{r['n_dev']} dev / {r['n_test']} test, {r['date']} |")
+            score.setdefault(m, []).append((llm["macro_f1"], r["sec_per_session_p50"]))
+    ranked = sorted(models, key=lambda m: (-sum(f for f, _ in score[m]) / len(score[m]),
+                                           sum(s for _, s in score[m])))
+    best = ranked[0]
+    mean = {m: sum(f for f, _ in score[m]) / len(score[m]) for m in models}
+    speed = {m: sum(s for _, s in score[m]) / len(score[m]) for m in models}
+    lines += ["", "## Decision", "",
+              f"- Mean LLM-alone test macro-F1 over {', '.join(tasks)}: " +
+              ", ".join(f"`{m}` {mean[m]:.3f} ({speed[m]:.1f} s/session)" for m in ranked) + ".",
+              f"- Default: **`{best}`** (`llm.model` in `behavior_rag/settings.py`)."]
+    out = ROOT / "eval" / "reports" / "model_choice.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
