@@ -34,6 +34,9 @@ class FusionParams(BaseModel):
     llm_bias: dict[str, float] = Field(default_factory=dict)
     knn_temperature: float = Field(0.05, gt=0)
     knn_smoothing: float = Field(0.5, ge=0)
+    knn_bias: dict[str, float] = Field(default_factory=dict, description="Log-weight added per "
+                                       "label to the vote: removes the label mix of the index "
+                                       "(a 6 % minority class otherwise never wins a vote).")
     abstain_below: float = Field(0.0, ge=0, le=1)
     fitted_on: int = 0
     dev_macro_f1: float | None = None
@@ -66,6 +69,8 @@ def knn_vote(neighbors: Sequence[tuple[str, float]], labels: Sequence[str],
         for label, s in neighbors:
             if label in w:
                 w[label] += math.exp((s - top) / params.knn_temperature)
+    if params.knn_bias:
+        w = {k: v * math.exp(params.knn_bias.get(k, 0.0)) for k, v in w.items()}
     total = sum(w.values()) or 1.0
     return {k: v / total for k, v in w.items()}
 
@@ -96,9 +101,13 @@ class DevExample(BaseModel):
     label: str
 
 
+KNN_TEMPS = (0.01, 0.03, 0.05, 0.1, 0.3)
+
+
 def fit(dev: Sequence[DevExample], labels: Sequence[str], base: FusionParams | None = None,
         weights: Sequence[float] | None = None) -> FusionParams:
-    """Grid-search w, T and the kNN temperature for dev macro-F1 (log-loss breaks ties).
+    """Grid-search w, T, the kNN temperature and kNN calibration for dev macro-F1 (log-loss
+    breaks ties).
 
     ``weights`` restricts the LLM weights tried (``[0]``: kNN alone, ``[1]``: LLM alone).
     """
@@ -119,11 +128,22 @@ def fit(dev: Sequence[DevExample], labels: Sequence[str], base: FusionParams | N
     best, best_key = base, (-1.0, -math.inf)
     ws = list(weights) if weights is not None else \
         [0.0] + ([0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0] if with_llm else [])
-    for w, t, kt in itertools.product(ws, (0.5, 1.0, 2.0, 4.0), (0.01, 0.03, 0.05, 0.1, 0.3)):
+    # kNN calibration, like the LLM's: the vote's mean over dev sessions is the label mix the
+    # index imposes; dividing it out (power 1), halfway (0.5) or not at all (0) is searched.
+    kbias: dict[float, dict[str, float]] = {}
+    for kt in KNN_TEMPS:
+        p0 = base.model_copy(update={"knn_temperature": kt, "knn_bias": {}})
+        mean = np.mean([[knn_vote(d.neighbors, labels, p0)[k] for k in labels] for d in dev], 0)
+        kbias[kt] = {k: -float(math.log(max(v, 1e-9))) for k, v in zip(labels, mean)}
+    for w, t, kt, power in itertools.product(ws, (0.5, 1.0, 2.0, 4.0), KNN_TEMPS,
+                                             (0.0, 0.5, 1.0)):
         if w == 0 and t != 1.0:
             continue
-        p = base.model_copy(update={"w_llm": w, "llm_temperature": t, "llm_bias": bias,
-                                    "knn_temperature": kt})
+        if w == 1 and (kt != KNN_TEMPS[0] or power != 0.0):
+            continue  # the kNN side is ignored at w = 1
+        p = base.model_copy(update={
+            "w_llm": w, "llm_temperature": t, "llm_bias": bias, "knn_temperature": kt,
+            "knn_bias": {k: power * v for k, v in kbias[kt].items()} if power else {}})
         probs = [fuse(d.llm_scores, knn_vote(d.neighbors, labels, p), p) for d in dev]
         pred = [max(q, key=q.get) for q in probs]
         f1 = f1_score(y, pred, labels=labels, average="macro", zero_division=0)

@@ -104,6 +104,31 @@ class ClassifySettings(BaseModel):
                                      "text before embedding and prompting (behavior_rag.guard).")
 
 
+class ServeSettings(BaseModel):
+    """The HTTP service (``behavior-rag serve``). Set the key from the environment
+    (``BEHAVIOR_RAG_SERVE__API_KEY``) rather than the command line, where ``ps`` shows it.
+
+    Example:
+        >>> ServeSettings(api_key="k" * 32).max_concurrency
+        2
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    api_key: SecretStr | None = Field(
+        None, description="Clients send it as `X-API-Key` or `Authorization: Bearer`. Unset: the "
+        "service refuses to start unless insecure_no_auth is set, which only loopback allows.")
+    insecure_no_auth: bool = Field(False, description="Serve without a key (loopback only).")
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    max_batch: int = Field(256, ge=1, description="Most sessions per request (more: 422).")
+    max_concurrency: int = Field(2, ge=1, description="Model calls (embed, classify) at once.")
+    acquire_timeout_s: float = Field(0.1, ge=0, description="How long a request waits for a free "
+                                     "model slot before it is answered 503 (overloaded).")
+    request_timeout_s: float = Field(30.0, gt=0, description="A model call still running after "
+                                     "this is answered 503; its slot frees when it ends.")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers.")
+
+
 class Settings(BaseSettings):
     """All settings. Env prefix ``BEHAVIOR_RAG_``; nested with ``__``."""
 
@@ -120,6 +145,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     llm: LLMSettings = LLMSettings()
     classify: ClassifySettings = ClassifySettings()
+    serve: ServeSettings = ServeSettings()
 
 
 @lru_cache(maxsize=1)

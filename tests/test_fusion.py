@@ -50,3 +50,23 @@ def test_params_round_trip(tmp_path):
     p = FusionParams(w_llm=0.3, llm_bias={"a": 1.0}, fitted_on=12)
     p.save(tmp_path / "fusion.json")
     assert FusionParams.load(tmp_path / "fusion.json") == p
+
+
+def test_knn_calibration_lets_a_minority_label_win():
+    # An index with 10 % "yes": neighbours are mostly "no" whatever the truth, but a "yes"
+    # session has a few more "yes" neighbours. Uncalibrated, "yes" never wins a vote.
+    rng = np.random.default_rng(3)
+    dev = []
+    for i in range(200):
+        y = "yes" if i % 2 else "no"
+        share = 0.25 if y == "yes" else 0.05
+        nb = [("yes" if rng.random() < share else "no", 0.9 - 0.001 * j) for j in range(15)]
+        dev.append(DevExample(llm_scores=None, neighbors=nb, label=y))
+    raw = FusionParams(knn_temperature=0.3)
+    assert sum(max(p, key=p.get) == "yes" for p in
+               (knn_vote(d.neighbors, ["yes", "no"], raw) for d in dev)) < 10
+    fitted = fit(dev, ["yes", "no"], weights=[0.0])
+    assert fitted.knn_bias["yes"] > fitted.knn_bias["no"]
+    preds = [max(p, key=p.get) for p in (knn_vote(d.neighbors, ["yes", "no"], fitted)
+                                         for d in dev)]
+    assert preds.count("yes") > 50 and fitted.dev_macro_f1 > 0.7

@@ -1,0 +1,119 @@
+"""Request and response models of the HTTP API; the OpenAPI schema is generated from them.
+
+Payloads reuse the library's own models — :class:`~behavior_rag.types.Session`,
+:class:`~behavior_rag.types.PatternPrediction`, :class:`~behavior_rag.retrieve.Neighbor`,
+:class:`~behavior_rag.index.base.Filter`, :class:`~behavior_rag.index.build.UpsertReport`,
+:class:`~behavior_rag.taxonomy.Taxonomy` — so the service and the in-process facade speak the
+same types and the client parses answers back into them.
+
+Example:
+    >>> SimilarRequest(text="buys gifts", k=3).k
+    3
+    >>> try:
+    ...     SimilarRequest(text="a", session_id="s1")
+    ... except ValueError as e:
+    ...     print(e.errors()[0]["msg"])
+    Value error, give exactly one of session, session_id, user_id, text (got session_id, text)
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from behavior_rag.index.base import Filter
+from behavior_rag.types import Session
+
+_BATCH = "At most `serve.max_batch` (default 256) per request; more is refused with 422."
+
+
+class UpsertRequest(BaseModel):
+    """``POST /v1/sessions``: add or replace sessions (by ``session_id``), then save the index.
+
+    Unchanged sessions (same text, same label) are skipped. Labels, when present, must be in the
+    service's taxonomy. ``labelled=true`` (or ``labels``) is :meth:`BehaviorRAG.add_labelled`:
+    every session must then carry a label.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    sessions: list[Session] = Field(description=_BATCH)
+    labels: list[str] | None = Field(None, description="Override the sessions' own labels, one "
+                                     "per session (implies labelled).")
+    labelled: bool = Field(False, description="Require a taxonomy label on every session.")
+    split: str | None = Field(None, description="Split name stored with each session "
+                              "(add_labelled uses 'train').")
+
+
+class DeleteRequest(BaseModel):
+    """``DELETE /v1/sessions`` body (or repeat the ``session_id`` query parameter)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_ids: list[str] = Field(description=_BATCH)
+
+
+class DeleteReport(BaseModel):
+    deleted: int = Field(description="Sessions that were in the index and are now gone.")
+    not_found: list[str] = Field(default_factory=list)
+    index_size: int
+
+
+class ClassifyRequest(BaseModel):
+    """``POST /v1/classify``: ``session`` answers one prediction, ``sessions`` a list (in order)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session: Session | None = None
+    sessions: list[Session] | None = Field(None, description=_BATCH)
+
+    @model_validator(mode="after")
+    def _one(self) -> ClassifyRequest:
+        if (self.session is None) == (self.sessions is None):
+            raise ValueError("give exactly one of session, sessions")
+        return self
+
+
+class SimilarRequest(BaseModel):
+    """``POST /v1/similar``: neighbours of exactly one of a session, a session id in the index,
+    a user (similar shoppers, one hit per user) or free text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session: Session | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    text: str | None = Field(None, max_length=20_000)
+    k: int = Field(10, ge=1, le=1000)
+    filter: Filter | None = None
+    with_text: bool = Field(False, description="Include each hit's rendered text.")
+
+    @model_validator(mode="after")
+    def _one(self) -> SimilarRequest:
+        given = [n for n in ("session", "session_id", "user_id", "text")
+                 if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of session, session_id, user_id, text (got "
+                             f"{', '.join(given) or 'none'})")
+        return self
+
+
+class Health(BaseModel):
+    status: str = "ok"
+
+
+class Ready(BaseModel):
+    ready: bool
+    index_size: int
+    embedder: str
+    backend: str
+    llm: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: the class name (the client re-raises that class), a message, and context
+    such as ``field``, ``value``, ``row``, ``limit`` or ``retry_after``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(examples=["InvalidRequest"])
+    message: str
