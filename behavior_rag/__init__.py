@@ -7,6 +7,7 @@ Example:
 """
 
 from behavior_rag.api import BehaviorRAG
+from behavior_rag.client import AsyncClient, Client
 from behavior_rag.errors import (
                                  BehaviorRagError,
                                  ConfigError,
@@ -31,7 +32,7 @@ from behavior_rag.types import Event, Fact, Session, SessionFacts
 
 __version__ = "0.1.0"
 __all__ = [
-    "BehaviorRAG", "Filter", "Neighbor", "SessionMeta", "BehaviorRagError", "ColumnMapping", "ConfigError", "DataError", "Event", "Fact", "FormatSpec",
+    "AsyncClient", "BehaviorRAG", "Client", "Filter", "Neighbor", "SessionMeta", "BehaviorRagError", "ColumnMapping", "ConfigError", "DataError", "Event", "Fact", "FormatSpec",
     "IngestError", "IngestReport", "IngestResult", "RenderError", "Session", "SessionFacts",
     "Settings", "StoreError", "Taxonomy", "TaxonomyError", "compute_facts", "generate",
     "load_events", "load_records", "load_taxonomy", "load_uci", "read_store", "render",

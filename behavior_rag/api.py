@@ -61,6 +61,8 @@ class BehaviorRAG:
         self._index: FaissSessionIndex | None = None
         self._classifier = None
         self._llm = llm  # an LLMBackend object overrides settings.llm (e.g. LangChainBackend)
+        self._sessions: dict[str, Session] | None = None  # the events, for profiles
+        self._sessions_dirty = False
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, index_path: str | Path | None = None,
@@ -91,8 +93,22 @@ class BehaviorRAG:
     def index_sessions(self, sessions: Sequence[Session], *, split: str | None = None,
                        progress: Progress | None = None) -> UpsertReport:
         """Render, embed and upsert sessions (unchanged ones are skipped). Call :meth:`save`."""
-        return upsert_sessions(self.index, self.embedder, sessions, settings=self.settings,
-                               split=split, progress=progress)
+        report = upsert_sessions(self.index, self.embedder, sessions, settings=self.settings,
+                                 split=split, progress=progress)
+        self.sessions.update({s.session_id: s for s in sessions})
+        self._sessions_dirty = True
+        return report
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        """Indexed sessions with their events (kept in ``<index>/sessions/``), by id."""
+        if self._sessions is None:
+            from behavior_rag.ingest.store import read_store
+
+            path = self.index_path / "sessions"
+            self._sessions = {} if self._fresh or not (path / "manifest.json").exists() else \
+                {s.session_id: s for s in read_store(path)}
+        return self._sessions
 
     def add_labelled(self, sessions: Sequence[Session], labels: Sequence[str] | None = None, *,
                      split: str | None = "train", progress: Progress | None = None
@@ -123,11 +139,39 @@ class BehaviorRAG:
 
     def delete_sessions(self, session_ids: Sequence[str]) -> int:
         ids = [m.id for s in session_ids if (m := self.index.get(s)) is not None]
+        for sid in session_ids:
+            if self.sessions.pop(sid, None) is not None:
+                self._sessions_dirty = True
         return self.index.delete(ids)
 
     def save(self) -> IndexConfig:
-        """Commit the index folder atomically."""
-        return self.index.save(self.index_path)
+        """Commit the index folder atomically (and the session events beside it)."""
+        cfg = self.index.save(self.index_path)
+        if self._sessions_dirty:
+            from behavior_rag.ingest.store import write_store
+
+            write_store(list(self.sessions.values()), self.index_path / "sessions")
+            self._sessions_dirty = False
+        return cfg
+
+    def profile(self, user_id: str, *, sessions: Sequence[Session] | None = None,
+                use_llm: bool = False, patterns: bool = False):
+        """A :class:`~behavior_rag.profile.UserProfile` of ``user_id`` from the indexed sessions
+        (or ``sessions``). ``use_llm``: let the configured LLM word claims (each re-checked);
+        ``patterns``: classify the user's sessions and add their dominant patterns.
+
+        Example:
+            >>> rag.profile("u_3f2a...").narrative                              # doctest: +SKIP
+        """
+        from behavior_rag.profile import build_profile
+
+        pool = list(sessions) if sessions is not None else \
+            [s for s in self.sessions.values() if s.user_id == user_id]
+        mine = [s for s in pool if s.user_id == user_id]
+        preds = self.classify_many(mine) if patterns and mine else None
+        every = [e.timestamp for s in (sessions or self.sessions.values()) for e in s.events]
+        return build_profile(user_id, mine, llm=self.classifier.llm if use_llm else None,
+                             predictions=preds, now=max(every) if every else None)
 
     def similar(self, *, session: Session | None = None, session_id: str | None = None,
                 user_id: str | None = None, text: str | None = None, k: int = 10,

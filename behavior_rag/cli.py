@@ -24,6 +24,7 @@ from behavior_rag.cli_common import load_sessions as _load_sessions
 from behavior_rag.cli_common import progress as _progress
 from behavior_rag.cli_eval import eval_cmd
 from behavior_rag.cli_index import index_app, similar_cmd
+from behavior_rag.cli_serve import serve_cmd
 from behavior_rag.errors import BehaviorRagError, ConfigError
 from behavior_rag.ingest.formats import FORMATS
 from behavior_rag.ingest.load import load_events
@@ -38,6 +39,7 @@ app.add_typer(index_app, name="index")
 app.command("similar")(similar_cmd)
 app.command("classify")(classify_cmd)
 app.command("eval")(eval_cmd)
+app.command("serve")(serve_cmd)
 
 
 def _settings(gap_minutes: float | None = None, mode: str | None = None,

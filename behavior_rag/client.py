@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, overload
 
@@ -33,7 +33,12 @@ from behavior_rag.errors import TaxonomyError
 from behavior_rag.index.base import Filter
 from behavior_rag.index.build import UpsertReport
 from behavior_rag.retrieve import Neighbor
-from behavior_rag.service.errors import RequestTimeout, ServiceUnavailable, rebuild_error
+from behavior_rag.service.errors import (
+    BatchTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+    rebuild_error,
+)
 from behavior_rag.taxonomy import Taxonomy
 from behavior_rag.types import PatternPrediction, Session
 
@@ -81,19 +86,100 @@ class _Base:
                                   f"attempts: {last}", url=self.base_url + path,
                                   attempts=attempts)
 
-    def _chunks(self, items: Sequence[Any]) -> list[Sequence[Any]]:
-        n = max(1, self.batch_size)
-        return [items[i: i + n] for i in range(0, len(items), n)] or [items]
+    def _batched(self, items: Sequence[Any], send: Callable[[int, Sequence[Any]], Generator]):
+        """Plan: ``send(start, chunk)`` for consecutive chunks of ``batch_size`` (one empty
+        chunk for no items); results in order. A service with a smaller ``max_batch`` says so
+        in its BatchTooLarge error, and the rest goes in batches of that size."""
+        out, start = [], 0
+        while start < len(items) or not out:
+            chunk = items[start: start + max(1, self.batch_size)]
+            try:
+                out.append((yield from send(start, chunk)))
+            except BatchTooLarge as e:
+                limit = e.context.get("limit")
+                if not isinstance(limit, int) or not 0 < limit < len(chunk):
+                    raise
+                self.batch_size = limit
+                continue
+            start += len(chunk)
+            if start >= len(items):
+                break
+        return out
 
-    def _label_chunks(self, sessions: Sequence[Session], labels: Sequence[str] | None):
+    # ---- plans ---------------------------------------------------------------------------
+    # Each method is written once, as a generator that yields what to do — ("send", method,
+    # path, body) or ("sleep", seconds) — and gets the outcome back. Client and AsyncClient
+    # differ only in how _drive carries these out (blocking or awaiting).
+    def _exchange(self, method: str, path: str, body: Any = None):
+        """One request with retries; returns the decoded answer or raises our error."""
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            outcome = yield ("send", method, path, body)
+            response = outcome if isinstance(outcome, httpx.Response) else None
+            if response is not None:
+                if response.status_code not in RETRY_STATUS or attempt == self.max_retries:
+                    return self._result(response)
+            elif isinstance(outcome, RETRY_ERRORS):
+                last = outcome
+            else:  # a slow answer (a retry would add load) or a non-transient error
+                raise self._gave_up(method, path, attempt + 1, outcome) from outcome
+            if attempt < self.max_retries:
+                yield ("sleep", self._delay(attempt, response))
+        raise self._gave_up(method, path, self.max_retries + 1, last) from last
+
+    def _upsert(self, sessions, labels, labelled: bool, split, progress):
         sessions = list(sessions)
         if labels is not None and len(labels) != len(sessions):  # as BehaviorRAG.add_labelled
             raise TaxonomyError(f"{len(labels)} labels for {len(sessions)} sessions",
                                 field="labels")
-        chunks = self._chunks(sessions)
-        starts = [i * max(1, self.batch_size) for i in range(len(chunks))]
-        return [(c, None if labels is None else list(labels[s: s + len(c)]))
-                for c, s in zip(chunks, starts)]
+
+        def send(start, chunk):
+            lab = None if labels is None else list(labels[start: start + len(chunk)])
+            report = UpsertReport.model_validate((yield from self._exchange(
+                "POST", "/v1/sessions", _upsert_body(chunk, lab, labelled, split))))
+            if progress:
+                progress(start + len(chunk), len(sessions))
+            return report
+
+        return _merge((yield from self._batched(sessions, send)))
+
+    def _delete(self, session_ids):
+        def send(start, chunk):
+            if not chunk:
+                return 0
+            answer = yield from self._exchange("DELETE", "/v1/sessions",
+                                               {"session_ids": list(chunk)})
+            return answer["deleted"]
+
+        return sum((yield from self._batched(list(session_ids), send)))
+
+    def _classify(self, session):
+        if isinstance(session, Session):
+            return PatternPrediction.model_validate((yield from self._exchange(
+                "POST", "/v1/classify", {"session": session.model_dump(mode="json")})))
+        return (yield from self._classify_many(list(session), None))
+
+    def _classify_many(self, sessions, progress):
+        sessions = list(sessions)
+
+        def send(start, chunk):
+            if not chunk:
+                return []
+            preds = _PREDICTIONS.validate_python((yield from self._exchange(
+                "POST", "/v1/classify", {"sessions": _sessions(chunk)})))
+            if progress:
+                progress(start + len(chunk), len(sessions))
+            return preds
+
+        return [p for batch in (yield from self._batched(sessions, send)) for p in batch]
+
+    def _similar(self, *args):
+        return _NEIGHBORS.validate_python((yield from self._exchange(
+            "POST", "/v1/similar", _similar_body(*args))))
+
+    def _get(self, path: str, model=None):
+        data = yield from self._exchange("GET", path)
+        return model.model_validate(data) if model is not None else data
 
 
 def _retry_after(r: httpx.Response) -> float | None:
@@ -135,7 +221,7 @@ def _similar_body(session, session_id, user_id, text, k, filter, with_text) -> d
 class Client(_Base):
     """Synchronous client (httpx). Use as a context manager, or call :meth:`close`.
 
-    Larger inputs than ``batch_size`` are sent in several requests (each saved on its own).
+    Inputs longer than ``batch_size`` go in several requests (the service saves after each).
     """
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0,
@@ -145,48 +231,36 @@ class Client(_Base):
         self._http = httpx.Client(base_url=self.base_url, headers=self._headers,
                                   timeout=self._timeout, transport=transport)
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            response = None
-            try:
-                response = self._http.request(method, path, json=body)
-                if response.status_code not in RETRY_STATUS or attempt == self.max_retries:
-                    return self._result(response)
-            except RETRY_ERRORS as e:
-                last = e
-            except httpx.TimeoutException as e:  # a slow answer: retrying would add load
-                raise self._gave_up(method, path, attempt + 1, e) from e
-            if attempt < self.max_retries:
-                time.sleep(self._delay(attempt, response))
-        raise self._gave_up(method, path, self.max_retries + 1, last) from last
+    def _drive(self, plan: Generator) -> Any:
+        try:
+            step = next(plan)
+            while True:
+                if step[0] == "sleep":
+                    time.sleep(step[1])
+                    step = plan.send(None)
+                    continue
+                try:
+                    outcome: Any = self._http.request(step[1], step[2], json=step[3])
+                except httpx.TransportError as e:  # the plan decides: retry or raise
+                    outcome = e
+                step = plan.send(outcome)
+        except StopIteration as done:
+            return done.value
 
     def index_sessions(self, sessions: Sequence[Session], *, split: str | None = None,
                        progress: Progress | None = None) -> UpsertReport:
-        """Upsert sessions (labelled or not); the service saves the index after each batch."""
-        return self._upsert(sessions, None, False, split, progress)
+        """Upsert sessions (labelled or not; labels must be in the service's taxonomy)."""
+        return self._drive(self._upsert(sessions, None, False, split, progress))
 
     def add_labelled(self, sessions: Sequence[Session], labels: Sequence[str] | None = None, *,
                      split: str | None = "train", progress: Progress | None = None
                      ) -> UpsertReport:
-        """Index labelled sessions; every label must be in the service's taxonomy."""
-        return self._upsert(sessions, labels, True, split, progress)
-
-    def _upsert(self, sessions, labels, labelled, split, progress) -> UpsertReport:
-        reports, done = [], 0
-        for chunk, lab in self._label_chunks(sessions, labels):
-            reports.append(UpsertReport.model_validate(self._call(
-                "POST", "/v1/sessions", _upsert_body(chunk, lab, labelled, split))))
-            done += len(chunk)
-            if progress:
-                progress(done, len(sessions))
-        return _merge(reports)
+        """Index labelled sessions; every one must carry a taxonomy label (or get one here)."""
+        return self._drive(self._upsert(sessions, labels, True, split, progress))
 
     def delete_sessions(self, session_ids: Sequence[str]) -> int:
         """Delete sessions by id; returns how many were in the index."""
-        ids = list(session_ids)
-        return sum(self._call("DELETE", "/v1/sessions", {"session_ids": list(c)})["deleted"]
-                   for c in self._chunks(ids)) if ids else 0
+        return self._drive(self._delete(session_ids))
 
     @overload
     def classify(self, session: Session) -> PatternPrediction: ...
@@ -196,35 +270,27 @@ class Client(_Base):
 
     def classify(self, session):
         """Label one session, or a list (returns the shape it was given)."""
-        if isinstance(session, Session):
-            return PatternPrediction.model_validate(self._call(
-                "POST", "/v1/classify", {"session": session.model_dump(mode="json")}))
-        return self.classify_many(list(session))
+        return self._drive(self._classify(session))
 
     def classify_many(self, sessions: Sequence[Session], *, progress: Progress | None = None
                       ) -> list[PatternPrediction]:
         """Label sessions; results in input order."""
-        out: list[PatternPrediction] = []
-        for chunk in self._chunks(list(sessions)):
-            if chunk:
-                out += _PREDICTIONS.validate_python(self._call(
-                    "POST", "/v1/classify", {"sessions": _sessions(chunk)}))
-            if progress:
-                progress(len(out), len(sessions))
-        return out
+        return self._drive(self._classify_many(sessions, progress))
 
     def similar(self, *, session: Session | None = None, session_id: str | None = None,
                 user_id: str | None = None, text: str | None = None, k: int = 10,
                 filter: Filter | None = None, with_text: bool = False) -> list[Neighbor]:
         """Similar sessions (or shoppers, for ``user_id``), as :meth:`BehaviorRAG.similar`."""
-        return _NEIGHBORS.validate_python(self._call("POST", "/v1/similar", _similar_body(
-            session, session_id, user_id, text, k, filter, with_text)))
+        return self._drive(self._similar(session, session_id, user_id, text, k, filter,
+                                         with_text))
 
     def taxonomy(self) -> Taxonomy:
-        return Taxonomy.model_validate(self._call("GET", "/v1/taxonomy"))
+        """The labels the service's classifier uses."""
+        return self._drive(self._get("/v1/taxonomy", Taxonomy))
 
     def ready(self) -> dict:
-        return self._call("GET", "/readyz")
+        """``/readyz``: index size, embedder and LLM backend (raises NotReady while loading)."""
+        return self._drive(self._get("/readyz"))
 
     def close(self) -> None:
         self._http.close()
@@ -237,7 +303,7 @@ class Client(_Base):
 
 
 class AsyncClient(_Base):
-    """The same API as :class:`Client`, awaitable (httpx.AsyncClient). ``async with`` it."""
+    """The same methods as :class:`Client`, awaitable (httpx.AsyncClient). ``async with`` it."""
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 3, *, transport: httpx.AsyncBaseTransport | None = None,
@@ -246,76 +312,53 @@ class AsyncClient(_Base):
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers,
                                        timeout=self._timeout, transport=transport)
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            response = None
-            try:
-                response = await self._http.request(method, path, json=body)
-                if response.status_code not in RETRY_STATUS or attempt == self.max_retries:
-                    return self._result(response)
-            except RETRY_ERRORS as e:
-                last = e
-            except httpx.TimeoutException as e:
-                raise self._gave_up(method, path, attempt + 1, e) from e
-            if attempt < self.max_retries:
-                await asyncio.sleep(self._delay(attempt, response))
-        raise self._gave_up(method, path, self.max_retries + 1, last) from last
+    async def _drive(self, plan: Generator) -> Any:
+        try:
+            step = next(plan)
+            while True:
+                if step[0] == "sleep":
+                    await asyncio.sleep(step[1])
+                    step = plan.send(None)
+                    continue
+                try:
+                    outcome: Any = await self._http.request(step[1], step[2], json=step[3])
+                except httpx.TransportError as e:
+                    outcome = e
+                step = plan.send(outcome)
+        except StopIteration as done:
+            return done.value
 
     async def index_sessions(self, sessions: Sequence[Session], *, split: str | None = None,
                              progress: Progress | None = None) -> UpsertReport:
-        return await self._upsert(sessions, None, False, split, progress)
+        return await self._drive(self._upsert(sessions, None, False, split, progress))
 
     async def add_labelled(self, sessions: Sequence[Session],
                            labels: Sequence[str] | None = None, *, split: str | None = "train",
                            progress: Progress | None = None) -> UpsertReport:
-        return await self._upsert(sessions, labels, True, split, progress)
-
-    async def _upsert(self, sessions, labels, labelled, split, progress) -> UpsertReport:
-        reports, done = [], 0
-        for chunk, lab in self._label_chunks(sessions, labels):
-            reports.append(UpsertReport.model_validate(await self._call(
-                "POST", "/v1/sessions", _upsert_body(chunk, lab, labelled, split))))
-            done += len(chunk)
-            if progress:
-                progress(done, len(sessions))
-        return _merge(reports)
+        return await self._drive(self._upsert(sessions, labels, True, split, progress))
 
     async def delete_sessions(self, session_ids: Sequence[str]) -> int:
-        n = 0
-        for c in self._chunks(list(session_ids)) if session_ids else []:
-            n += (await self._call("DELETE", "/v1/sessions", {"session_ids": list(c)}))["deleted"]
-        return n
+        return await self._drive(self._delete(session_ids))
 
     async def classify(self, session):
         """Label one session, or a list (returns the shape it was given)."""
-        if isinstance(session, Session):
-            return PatternPrediction.model_validate(await self._call(
-                "POST", "/v1/classify", {"session": session.model_dump(mode="json")}))
-        return await self.classify_many(list(session))
+        return await self._drive(self._classify(session))
 
     async def classify_many(self, sessions: Sequence[Session], *,
                             progress: Progress | None = None) -> list[PatternPrediction]:
-        out: list[PatternPrediction] = []
-        for chunk in self._chunks(list(sessions)):
-            if chunk:
-                out += _PREDICTIONS.validate_python(await self._call(
-                    "POST", "/v1/classify", {"sessions": _sessions(chunk)}))
-            if progress:
-                progress(len(out), len(sessions))
-        return out
+        return await self._drive(self._classify_many(sessions, progress))
 
     async def similar(self, *, session: Session | None = None, session_id: str | None = None,
                       user_id: str | None = None, text: str | None = None, k: int = 10,
                       filter: Filter | None = None, with_text: bool = False) -> list[Neighbor]:
-        return _NEIGHBORS.validate_python(await self._call("POST", "/v1/similar", _similar_body(
-            session, session_id, user_id, text, k, filter, with_text)))
+        return await self._drive(self._similar(session, session_id, user_id, text, k, filter,
+                                               with_text))
 
     async def taxonomy(self) -> Taxonomy:
-        return Taxonomy.model_validate(await self._call("GET", "/v1/taxonomy"))
+        return await self._drive(self._get("/v1/taxonomy", Taxonomy))
 
     async def ready(self) -> dict:
-        return await self._call("GET", "/readyz")
+        return await self._drive(self._get("/readyz"))
 
     async def aclose(self) -> None:
         await self._http.aclose()

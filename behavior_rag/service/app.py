@@ -1,23 +1,25 @@
 """The FastAPI app: routes only; limits, auth, errors and metrics live in their own modules.
 
-=========================  ===================================================  ===============
-route                      does                                                 statuses
-=========================  ===================================================  ===============
-``POST /v1/sessions``      upsert a batch (labelled or not), save atomically    200 401 413 422 503
-``DELETE /v1/sessions``    delete ids (body ``session_ids`` or ``?session_id``) 200 401 413 422 503
-``POST /v1/classify``      one session -> prediction; ``sessions`` -> list      200 401 413 422 503 504
-``POST /v1/similar``       by session, session_id, user_id or text              200 401 404 413 422 503 504
-``GET /v1/taxonomy``       the labels the classifier uses                       200 401 503
-``GET /healthz``           the process is up (no auth)                          200
-``GET /readyz``            index loaded and embedder warm (no auth)             200 503
-``GET /metrics``           Prometheus text (no auth)                            200
-=========================  ===================================================  ===============
+Routes (statuses besides 200; every /v1 route also 401 without the key, 413 for a body over
+``max_body_bytes``, 422 for invalid input naming the field, 503 when overloaded or loading):
+
+* ``POST /v1/sessions`` — upsert a batch, labelled or not, then save the index atomically.
+* ``DELETE /v1/sessions`` — delete by id (body ``session_ids`` or repeated ``?session_id=``).
+* ``POST /v1/classify`` — ``session`` -> one PatternPrediction, ``sessions`` -> a list (504
+  when the model call outlives ``request_timeout_s``).
+* ``POST /v1/similar`` — by session, session_id, user_id or text (404 for unknown ids; 504).
+* ``GET /v1/taxonomy`` — the labels the classifier uses.
+* ``GET /healthz`` (process up), ``GET /readyz`` (index and models loaded; 503 before),
+  ``GET /metrics`` (Prometheus text) — no key needed, they reveal no data.
+
+Server-side faults are 500 (a broken index folder) and never carry internals in the body.
 
 Example:
-    >>> from behavior_rag import BehaviorRAG, Settings
+    >>> from behavior_rag import BehaviorRAG
+    >>> from behavior_rag.settings import ServeSettings
     >>> app = create_app(BehaviorRAG(index_path="indexes/synth"),
-    ...                  Settings().serve.model_copy(update={"api_key": "s3cret"}))  # doctest: +SKIP
-    >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8080)           # doctest: +SKIP
+    ...                  ServeSettings(api_key="s3cret"))                 # doctest: +SKIP
+    >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8080)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from behavior_rag.service.schemas import (
     Ready,
     SimilarRequest,
     UpsertRequest,
+    bad_text,
 )
 from behavior_rag.service.state import ServiceState
 from behavior_rag.settings import ServeSettings
@@ -99,6 +102,7 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
         state.require_ready()
         check_batch("sessions", len(req.sessions), settings.max_batch)
         _unique(req.sessions)
+        _unicode(req)
         return await slots.run(state.upsert, req)
 
     @v1.delete("/sessions", response_model=DeleteReport, summary="Delete sessions by id")
@@ -111,12 +115,14 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
             raise InvalidRequest("give session ids: body {\"session_ids\": [...]} or "
                                  "?session_id=...", field="session_ids")
         check_batch("session_ids", len(ids), settings.max_batch)
+        _unicode(ids, "session_ids")
         return await slots.run(state.delete, ids)
 
     @v1.post("/classify", response_model=PatternPrediction | list[PatternPrediction],
              responses=MODEL_ERRORS, summary="Label one session or a batch")
     async def classify(req: ClassifyRequest):
         state.require_ready()
+        _unicode(req)
         if req.session is not None:
             return (await slots.run(state.classify, [req.session]))[0]
         check_batch("sessions", len(req.sessions), settings.max_batch)
@@ -126,6 +132,7 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
              responses=MODEL_ERRORS | {404: _ERR | {"description": "Unknown session or user"}})
     async def similar(req: SimilarRequest) -> list[Neighbor]:
         state.require_ready()
+        _unicode(req)
         return await slots.run(state.similar, req)
 
     @v1.get("/taxonomy", response_model=Taxonomy, summary="The classifier's labels")
@@ -156,10 +163,11 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
     metrics.gauge("model_slots", "Model slots (serve.max_concurrency).", lambda: slots.n)
     metrics.gauge("ready", "1 once the index and models are loaded.", lambda: int(state.ready))
     metrics.gauge("index_sessions", "Sessions in the index.", lambda: state.index_size)
-    known = {getattr(r, "path", "") for r in app.routes}
     # Added last = outermost: metrics see the 413s the body limit sends before routing.
+    # (Included routers are not listed flat in app.routes; the OpenAPI paths are, cached.)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=lambda: known)
+    app.add_middleware(MetricsMiddleware, metrics=metrics,
+                       known_paths=lambda: set(app.openapi()["paths"]))
     return app
 
 
@@ -172,3 +180,11 @@ def _unique(sessions: list[Session]) -> None:
                                  f"sessions.{seen[s.session_id]})",
                                  field=f"sessions.{i}.session_id", value=s.session_id)
         seen[s.session_id] = i
+
+
+def _unicode(value, prefix: str = "") -> None:
+    where = bad_text(value)
+    if where is not None:
+        field = f"{prefix}.{where}" if prefix and where != "body" else (prefix or where)
+        raise InvalidRequest("text is not valid Unicode (a lone surrogate escape such as "
+                             "\\ud800)", field=field)

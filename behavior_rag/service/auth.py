@@ -36,7 +36,9 @@ def is_loopback(host: str) -> bool:
 
 def api_key(settings: ServeSettings) -> str | None:
     """The configured key, or None (an empty string counts as none)."""
-    key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+    key = settings.api_key
+    if key is not None and not isinstance(key, str):  # SecretStr; a plain str comes from
+        key = key.get_secret_value()                 # model_copy, which skips validation
     return key or None
 
 

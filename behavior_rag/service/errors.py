@@ -64,8 +64,10 @@ class NotFoundError(ConfigError):
     ``except ConfigError`` catches both."""
 
 
-class InvalidRequest(DataError):
-    """Malformed JSON or wrong types (422); ``field`` is the path of the first bad field."""
+class InvalidRequest(DataError, ConfigError):
+    """Malformed JSON, wrong types or impossible parameters (422); ``field`` is the path of the
+    first bad field. Also a ConfigError: in-process, the same mistakes in parameters (``k=0``,
+    two queries at once) raise ConfigError, so callers catch one type either way."""
 
 
 class BatchTooLarge(DataError):
@@ -151,7 +153,7 @@ def install(app, retry_after_s: int) -> None:
             headers["Retry-After"] = str(exc.context.get("retry_after", retry_after_s))
         if isinstance(exc, AuthError):
             headers["WWW-Authenticate"] = 'Bearer realm="behavior_rag"'
-        if status >= 500:
+        if status >= 500 and not isinstance(exc, (Overloaded, NotReady)):  # those: metrics
             log.warning("%s %s: %s", status, type(exc).__name__, exc.message)
         return JSONResponse(exc.to_dict(), status_code=status, headers=headers)
 
@@ -169,6 +171,12 @@ def install(app, retry_after_s: int) -> None:
         return JSONResponse({"error": name, "message": str(exc.detail), "status": exc.status_code},
                             status_code=exc.status_code, headers=exc.headers)
 
+    async def on_overflow(request, exc: OverflowError):
+        # Dates near year 1 or 9999 with an offset, or huge numbers, overflow in datetime /
+        # polars conversions — inside validators or model calls. Always bad input, never ours.
+        log.info("out-of-range input on %s: %s", request.url.path, exc)
+        return render(InvalidRequest(f"a value is out of range: {exc}", field="body"))
+
     async def on_unexpected(request, exc: Exception):
         # A bug: log the traceback here, tell the client nothing about our internals.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -178,6 +186,7 @@ def install(app, retry_after_s: int) -> None:
     app.add_exception_handler(BehaviorRagError, on_ours)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(OverflowError, on_overflow)
     app.add_exception_handler(Exception, on_unexpected)
 
 

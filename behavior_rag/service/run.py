@@ -2,9 +2,10 @@
 free loopback port (the demo, tests and benchmarks).
 
 Example:
-    >>> from behavior_rag import BehaviorRAG, Client, Settings
+    >>> from behavior_rag import BehaviorRAG, Client
+    >>> from behavior_rag.settings import ServeSettings
     >>> rag = BehaviorRAG(index_path="indexes/synth")                        # doctest: +SKIP
-    >>> s = Settings().serve.model_copy(update={"api_key": "k"})
+    >>> s = ServeSettings(api_key="k")
     >>> with serve_in_background(rag, s) as url:                              # doctest: +SKIP
     ...     print(Client(url, api_key="k").taxonomy().names[:2])
     ('focused_buyer', 'comparison_shopper')

@@ -18,6 +18,9 @@ Example:
 
 from __future__ import annotations
 
+from datetime import timezone
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from behavior_rag.index.base import Filter
@@ -89,6 +92,15 @@ class SimilarRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one(self) -> SimilarRequest:
+        f = self.filter
+        if f is not None and any(d is not None and d.tzinfo is None
+                                 for d in (f.start_from, f.start_to)):
+            # Naive times mean UTC, as for events. (In-process, a naive Filter time fails in
+            # polars against the UTC column: a library gap this request model papers over.)
+            self.filter = f.model_copy(update={
+                k: d.replace(tzinfo=timezone.utc) for k, d in
+                (("start_from", f.start_from), ("start_to", f.start_to))
+                if d is not None and d.tzinfo is None})
         given = [n for n in ("session", "session_id", "user_id", "text")
                  if getattr(self, n) is not None]
         if len(given) != 1:
@@ -117,3 +129,45 @@ class ErrorBody(BaseModel):
 
     error: str = Field(examples=["InvalidRequest"])
     message: str
+
+
+def bad_text(value: Any, path: tuple = ()) -> str | None:
+    """Dotted path of the first string (or dict key) that is not valid Unicode, else None.
+
+    JSON may carry lone surrogates (a ``\\ud800`` escape); pydantic keeps them, and tokenizers
+    refuse them deep inside a model call. Requests are checked up front instead (422 naming
+    the field).
+
+    Example:
+        >>> lone = chr(0xD800)
+        >>> bad_text(SimilarRequest(session_id="s" + lone))
+        'session_id'
+        >>> bad_text({"attrs": {"ok": 1, "b" + lone: 2}}), bad_text({"a": ["x"]})
+        ('attrs', None)
+    """
+    where = ".".join(map(str, path)) or "body"
+    if isinstance(value, str):
+        return where if not _utf8(value) else None
+    if isinstance(value, BaseModel):
+        items = [(k, getattr(value, k)) for k in type(value).model_fields]
+    elif isinstance(value, dict):
+        if not all(_utf8(k) for k in value if isinstance(k, str)):
+            return where  # a bad key: name the mapping that holds it
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = list(enumerate(value))
+    else:
+        return None
+    for k, v in items:
+        found = bad_text(v, (*path, k))
+        if found is not None:
+            return found
+    return None
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False

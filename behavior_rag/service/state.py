@@ -97,7 +97,9 @@ class ServiceState:
             self.ready = True
         except Exception as e:  # reported by /readyz; the process stays up for /healthz
             log.exception("loading the index/models failed")
-            self.load_error = f"{type(e).__name__}: {e}"
+            # /readyz is unauthenticated: name the error type, keep paths in the server log.
+            self.load_error = f"loading the index or models failed ({type(e).__name__}); " \
+                              "see the server log"
 
     def require_ready(self) -> None:
         if not self.ready:
