@@ -359,9 +359,10 @@ def test_cli_serve_runs_and_refuses_unsafe_setups(svc, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = (tmp_path / "serve.log").open("w")  # a file, not a pipe nobody drains
     proc = subprocess.Popen(cmd + ["--port", str(port), "--log-level", "warning"],
                             env=env | {"BEHAVIOR_RAG_SERVE__API_KEY": KEY},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=log, stderr=subprocess.STDOUT)
     try:
         with Client(f"http://127.0.0.1:{port}", api_key=KEY, max_retries=0) as c:
             deadline = time.monotonic() + 120
@@ -370,9 +371,12 @@ def test_cli_serve_runs_and_refuses_unsafe_setups(svc, tmp_path):
                     assert c.ready()["index_size"] > 0
                     break
                 except Exception:
-                    assert proc.poll() is None and time.monotonic() < deadline
+                    assert proc.poll() is None and time.monotonic() < deadline, \
+                        (tmp_path / "serve.log").read_text()[-3000:]
                     time.sleep(0.2)
             assert c.similar(text="buys gifts", k=2)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        log.close()
+    assert '"serving"' in (tmp_path / "serve.log").read_text()
