@@ -22,6 +22,7 @@ from behavior_rag.cli_common import HUMAN, err
 from behavior_rag.cli_common import emit as _emit
 from behavior_rag.cli_common import load_sessions as _load_sessions
 from behavior_rag.cli_common import progress as _progress
+from behavior_rag.cli_discover import discover_cmd, profile_cmd
 from behavior_rag.cli_eval import eval_cmd
 from behavior_rag.cli_index import index_app, similar_cmd
 from behavior_rag.cli_serve import serve_cmd
@@ -39,6 +40,8 @@ app.add_typer(index_app, name="index")
 app.command("similar")(similar_cmd)
 app.command("classify")(classify_cmd)
 app.command("eval")(eval_cmd)
+app.command("discover")(discover_cmd)
+app.command("profile")(profile_cmd)
 app.command("serve")(serve_cmd)
 
 

@@ -32,6 +32,7 @@ from pydantic import TypeAdapter
 from behavior_rag.errors import TaxonomyError
 from behavior_rag.index.base import Filter
 from behavior_rag.index.build import UpsertReport
+from behavior_rag.profile import UserProfile
 from behavior_rag.retrieve import Neighbor
 from behavior_rag.service.errors import (
     BatchTooLarge,
@@ -182,6 +183,13 @@ class _Base:
         return model.model_validate(data) if model is not None else data
 
 
+def _profile_path(user_id: str, use_llm: bool, patterns: bool) -> str:
+    from urllib.parse import quote
+
+    return (f"/v1/profiles/{quote(user_id, safe='')}?use_llm={str(use_llm).lower()}"
+            f"&patterns={str(patterns).lower()}")
+
+
 def _retry_after(r: httpx.Response) -> float | None:
     v = r.headers.get("retry-after")
     if not v:
@@ -288,6 +296,11 @@ class Client(_Base):
         """The labels the service's classifier uses."""
         return self._drive(self._get("/v1/taxonomy", Taxonomy))
 
+    def profile(self, user_id: str, *, use_llm: bool = False, patterns: bool = False
+                ) -> UserProfile:
+        """A user's profile, as :meth:`BehaviorRAG.profile`."""
+        return self._drive(self._get(_profile_path(user_id, use_llm, patterns), UserProfile))
+
     def ready(self) -> dict:
         """``/readyz``: index size, embedder and LLM backend (raises NotReady while loading)."""
         return self._drive(self._get("/readyz"))
@@ -356,6 +369,11 @@ class AsyncClient(_Base):
 
     async def taxonomy(self) -> Taxonomy:
         return await self._drive(self._get("/v1/taxonomy", Taxonomy))
+
+    async def profile(self, user_id: str, *, use_llm: bool = False, patterns: bool = False
+                      ) -> UserProfile:
+        return await self._drive(self._get(_profile_path(user_id, use_llm, patterns),
+                                           UserProfile))
 
     async def ready(self) -> dict:
         return await self._drive(self._get("/readyz"))

@@ -380,3 +380,17 @@ def test_cli_serve_runs_and_refuses_unsafe_setups(svc, tmp_path):
         proc.wait(timeout=30)
         log.close()
     assert '"serving"' in (tmp_path / "serve.log").read_text()
+
+
+def test_profiles_over_http_match_in_process_and_unknown_user_is_404(svc):
+    from behavior_rag.errors import ConfigError
+    from behavior_rag.profile import verify_profile
+
+    user = svc.train[5].user_id
+    over_http = svc.client.profile(user)
+    assert over_http == _fresh(svc).profile(user)
+    assert verify_profile(over_http, svc.train) == []
+    with pytest.raises(ConfigError):
+        svc.client.profile("u_nobody")
+    r = httpx.get(f"{svc.url}/v1/profiles/u_nobody", headers={"X-API-Key": KEY})
+    assert r.status_code == 404 and r.json()["field"] == "user_id"

@@ -33,6 +33,7 @@ from fastapi.responses import PlainTextResponse
 
 from behavior_rag.api import BehaviorRAG
 from behavior_rag.index.build import UpsertReport
+from behavior_rag.profile import UserProfile
 from behavior_rag.retrieve import Neighbor
 from behavior_rag.service import errors
 from behavior_rag.service.auth import check_auth_config, key_dependency
@@ -134,6 +135,14 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
         state.require_ready()
         _unicode(req)
         return await slots.run(state.similar, req)
+
+    @v1.get("/profiles/{user_id}", response_model=UserProfile, summary="A user's profile",
+            responses=MODEL_ERRORS | {404: _ERR | {"description": "Unknown user"}})
+    async def profile(user_id: str, use_llm: bool = False, patterns: bool = False
+                      ) -> UserProfile:
+        state.require_ready()
+        _unicode(user_id, "user_id")
+        return await slots.run(state.profile, user_id, use_llm, patterns)
 
     @v1.get("/taxonomy", response_model=Taxonomy, summary="The classifier's labels")
     async def taxonomy() -> Taxonomy:

@@ -161,3 +161,10 @@ class ServiceState:
             return self.rag.similar(session=req.session, session_id=req.session_id,
                                     user_id=req.user_id, text=req.text, k=req.k,
                                     filter=req.filter, with_text=req.with_text)
+
+    def profile(self, user_id: str, use_llm: bool, patterns: bool):
+        with self.lock.read(), (self._llm_lock if use_llm or patterns else nullcontext()):
+            if not any(s.user_id == user_id for s in self.rag.sessions.values()):
+                raise NotFoundError("user has no sessions with events in the index",
+                                    field="user_id", value=user_id)
+            return self.rag.profile(user_id, use_llm=use_llm, patterns=patterns)

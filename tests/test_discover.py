@@ -1,0 +1,67 @@
+"""Pattern discovery on synthetic personas: clusters follow behaviour, the draft taxonomy loads
+and classifies."""
+
+from __future__ import annotations
+
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from behavior_rag.discover import discover, write_taxonomy
+from behavior_rag.synth import generate
+from behavior_rag.taxonomy import load_taxonomy
+
+
+@pytest.fixture(scope="module")
+def three_personas():
+    return generate(240, seed=12, mix={"deal_hunter": 1, "window_shopper": 1,
+                                       "focused_buyer": 1}).sessions
+
+
+def test_clusters_follow_the_hidden_personas(three_personas, int8_embedder):
+    d = discover(three_personas, int8_embedder, k=3, seed=0)
+    truth = [s.label for s in three_personas]
+    found = [d.assignments[s.session_id] for s in three_personas]
+    assert adjusted_rand_score(truth, found) > 0.3
+    assert len(d.clusters) == 3 and sum(c.size for c in d.clusters) == len(three_personas)
+    for c in d.clusters:
+        assert c.signals and c.evidence_facts and len(c.representatives) == 3
+        assert all(d.assignments[r] == c.name for r in c.representatives)
+
+
+def test_k_is_chosen_by_silhouette(three_personas, int8_embedder):
+    d = discover(three_personas, int8_embedder, k_range=(2, 5), seed=0)
+    assert set(d.silhouette) == {2, 3, 4, 5}
+    assert d.k == max(d.silhouette, key=d.silhouette.get)
+
+
+def test_draft_taxonomy_loads_and_classifies(three_personas, int8_embedder, tmp_path,
+                                             embed_home):
+    from behavior_rag import BehaviorRAG
+    from behavior_rag.settings import Settings
+
+    d = discover(three_personas, int8_embedder, k=3, seed=0)
+    path = write_taxonomy(d, tmp_path / "draft.yaml")
+    tax = load_taxonomy(path)
+    assert set(tax.names) == {c.name for c in d.clusters}
+    assert "DRAFT" in path.read_text()
+    s = Settings(home=embed_home, embed={"backend": "onnx-int8"}, llm={"backend": "none"},
+                 classify={"taxonomy": str(path)})
+    rag = BehaviorRAG(s, tmp_path / "ix")
+    labelled = [x.model_copy(update={"label": d.assignments[x.session_id]})
+                for x in three_personas[:200]]
+    rag.add_labelled(labelled)
+    preds = rag.classify(three_personas[200:])
+    agree = sum(p.label == d.assignments[x.session_id]
+                for p, x in zip(preds, three_personas[200:])) / len(preds)
+    assert agree > 0.6 and all(p.evidence for p in preds)
+
+
+def test_cli_discover_writes_a_loadable_draft(tmp_path, embed_home):
+    from tests.conftest import cli_json
+
+    env = {"BEHAVIOR_RAG_HOME": str(embed_home), "BEHAVIOR_RAG_EMBED__BACKEND": "onnx-int8"}
+    cli_json(env, "synth", "--n", "120", "--seed", "5", "--out", str(tmp_path / "s"))
+    out = cli_json(env, "discover", str(tmp_path / "s"), "--out", str(tmp_path / "t.yaml"),
+                   "--k-min", "2", "--k-max", "4")[0]
+    assert out["k"] in (2, 3, 4) and len(out["clusters"]) == out["k"]
+    assert set(load_taxonomy(tmp_path / "t.yaml").names) == {c["name"] for c in out["clusters"]}
