@@ -25,6 +25,24 @@ def _pred(p: PatternPrediction, truth: str | None) -> dict:
             "evidence_dropped": p.evidence_dropped}
 
 
+def _service_demo(rag, session: Session) -> dict:
+    """Start the HTTP service on loopback, call it once through the client, stop it."""
+    import secrets
+
+    from pydantic import SecretStr
+
+    from behavior_rag.client import Client
+    from behavior_rag.service.run import serve_in_background
+
+    key = secrets.token_urlsafe(16)
+    serve = rag.settings.serve.model_copy(update={"api_key": SecretStr(key),
+                                                  "host": "127.0.0.1"})
+    with serve_in_background(rag, serve) as url, Client(url, api_key=key) as client:
+        p = client.classify(session)
+    return {"url": url, "session_id": p.session_id, "label": p.label,
+            "confidence": round(p.confidence, 3)}
+
+
 def classify_demo(real: list[Session], settings: Settings, index_dir: Path) -> dict:
     """Index the labelled synthetic train split at ``index_dir`` and classify 3 held-out
     synthetic sessions (different personas) and 2 real sessions."""
@@ -47,7 +65,9 @@ def classify_demo(real: list[Session], settings: Settings, index_dir: Path) -> d
     picks = [s for s in real if 5 <= s.n_events <= 20][:2]
     preds = rag.classify(held + picks)
     truths = [s.label for s in held] + [None] * len(picks)
-    return {"index": str(index_dir), "labelled": len(sp.train), "llm": rag.classifier.llm and
+    service = _service_demo(rag, held[0])
+    return {"service": service,
+            "index": str(index_dir), "labelled": len(sp.train), "llm": rag.classifier.llm and
             getattr(rag.classifier.llm, "name", type(rag.classifier.llm).__name__),
             "synthetic": [_pred(p, t) for p, t in zip(preds[:3], truths)],
             "real": [_pred(p, None) for p in preds[3:]]}
@@ -68,3 +88,8 @@ def print_classify_demo(out: Console, d: dict) -> None:
                 out.print(f"  - evidence: {e}", markup=False, highlight=False, soft_wrap=True)
             if p["fallback_reason"]:
                 out.print(f"  (fell back: {p['fallback_reason']})", markup=False)
+    sv = d["service"]
+    out.rule("HTTP service")
+    out.print(f"Started the service on {sv['url']}, classified {sv['session_id']} through "
+              f"behavior_rag.Client: {sv['label']} ({sv['confidence']:.2f}); stopped it.",
+              markup=False)

@@ -88,6 +88,9 @@ def test_demo_on_real_data(demo_env, tmp_path):
     for p in c["synthetic"] + c["real"]:
         assert p["source"] == "fused" and p["evidence"] and p["explanation"].startswith(p["label"])
     assert all(p["true_label"] for p in c["synthetic"])
+    sv = c["service"]  # the demo ends with one call through the HTTP client
+    assert sv["url"].startswith("http://127.0.0.1:") and sv["session_id"] == \
+        c["synthetic"][0]["session_id"] and sv["label"] == c["synthetic"][0]["label"]
 
 
 def test_demo_falls_back_to_synthetic(demo_env, tmp_path):
