@@ -235,6 +235,16 @@ class BehaviorRAG:
         clf.fusion = params
         return params
 
+    def finetune(self, train: Sequence[Session], val: Sequence[Session], out: str | Path,
+                 config=None):
+        """LoRA-fine-tune the local model on labelled sessions (see
+        :func:`behavior_rag.finetune.finetune`); use it with ``llm.adapter=out``."""
+        from behavior_rag.finetune import finetune
+        from behavior_rag.taxonomy import load_taxonomy
+
+        return finetune(train, val, load_taxonomy(self.settings.classify.taxonomy), out=out,
+                        config=config, settings=self.settings)
+
     def info(self) -> IndexInfo:
         cfg = read_config(self.index_path)
         frame = self.index.meta.frame()

@@ -24,6 +24,7 @@ from behavior_rag.cli_common import load_sessions as _load_sessions
 from behavior_rag.cli_common import progress as _progress
 from behavior_rag.cli_discover import discover_cmd, profile_cmd
 from behavior_rag.cli_eval import eval_cmd
+from behavior_rag.cli_finetune import finetune_cmd
 from behavior_rag.cli_index import index_app, similar_cmd
 from behavior_rag.cli_serve import serve_cmd
 from behavior_rag.errors import BehaviorRagError, ConfigError
@@ -42,6 +43,7 @@ app.command("classify")(classify_cmd)
 app.command("eval")(eval_cmd)
 app.command("discover")(discover_cmd)
 app.command("profile")(profile_cmd)
+app.command("finetune")(finetune_cmd)
 app.command("serve")(serve_cmd)
 
 

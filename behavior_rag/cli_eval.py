@@ -25,7 +25,8 @@ def eval_cmd(
     test: Optional[Path] = typer.Option(None, "--test", help="... report on this one."),
     methods: str = typer.Option(
         "majority,bow,gbm,embed-lr,knn,llm,fused,stacked", "--methods",
-        help="Comma-separated: majority, bow, gbm, embed-lr, knn, llm, fused, stacked."),
+        help="Comma-separated: majority, bow, gbm, embed-lr, knn, llm, fused, stacked, lora "
+        "(fine-tunes a LoRA adapter on the training part first)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder "
                                        "(default eval/reports/<task>)."),
     seed: int = typer.Option(0, "--seed"),
@@ -37,6 +38,7 @@ def eval_cmd(
                                   "for the LLM-based methods (CPU cost)."),
     cv_folds: int = typer.Option(5, "--cv-folds", help="uci-intent: k-fold CV (0 = off)."),
     synth_n: int = typer.Option(1500, "--synth-n", help="synth-personas without --data."),
+    lora_steps: int = typer.Option(150, "--lora-steps"),
     human: bool = HUMAN,
 ) -> None:
     """Evaluate every method on the same split; write report.md, result.json and PNG plots."""
@@ -45,7 +47,8 @@ def eval_cmd(
     cfg = EvalConfig(task=task, data=data, train=train, test=test,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], out=out,
                      seed=seed, drop=drop, llm_url=llm_url, llm_model=llm_model,
-                     llm_limit=llm_limit, cv_folds=cv_folds, synth_n=synth_n)
+                     llm_limit=llm_limit, cv_folds=cv_folds, synth_n=synth_n,
+                     lora_steps=lora_steps)
     res = run_eval(cfg, Settings())
     if human:
         err.print(Path(res.report).read_text())

@@ -80,6 +80,9 @@ class LLMSettings(BaseModel):
     max_retries: int = Field(3, ge=0)
     concurrency: int = Field(8, ge=1)
     threads: int | None = None
+    adapter: Path | None = Field(None, description="A LoRA adapter folder from `behavior-rag "
+                                 "finetune` (local: loaded and merged; vllm: checked against "
+                                 "its model card, served under `model`).")
 
 
 class ClassifySettings(BaseModel):

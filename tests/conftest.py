@@ -83,3 +83,27 @@ def cli_json(env: dict, *args: str) -> list[dict]:
                        text=True, env=os.environ | env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(embed_home, tmp_path_factory):
+    """A LoRA adapter from a few fine-tuning steps (shared by the fine-tune and vLLM tests),
+    with the data and settings it used. Short prompts on purpose: the 2-label purchase-intent
+    taxonomy, one example, a 64-token session — a CPU step on full persona prompts takes ~1 min.
+    """
+    pytest.importorskip("peft", reason="the 'local' extra is not installed")
+    from behavior_rag.evaluation import purchase_intent, split_by_user
+    from behavior_rag.finetune import FinetuneConfig, finetune
+    from behavior_rag.synth import generate
+    from behavior_rag.taxonomy import load_taxonomy
+
+    s = Settings(home=embed_home, embed={"backend": "onnx-int8"},
+                 classify={"taxonomy": "purchase_intent", "k_examples": 1,
+                           "query_max_tokens": 64, "example_max_chars": 120})
+    sp = split_by_user(purchase_intent(generate(200, seed=3).sessions, min_events=2), 3,
+                       dev_frac=0.1, test_frac=0.1)
+    out = tmp_path_factory.mktemp("adapter") / "intent-lora"
+    res = finetune(sp.train, sp.dev, load_taxonomy("purchase_intent"), out=out, settings=s,
+                   config=FinetuneConfig(max_steps=4, batch_size=4, eval_every=4, val_max=6,
+                                         lr=3e-3, patience=1, max_examples=64))
+    return res, sp, s

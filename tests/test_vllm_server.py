@@ -17,7 +17,7 @@ pytestmark = pytest.mark.vllm
 
 
 @pytest.fixture(scope="module")
-def server(embed_home, tmp_path_factory):
+def server(embed_home, tmp_path_factory, tiny_adapter):
     if not VLLM_PY.exists():
         pytest.skip(f"no vLLM venv at {VLLM_PY.parent.parent} (run `make vllm`)")
     pytest.importorskip("gguf", reason="the 'local' extra is needed to convert the model")
@@ -25,7 +25,9 @@ def server(embed_home, tmp_path_factory):
     from behavior_rag.llm.vllm_server import VLLMServer
 
     folder = hf_folder("smollm2-135m", embed_home / "models")
+    # one server for all tests: the base model, plus the tiny LoRA adapter under its own name
     with VLLMServer(folder, name="smollm2", venv=VLLM_PY.parent.parent,
+                    lora_modules={"personas-lora": tiny_adapter[0].adapter},
                     log=tmp_path_factory.mktemp("vllm") / "server.log") as srv:
         yield srv.base_url
 
@@ -84,3 +86,22 @@ def test_cached_option_tokenisation_gives_the_same_scores(backend, server):
     fresh = VLLMBackend(server, model="smollm2", timeout_s=120)
     assert cached == pytest.approx(fresh.score_options(other, options, answer_prefix="Label: "),
                                    abs=1e-3)
+
+
+def test_vllm_serves_the_lora_adapter_like_the_local_backend(server, tiny_adapter, embed_home):
+    from behavior_rag.llm.local import LocalLLM
+    from behavior_rag.llm.vllm import VLLMBackend
+
+    res, _, _ = tiny_adapter
+    msgs = [ChatMessage(role="system", content="Label shopping sessions."),
+            ChatMessage(role="user", content="searched 'cheap tv', viewed 9 items, bought the "
+                                             "cheapest. Label?")]
+    opts = ["deal_hunter", "focused_buyer", "window_shopper"]
+    lora = VLLMBackend(server, model="personas-lora", timeout_s=120)
+    served = lora.score_options(msgs, opts, answer_prefix="Label: ")
+    local = LocalLLM("smollm2-135m", cache_root=embed_home / "models", adapter=res.adapter)
+    here = local.score_options(msgs, opts, answer_prefix="Label: ")
+    base = VLLMBackend(server, model="smollm2", timeout_s=120).score_options(
+        msgs, opts, answer_prefix="Label: ")
+    assert served == pytest.approx(here, abs=0.1)  # same adapter, same dtype
+    assert served != pytest.approx(base, abs=0.05)  # and it is not the base model

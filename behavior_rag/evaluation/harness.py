@@ -27,13 +27,15 @@ from behavior_rag.evaluation.loaders import LoadedTask, load_task
 from behavior_rag.settings import Settings, default_settings
 
 BASELINES = ("majority", "bow", "gbm", "embed-lr")
-PRODUCT = ("knn", "llm", "fused", "stacked")
+PRODUCT = ("knn", "llm", "fused", "stacked", "lora")
 METHODS = BASELINES + PRODUCT
+DEFAULT_METHODS = [m for m in METHODS if m != "lora"]  # lora trains a model: opt in
 PRETTY = {"majority": "majority class", "bow": "bag-of-words + LR (seed)",
           "gbm": "gradient boosting (hand features)", "embed-lr": "LR on embeddings",
           "knn": "kNN vote (product)", "llm": "few-shot LLM (product)",
           "fused": "fused LLM + kNN (product)",
-          "stacked": "stacked kNN + GBM (product)"}
+          "stacked": "stacked kNN + GBM (product)",
+          "lora": "LoRA fine-tuned LLM (product)"}
 
 
 class EvalConfig(BaseModel):
@@ -41,7 +43,8 @@ class EvalConfig(BaseModel):
     data: Path | None = None
     train: Path | None = None
     test: Path | None = None
-    methods: list[str] = Field(default_factory=lambda: list(METHODS))
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
+    lora_steps: int = 150
     out: Path | None = None
     seed: int = 0
     drop: list[str] = Field(default_factory=list)
@@ -72,6 +75,7 @@ class EvalResult(BaseModel):
     llm_sample_size: int = 0
     cv: dict[str, dict[str, float]] = Field(default_factory=dict)
     evidence: dict[str, float] = Field(default_factory=dict)
+    lora: dict = Field(default_factory=dict)
     plots: list[str] = Field(default_factory=list)
     report: str = ""
     seconds: float = 0.0
@@ -159,7 +163,7 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
         test_p[name] = model.predict_proba(test)[:, [model.classes.index(c) for c in classes]]
         secs[name] = (time.perf_counter() - t) / len(test.sessions)
 
-    wants_llm = bool({"llm", "fused"} & set(cfg.methods))
+    wants_llm = bool({"llm", "fused", "lora"} & set(cfg.methods))
     product = None
     rng = np.random.default_rng(cfg.seed)
     llm_val = _sample(task.val, cfg.llm_limit, rng)
@@ -180,6 +184,10 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
                 val_p[name] = product.proba(name, llm_val, classes)
                 sample_p[name] = product.proba(name, llm_test, classes)
                 secs[name] = product.seconds_per_session(llm_test, with_llm=True)
+    lora_info: dict = {}
+    if "lora" in cfg.methods:
+        lora_p = _lora(cfg, settings, task, embedder, llm_val, llm_test, classes, lora_info)
+        val_p["lora"], sample_p["lora"], secs["lora"] = lora_p
     if "stacked" in cfg.methods:
         # The stacker learns from out-of-fold scores of the training part (kNN retrieval
         # already leaves the session's own user out; baselines refit per fold) plus the
@@ -223,10 +231,35 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
                             "test": len(task.test)},
                      classes=classes, positive=pos, results=results, llm_sample=sample_rows,
                      llm_sample_size=len(llm_test) if sample_p else 0, cv=cv,
-                     evidence=evidence)
+                     evidence=evidence, lora=lora_info)
     curves = {n: (y_test, p) for n, p in test_p.items()}
     write_report(res, curves, out, seconds=time.perf_counter() - t_all)
     return res
+
+
+def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, embedder, llm_val, llm_test,
+          classes, info: dict):
+    """Fine-tune on the task's training part (validation by user for early stopping), then
+    score the LLM sample with the adapter (calibrated on the validation sample)."""
+    from behavior_rag.evaluation.product import ProductScores
+    from behavior_rag.finetune import FinetuneConfig, finetune
+    from behavior_rag.llm.local import LocalLLM
+    from behavior_rag.taxonomy import load_taxonomy
+
+    tax = load_taxonomy(task.spec.taxonomy)
+    out = (cfg.out or Path("eval/reports") / cfg.task) / "lora-adapter"
+    res = finetune(task.train, task.val, tax, out=out, settings=settings,
+                   model=cfg.llm_model or settings.llm.model,
+                   config=FinetuneConfig(max_steps=cfg.lora_steps, seed=cfg.seed))
+    info.update({"adapter": res.adapter, "steps": res.steps, "seconds": round(res.seconds, 1),
+                 "sec_per_step": round(res.sec_per_step, 2),
+                 "peak_rss_mb": round(res.peak_rss_mb), "history": res.history})
+    llm = LocalLLM(cfg.llm_model or settings.llm.model, cache_root=settings.home / "models",
+                   adapter=res.adapter)
+    lp = ProductScores(settings, tax, llm, embedder)
+    lp.fit(task.train, task.val, llm_val=llm_val)
+    return (lp.proba("llm", llm_val, classes), lp.proba("llm", llm_test, classes),
+            lp.seconds_per_session(llm_test, with_llm=True))
 
 
 def _out_of_fold(name: str, data, classes, task: LoadedTask, seed: int, k: int = 5):

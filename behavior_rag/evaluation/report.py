@@ -120,6 +120,20 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                      f"{e['evidence_kept']:.0f} items kept, all verified against the session "
                      f"by code; {e['evidence_dropped']:.0f} dropped; abstain rate "
                      f"{e['abstain_rate']:.1%}.")
+    if res.lora:
+        lo = res.lora
+        lines += ["", "## LoRA fine-tune", "",
+                  f"- {lo['steps']} steps in {lo['seconds']:.0f} s ({lo['sec_per_step']:.2f} "
+                  f"s/step), peak RSS {lo['peak_rss_mb']:.0f} MB; validation history "
+                  f"{lo['history']}."]
+        few = next((r for r in res.llm_sample if r.method == "llm"), None)
+        lora = next((r for r in res.llm_sample if r.method == "lora"), None)
+        if few and lora:
+            d = (lora.metrics.get("macro_f1") or 0) - (few.metrics.get("macro_f1") or 0)
+            lines.append(f"- LoRA vs few-shot on the same sample: macro-F1 "
+                         f"{lora.metrics.get('macro_f1'):.3f} vs "
+                         f"{few.metrics.get('macro_f1'):.3f} ({d:+.3f}; target +0.10: "
+                         f"{'met' if d >= 0.10 else 'NOT met'}).")
     if res.cv:
         lines += ["", f"## {next(iter(res.cv.values()))['folds']}-fold stratified CV (all rows, "
                   "cheap methods)", "", "| method | auROC | auPR |", "|---|---|---|"]

@@ -95,7 +95,7 @@ class LocalLLM:
     """transformers on CPU (or CUDA if visible); greedy generation and option scoring."""
 
     def __init__(self, model: str = "smollm2-135m", *, cache_root: str | Path | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, adapter: str | Path | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -110,6 +110,8 @@ class LocalLLM:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tok = AutoTokenizer.from_pretrained(str(folder))
         self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        if adapter is not None:
+            self._load_adapter(model, Path(adapter))
         self.model.to(self.device).eval()
         self._torch = torch
         import inspect
@@ -119,6 +121,22 @@ class LocalLLM:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._last = None  # (prompt ids, KV cache holding exactly them, their count)
         self.prefix_hits = 0  # tokens served from the cache (for benchmarks)
+
+    def _load_adapter(self, model: str, adapter: Path) -> None:
+        """Load a LoRA adapter from `behavior-rag finetune` and merge it (same speed as the
+        base model); refuse one trained on another base model."""
+        from peft import PeftModel
+
+        from behavior_rag.finetune import read_card
+
+        card = read_card(adapter)
+        if card.base_model != model:
+            raise ConfigError(f"adapter {adapter} was trained on {card.base_model!r}, the "
+                              f"running model is {model!r}", field="llm.adapter",
+                              value=str(adapter))
+        self.model = PeftModel.from_pretrained(self.model, str(adapter)).merge_and_unload()
+        self.name = f"local:{model}+{adapter.name}"
+        self.adapter = card
 
     # ---- prompt layout ------------------------------------------------------------------
     def prompt_text(self, messages: list[ChatMessage], answer_prefix: str = "") -> str:

@@ -1,0 +1,81 @@
+"""LoRA fine-tune: a few steps move label scores the right way; adapters round-trip and are
+refused for another taxonomy or base model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from behavior_rag.errors import ConfigError
+
+
+def _true_label_margin(llm, clf, sessions):
+    """Mean log-softmax of the true label over the label scores."""
+    out = []
+    for p in clf.prepare(sessions):
+        sc = np.array(llm.score_options(p.messages, clf.labels,
+                                        answer_prefix=clf.prompt.answer_prefix))
+        sc = sc - np.logaddexp.reduce(sc)
+        out.append(sc[clf.labels.index(p.session.label)])
+    return float(np.mean(out))
+
+
+def test_few_steps_raise_the_true_labels_score(tiny_adapter):
+    from behavior_rag.classify import Classifier
+    from behavior_rag.embed import get_embedder
+    from behavior_rag.index.build import upsert_sessions
+    from behavior_rag.index.faiss_index import FaissSessionIndex
+    from behavior_rag.llm.local import LocalLLM
+    from behavior_rag.taxonomy import load_taxonomy
+
+    res, sp, s = tiny_adapter
+    emb = get_embedder(s)
+    index = FaissSessionIndex(emb.info, s.index)
+    upsert_sessions(index, emb, sp.train, settings=s, split="train")
+    seen = sp.train[:10]
+    base = LocalLLM("smollm2-135m", cache_root=s.home / "models")
+    tuned = LocalLLM("smollm2-135m", cache_root=s.home / "models", adapter=res.adapter)
+    clf_b = Classifier(index, emb, base, load_taxonomy("purchase_intent"), settings=s)
+    clf_t = Classifier(index, emb, tuned, load_taxonomy("purchase_intent"), settings=s)
+    assert _true_label_margin(tuned, clf_t, seen) > _true_label_margin(base, clf_b, seen) + 0.1
+    assert res.steps == 4 and res.sec_per_step > 0 and res.peak_rss_mb > 100
+
+
+def test_adapter_folder_round_trips_through_settings(tiny_adapter):
+    from behavior_rag.llm.base import ChatMessage
+    from behavior_rag.llm.factory import get_llm
+
+    res, _, s = tiny_adapter
+    files = {p.name for p in __import__("pathlib").Path(res.adapter).iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "model_card.json"} <= files
+    card = json.loads((__import__("pathlib").Path(res.adapter) / "model_card.json").read_text())
+    assert card["base_model"] == "smollm2-135m" and card["taxonomy"] == "purchase-intent"
+    assert card["data_hash"] and card["metrics"]["steps"] == 4
+    msgs = [ChatMessage(role="user", content="viewed 3 phones, bought one. Label?")]
+    opts = ["will_buy", "no_purchase"]
+    s2 = s.model_copy(update={"llm": s.llm.model_copy(update={"adapter": res.adapter})})
+    a = get_llm(s2).score_options(msgs, opts, answer_prefix="Label: ")
+    b = get_llm(s2).score_options(msgs, opts, answer_prefix="Label: ")
+    base = get_llm(s).score_options(msgs, opts, answer_prefix="Label: ")
+    assert a == pytest.approx(b, abs=1e-5) and a != pytest.approx(base, abs=1e-3)
+
+
+def test_mismatched_taxonomy_or_base_model_is_refused(tiny_adapter, tmp_path):
+    from behavior_rag.llm.factory import get_llm
+    from behavior_rag.llm.local import LocalLLM
+
+    res, _, s = tiny_adapter
+    other = s.model_copy(update={
+        "llm": s.llm.model_copy(update={"adapter": res.adapter}),
+        "classify": s.classify.model_copy(update={"taxonomy": "personas"})})
+    with pytest.raises(ConfigError, match="taxonomy"):
+        get_llm(other)
+    moved = tmp_path / "other-base"
+    shutil.copytree(res.adapter, moved)
+    card = json.loads((moved / "model_card.json").read_text())
+    (moved / "model_card.json").write_text(json.dumps(card | {"base_model": "gemma3-270m"}))
+    with pytest.raises(ConfigError, match="gemma3-270m"):
+        LocalLLM("smollm2-135m", cache_root=s.home / "models", adapter=moved)
