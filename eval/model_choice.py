@@ -3,7 +3,9 @@
 Reads the JSON written by ``eval/classify_fewshot.py --json`` for each (task, model) under
 ``eval/reports/model_choice/`` and writes ``eval/reports/model_choice.md``. The rule: the model
 with the higher mean of its *LLM-alone* test macro-F1 over both tasks (that is where the models
-differ; the fused result also depends on kNN), ties broken by speed.
+differ; the fused result also depends on kNN); when the means are within ``TIE`` (0.02 — less
+than what one test session more or less right moves on ~120-160 test sessions), the faster
+model wins.
 
 Usage:  python eval/model_choice.py
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "eval" / "reports" / "model_choice"
+TIE = 0.02
 
 
 def main() -> None:
@@ -44,15 +47,23 @@ def main() -> None:
                          f"{fused['w_llm']} | {r['sec_per_session_p50']:.2f} | "
                          f"{r['n_dev']} dev / {r['n_test']} test, {r['date']} |")
             score.setdefault(m, []).append((llm["macro_f1"], r["sec_per_session_p50"]))
-    ranked = sorted(models, key=lambda m: (-sum(f for f, _ in score[m]) / len(score[m]),
-                                           sum(s for _, s in score[m])))
-    best = ranked[0]
     mean = {m: sum(f for f, _ in score[m]) / len(score[m]) for m in models}
     speed = {m: sum(s for _, s in score[m]) / len(score[m]) for m in models}
+    top = max(mean.values())
+    near = [m for m in models if mean[m] >= top - TIE]
+    best = min(near, key=lambda m: speed[m])
+    ranked = sorted(models, key=lambda m: -mean[m])
     lines += ["", "## Decision", "",
               f"- Mean LLM-alone test macro-F1 over {', '.join(tasks)}: " +
               ", ".join(f"`{m}` {mean[m]:.3f} ({speed[m]:.1f} s/session)" for m in ranked) + ".",
-              f"- Default: **`{best}`** (`llm.model` in `behavior_rag/settings.py`)."]
+              ("- Within the tie margin of " + f"{TIE}: the faster model wins." if len(near) > 1
+               else "- One model is clearly better."),
+              f"- Default: **`{best}`** (`llm.model` in `behavior_rag/settings.py`).",
+              "- Both models are weak few-shot classifiers here: on the synthetic personas the "
+              "fused result is carried by the kNN vote; on Taobao purchase intent the LLM "
+              "(calibrated) is what lifts macro-F1 above the uncalibrated kNN baseline. Runs "
+              "finished before the kNN-calibration change to fusion (16:25 UTC) show kNN "
+              "numbers without it; the LLM-alone numbers the rule uses do not depend on it."]
     out = ROOT / "eval" / "reports" / "model_choice.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
