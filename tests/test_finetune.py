@@ -23,9 +23,6 @@ def _true_label_margin(llm, clf, sessions):
     return float(np.mean(out))
 
 
-@pytest.mark.xfail(strict=False, reason="issue 6, open: the 4-step tiny fine-tune moved the "
-                   "true-label log-softmax from -2.37 to -8.54 on seen sessions (collapse "
-                   "towards one label); learning rate and steps are not tuned yet")
 def test_few_steps_raise_the_true_labels_score(tiny_adapter):
     from behavior_rag.classify import Classifier
     from behavior_rag.embed import get_embedder

