@@ -32,14 +32,14 @@ DEFAULT_FACTS = ("n_events", "n_view", "n_search", "n_cart", "n_purchase", "dura
 _ENV = Environment(undefined=StrictUndefined, autoescape=False)
 
 
-def _same(claimed: Any, actual: Any) -> bool:
+def same_value(claimed: Any, actual: Any) -> bool:
     if isinstance(actual, bool) or isinstance(claimed, bool):
         return claimed == actual
     if isinstance(actual, (int, float)) and isinstance(claimed, (int, float)):
         # Models round: accept what a 2-decimal rendering of the true value would say.
         return math.isclose(float(claimed), float(actual), rel_tol=1e-3, abs_tol=0.006)
     if isinstance(actual, list) and isinstance(claimed, list):
-        return len(actual) == len(claimed) and all(_same(a, b) for a, b in zip(claimed, actual))
+        return len(actual) == len(claimed) and all(same_value(a, b) for a, b in zip(claimed, actual))
     return claimed == actual
 
 
@@ -54,7 +54,7 @@ def check(item: Evidence, session: Session, facts: SessionFacts) -> Evidence | N
     if item.fact is None:
         return item if item.events else None
     fact = facts.get(item.fact)
-    if fact is None or not _same(item.value, fact.value):
+    if fact is None or not same_value(item.value, fact.value):
         return None
     if item.events and not set(item.events) <= set(fact.events):
         return None  # the cited events are not the ones this fact rests on

@@ -34,7 +34,7 @@ from jinja2 import Environment, StrictUndefined
 from pydantic import BaseModel, Field, ValidationError
 
 from behavior_rag.errors import BehaviorRagError, DataError
-from behavior_rag.evidence import _same
+from behavior_rag.evidence import same_value
 from behavior_rag.facts import compute_facts
 from behavior_rag.llm.base import ChatMessage, LLMBackend
 from behavior_rag.resources import prompts_dir
@@ -191,7 +191,7 @@ def _llm_claims(llm: LLMBackend, user_id: str, facts: dict[str, ProfileFact]
     kept, dropped = [], 0
     for c in got.claims:
         fact = facts.get(c.fact)
-        if fact is None or not _same(c.value, fact.value) or not c.sentence.strip():
+        if fact is None or not same_value(c.value, fact.value) or not c.sentence.strip():
             dropped += 1
             continue
         kept.append(ProfileClaim(fact=c.fact, value=fact.value, text=c.sentence.strip()[:300],
@@ -232,7 +232,7 @@ def verify_profile(profile: UserProfile, sessions: Sequence[Session]) -> list[st
         fact = facts.get(c.fact)
         if fact is None:
             problems.append(f"{c.fact}: no such fact")
-        elif not _same(c.value, fact.value):
+        elif not same_value(c.value, fact.value):
             problems.append(f"{c.fact}: claimed {c.value!r}, computed {fact.value!r}")
         elif not set(c.sessions) <= set(fact.sessions):
             problems.append(f"{c.fact}: cites sessions the fact does not rest on")
