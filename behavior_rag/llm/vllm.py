@@ -4,9 +4,11 @@
   is given (vLLM's structured outputs enforce it).
 * ``score_options``: the chat template is applied by the server (``/tokenize`` with the answer
   left open as an assistant message; how each option tokenises after it is learnt once and
-  cached), then one ``/v1/completions`` request scores every option
-  with ``prompt_logprobs`` — all prompts share the long static prefix, which vLLM's prefix cache
-  serves once.
+  cached), then the options' tokens are scored as next tokens (``logprob_token_ids``) from a
+  trie of contexts, two ``/v1/completions`` requests per session, so vLLM's prefix cache serves
+  the long static prefix and the session's own prompt once. Servers without
+  ``logprob_token_ids`` get one ``prompt_logprobs`` request instead (same numbers, but vLLM
+  reads no prefix cache for it).
 * Retries with exponential backoff on connection errors, 429 and 5xx; a timeout per request; a
   bounded thread pool for concurrent requests (``map_concurrent``).
 
@@ -31,12 +33,17 @@ R = TypeVar("R")
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
+class _Unsupported(Exception):
+    """The server ignored ``logprob_token_ids`` (vLLM before it existed)."""
+
+
 class VLLMBackend:
     """Client of a vLLM OpenAI-compatible server. ``model`` may name a LoRA adapter."""
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", *, model: str,
                  api_key: str | None = None, timeout_s: float = 60.0, max_retries: int = 3,
-                 concurrency: int = 8, transport: httpx.BaseTransport | None = None) -> None:
+                 concurrency: int = 8, transport: httpx.BaseTransport | None = None,
+                 next_token_scoring: bool = True) -> None:
         self.base_url = base_url.rstrip("/")
         self.root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
         self.model = model
@@ -44,6 +51,7 @@ class VLLMBackend:
         self.max_retries = max_retries
         self.concurrency = concurrency
         self._option_cache: dict[tuple, tuple[int, list[int]]] = {}
+        self._next_token_scoring = next_token_scoring
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(timeout=timeout_s, headers=headers, transport=transport,
                                   limits=httpx.Limits(max_connections=concurrency * 2))
@@ -117,10 +125,65 @@ class VLLMBackend:
             drop, tail = hit
             prompts.append(base[: len(base) - drop] + tail)
             starts.append(len(base) - drop)
+        if self._next_token_scoring:
+            try:
+                return self._score_next_token(prompts, starts)
+            except _Unsupported:
+                # An older vLLM (no ``logprob_token_ids``): remember, and score the slow way.
+                self._next_token_scoring = False
+        return self._score_prompt_logprobs(prompts, starts)
+
+    def _score_next_token(self, prompts: list[list[int]], starts: list[int]) -> list[float]:
+        """Score every option token as a *next* token, so vLLM's prefix cache serves the prompt.
+
+        ``prompt_logprobs`` would give the same numbers in one request, but vLLM skips reading
+        the prefix cache for any request that asks for them, so each of the k options would
+        recompute the whole ~1,000-token prompt. Here each distinct context (the prompt plus
+        an option's first j tokens) is a prompt generating one token, with the full-vocabulary
+        log-probabilities of the option tokens read through ``logprob_token_ids``. Contexts
+        form a trie: the shared root is sent first, so the deeper ones hit its cached blocks.
+        """
+        targets: dict[tuple[int, ...], set[int]] = {}
+        steps: list[list[tuple[tuple[int, ...], int]]] = []
+        for prompt, start in zip(prompts, starts):
+            row = []
+            for pos in range(start, len(prompt)):
+                ctx = tuple(prompt[:pos])
+                targets.setdefault(ctx, set()).add(prompt[pos])
+                row.append((ctx, prompt[pos]))
+            steps.append(row)
+        roots = {row[0][0] for row in steps}
+        found: dict[tuple[int, ...], dict[str, float]] = {}
+        for group in ([c for c in targets if c in roots], [c for c in targets if c not in roots]):
+            if not group:
+                continue
+            ids = sorted(set().union(*(targets[c] for c in group)))
+            out = self._post(f"{self.base_url}/completions", {
+                "model": self.model, "prompt": [list(c) for c in group], "max_tokens": 1,
+                "temperature": 0, "logprobs": 1, "logprob_token_ids": ids,
+                "return_tokens_as_token_ids": True})
+            for choice in out.get("choices", []):
+                try:
+                    found[group[choice["index"]]] = choice["logprobs"]["top_logprobs"][0]
+                except (KeyError, IndexError, TypeError) as e:
+                    raise _Unsupported from e
+        scores = []
+        for row in steps:
+            total = 0.0
+            for ctx, tok in row:
+                lp = found.get(ctx, {}).get(f"token_id:{tok}")
+                if lp is None:
+                    raise _Unsupported
+                total += float(lp)
+            scores.append(total)
+        return scores
+
+    def _score_prompt_logprobs(self, prompts: list[list[int]], starts: list[int]) -> list[float]:
+        """One request, ``prompt_logprobs``: works on any vLLM, but without prefix caching."""
         out = self._post(f"{self.base_url}/completions", {
             "model": self.model, "prompt": prompts, "max_tokens": 1, "temperature": 0,
             "prompt_logprobs": 0})
-        scores = [0.0] * len(options)
+        scores = [0.0] * len(prompts)
         for choice in out["choices"]:
             i = choice["index"]
             lps = choice.get("prompt_logprobs") or []
