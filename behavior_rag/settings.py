@@ -11,11 +11,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -149,6 +150,23 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     classify: ClassifySettings = ClassifySettings()
     serve: ServeSettings = ServeSettings()
+
+    @model_validator(mode="after")
+    def _adapter_prompt(self) -> Settings:
+        """An adapter is used with the prompt it was trained on: its model card's
+        ``k_examples`` (few-shot neighbours) becomes ``classify.k_examples``."""
+        card = self.llm.adapter / "model_card.json" if self.llm.adapter else None
+        if card is None or not card.is_file():
+            return self  # a missing card is refused, with its path, when the LLM is built
+        k = json.loads(card.read_text()).get("k_examples")
+        if k is None or k == self.classify.k_examples:
+            return self
+        if "k_examples" in self.classify.model_fields_set:
+            raise ValueError(f"llm.adapter {self.llm.adapter} was trained with "
+                             f"classify.k_examples={k}, but k_examples="
+                             f"{self.classify.k_examples} was set")
+        self.classify = self.classify.model_copy(update={"k_examples": k})
+        return self
 
 
 @lru_cache(maxsize=1)

