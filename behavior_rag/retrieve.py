@@ -127,6 +127,8 @@ def balanced_examples(hits: list[SearchHit], k: int, per_label_max: int,
                       max_chars: int) -> list[Example]:
     """Best-scoring hits with at most ``per_label_max`` per label, nearest last (closest to the
     query in the prompt), each cut to its first lines within ``max_chars``."""
+    if k <= 0:  # zero-shot prompt (e.g. a fine-tuned adapter's)
+        return []
     counts: dict[str, int] = {}
     picked: list[SearchHit] = []
     for h in hits:

@@ -51,6 +51,17 @@ def test_knn_only_classifier_beats_chance_on_held_out_users(setup):
         assert abs(sum(p.probabilities.values()) - 1) < 1e-6
 
 
+def test_prompt_shows_k_examples_and_none_when_k_is_zero(setup):
+    s, emb, index, test = setup
+    for k in (0, 2):
+        sk = s.model_copy(update={"classify": s.classify.model_copy(update={"k_examples": k})})
+        p = Classifier(index, emb, None, load_taxonomy(), settings=sk).prepare(test[:1])[0]
+        assert len(p.examples) == k
+        user = p.messages[-1].content
+        assert user.count("<session>") == k + 1  # the examples, then the session to label
+        assert len(p.neighbors) == s.classify.knn_k  # the kNN vote still sees its neighbours
+
+
 def test_llm_prediction_is_grounded_and_uses_other_users(setup, llm):
     s, emb, index, test = setup
     clf = Classifier(index, emb, llm, load_taxonomy(), settings=s)
