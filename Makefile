@@ -53,10 +53,10 @@ test: $(STAMP) $(VLLM_VENV)/.installed
 
 # Full evaluation reports under eval/reports/ (seeded; LLM methods on a seeded sample).
 eval: $(STAMP)
-	$(BIN)/behavior-rag eval --task uci-intent --out eval/reports/uci-intent
-	$(BIN)/behavior-rag eval --task uci-intent --drop PageValues --out eval/reports/uci-intent-no-pagevalues
-	$(BIN)/behavior-rag eval --task taobao-intent --out eval/reports/taobao-intent
-	$(BIN)/behavior-rag eval --task synth-personas --out eval/reports/synth-personas
+	$(BIN)/behavior-rag eval --task uci-intent --llm-limit 100 --out eval/reports/uci-intent
+	$(BIN)/behavior-rag eval --task uci-intent --drop PageValues --llm-limit 100 --out eval/reports/uci-intent-no-pagevalues
+	$(BIN)/behavior-rag eval --task taobao-intent --llm-limit 100 --out eval/reports/taobao-intent
+	$(BIN)/behavior-rag eval --task synth-personas --llm-limit 100 --out eval/reports/synth-personas
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

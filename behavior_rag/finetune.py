@@ -50,6 +50,9 @@ class FinetuneConfig(BaseModel):
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    top_layers: int | None = Field(None, ge=1, description="LoRA on the top N decoder layers "
+                                   "only (None: all). Autograd then stops below them, so the "
+                                   "backward pass and its activations shrink with N.")
     lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(8, ge=1)
     max_steps: int = Field(150, ge=1)
@@ -250,9 +253,12 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
     val = list(val)[: cfg.val_max]
     base = llm.model
     base.train()
+    n_layers = base.config.num_hidden_layers
+    top = None if cfg.top_layers is None else \
+        list(range(max(0, n_layers - cfg.top_layers), n_layers))
     peft_model = get_peft_model(base, LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-        target_modules=cfg.target_modules, task_type="CAUSAL_LM"))
+        target_modules=cfg.target_modules, layers_to_transform=top, task_type="CAUSAL_LM"))
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=cfg.lr)
     pad = llm.tok.pad_token_id if llm.tok.pad_token_id is not None else llm.tok.eos_token_id
     history: list[dict] = []

@@ -127,3 +127,27 @@ def test_plots_write_png(tmp_path):
     # Written atomically: no temporary files left beside them.
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
         "cm.png", "pr.png", "rel.png", "roc.png"]
+
+
+def test_stacker_drops_a_method_that_only_adds_noise_and_keeps_complementary_ones():
+    from behavior_rag.evaluation.product import Stacked
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.random(n) < 0.3
+    labels = np.where(y, "buy", "no")
+
+    def proba(signal):
+        p = 1 / (1 + np.exp(-signal))
+        return np.stack([p, 1 - p], axis=1)  # classes ["buy", "no"]
+
+    strong = proba(2.5 * (y - 0.5) * 2 + rng.normal(0, 1.2, n))
+    noise = proba(rng.normal(0, 1.0, n))
+    st = Stacked().fit([noise, strong], labels, names=["noise", "strong"])
+    assert st.chosen_names == ["strong"]
+    assert set(st.cv_log_loss) == {"noise", "strong", "noise+strong"}
+    other = proba(2.0 * (y - 0.5) * 2 + rng.normal(0, 1.2, n))  # independent evidence
+    both = Stacked().fit([strong, other], labels, names=["strong", "other"])
+    assert both.chosen_names == ["strong", "other"]
+    p = both.predict_proba([strong, other], ["buy", "no"])
+    assert p.shape == (n, 2) and np.allclose(p.sum(1), 1)

@@ -76,6 +76,8 @@ class EvalResult(BaseModel):
     cv: dict[str, dict[str, float]] = Field(default_factory=dict)
     evidence: dict[str, float] = Field(default_factory=dict)
     lora: dict = Field(default_factory=dict)
+    stacked: dict = Field(default_factory=dict, description="Parts the stacker chose and the "
+                          "cross-validated log-loss of each subset.")
     plots: list[str] = Field(default_factory=list)
     report: str = ""
     seconds: float = 0.0
@@ -185,6 +187,7 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
                 sample_p[name] = product.proba(name, llm_test, classes)
                 secs[name] = product.seconds_per_session(llm_test, with_llm=True)
     lora_info: dict = {}
+    stacked_info: dict = {}
     if "lora" in cfg.methods:
         lora_p = _lora(cfg, settings, task, embedder, llm_val, llm_test, classes, lora_info)
         val_p["lora"], sample_p["lora"], secs["lora"] = lora_p
@@ -197,7 +200,9 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
         if "gbm" in parts:
             oof["gbm"] = _out_of_fold("gbm", train, classes, task, cfg.seed)
         stack = Stacked().fit([np.vstack([oof[p], val_p[p]]) for p in parts],
-                              np.concatenate([np.array(train.labels), y_val]), seed=cfg.seed)
+                              np.concatenate([np.array(train.labels), y_val]), seed=cfg.seed,
+                              names=parts)
+        stacked_info = {"parts": stack.chosen_names, "cv_log_loss": stack.cv_log_loss}
         val_p["stacked"] = stack.predict_proba([val_p[p] for p in parts], classes)
         test_p["stacked"] = stack.predict_proba([test_p[p] for p in parts], classes)
         secs["stacked"] = sum(secs.get(p, 0.0) for p in parts)
@@ -231,7 +236,7 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
                             "test": len(task.test)},
                      classes=classes, positive=pos, results=results, llm_sample=sample_rows,
                      llm_sample_size=len(llm_test) if sample_p else 0, cv=cv,
-                     evidence=evidence, lora=lora_info)
+                     evidence=evidence, lora=lora_info, stacked=stacked_info)
     curves = {n: (y_test, p) for n, p in test_p.items()}
     write_report(res, curves, out, seconds=time.perf_counter() - t_all)
     return res

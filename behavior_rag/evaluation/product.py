@@ -117,26 +117,52 @@ class ProductScores:
 
 
 class Stacked:
-    """Logistic regression on validation over log-probabilities of several fitted methods."""
+    """Logistic regression over log-probabilities of several fitted methods.
+
+    The methods it combines are chosen too: every non-empty subset is scored by 5-fold
+    cross-validated log-loss on the stacking rows (never test rows), and the best is kept,
+    so a method that only adds noise (e.g. the kNN vote next to a strong tabular model) is
+    left out instead of diluting the ranking.
+    """
 
     def __init__(self, name: str = "stacked") -> None:
         self.name = name
         self.model = None
+        self.chosen: list[int] = []
+        self.chosen_names: list[str] = []
+        self.cv_log_loss: dict[str, float] = {}
 
     @staticmethod
     def _features(parts: Sequence[np.ndarray]) -> np.ndarray:
         return np.hstack([np.log(np.clip(p, EPS, 1.0)) for p in parts])
 
-    def fit(self, val_parts: Sequence[np.ndarray], y_val: Sequence[str], seed: int = 0
-            ) -> Stacked:
-        from sklearn.linear_model import LogisticRegression
+    def fit(self, val_parts: Sequence[np.ndarray], y_val: Sequence[str], seed: int = 0,
+            names: Sequence[str] | None = None) -> Stacked:
+        from itertools import combinations
 
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+        names = list(names) if names is not None else [str(i) for i in range(len(val_parts))]
+        y = list(y_val)
+        folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+        best, best_loss = None, np.inf
+        for k in range(1, len(val_parts) + 1):
+            for subset in combinations(range(len(val_parts)), k):
+                lr = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+                loss = -cross_val_score(lr, self._features([val_parts[i] for i in subset]), y,
+                                        cv=folds, scoring="neg_log_loss").mean()
+                self.cv_log_loss["+".join(names[i] for i in subset)] = float(loss)
+                if loss < best_loss - 1e-9:  # ties go to the smaller subset (tried first)
+                    best, best_loss = list(subset), loss
+        self.chosen = best or [0]
+        self.chosen_names = [names[i] for i in self.chosen]
         self.model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
-        self.model.fit(self._features(val_parts), list(y_val))
+        self.model.fit(self._features([val_parts[i] for i in self.chosen]), y)
         return self
 
     def predict_proba(self, parts: Sequence[np.ndarray], classes: Sequence[str]) -> np.ndarray:
-        got = self.model.predict_proba(self._features(parts))
+        got = self.model.predict_proba(self._features([parts[i] for i in self.chosen]))
         known = list(self.model.classes_)
         # A class absent from validation gets probability 0 (the stacker never saw it).
         return np.stack([got[:, known.index(c)] if c in known else np.zeros(len(got))

@@ -120,6 +120,11 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                      f"{e['evidence_kept']:.0f} items kept, all verified against the session "
                      f"by code; {e['evidence_dropped']:.0f} dropped; abstain rate "
                      f"{e['abstain_rate']:.1%}.")
+    if res.stacked:
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in res.stacked["cv_log_loss"].items())
+        lines.append(f"- The stacker combines {' + '.join(res.stacked['parts'])}: the subset "
+                     f"with the lowest 5-fold log-loss on the stacking rows (out-of-fold train + "
+                     f"validation; {losses}).")
     if res.lora:
         lo = res.lora
         lines += ["", "## LoRA fine-tune", "",
@@ -135,7 +140,7 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                          f"{few.metrics.get('macro_f1'):.3f} ({d:+.3f}; target +0.10: "
                          f"{'met' if d >= 0.10 else 'NOT met'}).")
     if res.cv:
-        lines += ["", f"## {next(iter(res.cv.values()))['folds']}-fold stratified CV (all rows, "
+        lines += ["", f"## {next(iter(res.cv.values()))['folds']:.0f}-fold stratified CV (all rows, "
                   "cheap methods)", "", "| method | auROC | auPR |", "|---|---|---|"]
         for n, v in res.cv.items():
             lines.append(f"| {n} | {v['auroc_mean']:.3f} ± {v['auroc_sd']:.3f} | "
