@@ -38,7 +38,7 @@ def eval_cmd(
                                   "for the LLM-based methods (CPU cost)."),
     cv_folds: int = typer.Option(5, "--cv-folds", help="uci-intent: k-fold CV (0 = off)."),
     synth_n: int = typer.Option(1500, "--synth-n", help="synth-personas without --data."),
-    lora_steps: int = typer.Option(150, "--lora-steps"),
+    lora_steps: int = typer.Option(125, "--lora-steps"),
     human: bool = HUMAN,
 ) -> None:
     """Evaluate every method on the same split; write report.md, result.json and PNG plots."""

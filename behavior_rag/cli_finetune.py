@@ -21,10 +21,15 @@ def finetune_cmd(
     taxonomy: str = typer.Option("personas", "--taxonomy", "-t"),
     fmt: str = typer.Option("auto", "--format", "-f"),
     model: Optional[str] = typer.Option(None, "--model", help="Base model (default: llm.model)."),
-    max_steps: int = typer.Option(150, "--max-steps"),
+    max_steps: int = typer.Option(125, "--max-steps", help="125 x batch 8 = one pass over "
+                                  "the default 1,000 sampled examples."),
     batch_size: int = typer.Option(8, "--batch-size"),
     lr: float = typer.Option(5e-4, "--lr"),
     r: int = typer.Option(16, "--r"),
+    top_layers: Optional[int] = typer.Option(6, "--top-layers", help="LoRA on the top N "
+                                             "layers only (0: all)."),
+    k_examples: int = typer.Option(0, "--k-examples", help="Few-shot neighbours in the "
+                                   "training prompt (the adapter is used with the same)."),
     val_frac: float = typer.Option(0.15, "--val-frac", help="Users held out for validation."),
     seed: int = typer.Option(0, "--seed"),
     human: bool = HUMAN,
@@ -38,7 +43,7 @@ def finetune_cmd(
     sessions = [x for x in load_sessions(data, fmt, s) if x.label]
     sp = split_by_user(sessions, seed, dev_frac=val_frac, test_frac=0.0)
     cfg = FinetuneConfig(max_steps=max_steps, batch_size=batch_size, lr=lr, r=r, alpha=2 * r,
-                         seed=seed)
+                         seed=seed, top_layers=top_layers or None, k_examples=k_examples)
     with progress("fine-tuning") as bar:
         task = bar.add_task("steps", total=max_steps)
         res = finetune(sp.train, sp.dev, load_taxonomy(taxonomy), out=out, model=model,

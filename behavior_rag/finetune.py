@@ -11,10 +11,14 @@ label scores, arg-max) stops improving. Output: a PEFT adapter folder (``adapter
 + safetensors) and ``model_card.json`` (base model, taxonomy hash, data hash, metrics, date),
 written to a temp folder and renamed into place.
 
-Defaults: r=16, alpha=32, dropout 0.05, attention + MLP projections, lr 5e-4, batch 8, at most
-1,000 training sessions. Cost (measured on the shared 2-core box): a step of 2 full persona
-prompts (~1,350 tokens each) took ~60 s in float32 and ~143 s with bf16 autocast — full-prompt
-fine-tuning is slow on CPU; shorter prompts (fewer/shorter examples) cut it proportionally.
+Defaults: r=16, alpha=32, dropout 0.05, attention + MLP projections of the top 6 layers,
+lr 5e-4, batch 8, 125 steps (one pass over at most 1,000 sampled training sessions), a zero-shot
+training prompt (``k_examples=0``; the card makes inference use the same). What keeps a CPU step
+cheap (measured on the shared 2-core box, batch 8 persona prompts of ~970 tokens): the static
+prefix (~775 tokens) is run once per step without gradient and shared by the batch; logits only
+at the label positions; LoRA only on the top layers, so autograd stops there. 13.6 s/step with
+LoRA on all 30 layers, 6.8 s on the top 8, 5.3 s on the top 4. bf16 autocast is off by default:
+this CPU has no AVX512-BF16/AMX and bf16 steps measured 2.4x slower than float32.
 
 Example:
     >>> res = finetune(train, val, taxonomy, out="adapters/personas")         # doctest: +SKIP
@@ -50,12 +54,14 @@ class FinetuneConfig(BaseModel):
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    top_layers: int | None = Field(None, ge=1, description="LoRA on the top N decoder layers "
+    top_layers: int | None = Field(6, ge=1, description="LoRA on the top N decoder layers "
                                    "only (None: all). Autograd then stops below them, so the "
-                                   "backward pass and its activations shrink with N.")
+                                   "backward pass and its activations shrink with N: measured "
+                                   "13.6 s/step (all 30 layers, 8.5 GB peak) vs 6.8 (top 8) vs "
+                                   "5.3 (top 4, 3.5 GB) at batch 8 on persona prompts.")
     lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(8, ge=1)
-    max_steps: int = Field(150, ge=1)
+    max_steps: int = Field(125, ge=1, description="125 x batch 8: one pass over 1,000.")
     eval_every: int = Field(25, ge=1)
     patience: int = Field(2, ge=1, description="Evaluations without improvement before stop.")
     val_max: int = Field(60, ge=1, description="Validation sessions scored per evaluation.")

@@ -44,7 +44,7 @@ class EvalConfig(BaseModel):
     train: Path | None = None
     test: Path | None = None
     methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
-    lora_steps: int = 150
+    lora_steps: int = 125
     out: Path | None = None
     seed: int = 0
     drop: list[str] = Field(default_factory=list)
