@@ -211,6 +211,7 @@ class FinetuneResult(BaseModel):
     sec_per_step: float
     peak_rss_mb: float
     steps: int
+    n_examples: int = Field(0, description="Training examples built (at most max_examples).")
     history: list[dict]
 
 
@@ -334,7 +335,7 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return FinetuneResult(adapter=str(out), card=card, seconds=time.perf_counter() - t0,
                           sec_per_step=train_secs / max(step, 1), peak_rss_mb=peak, steps=step,
-                          history=history)
+                          n_examples=len(examples), history=history)
 
 
 def card_json(res: FinetuneResult) -> str:

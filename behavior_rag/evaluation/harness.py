@@ -257,6 +257,8 @@ def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, embedder, llm_v
                    model=cfg.llm_model or settings.llm.model,
                    config=FinetuneConfig(max_steps=cfg.lora_steps, seed=cfg.seed))
     info.update({"adapter": res.adapter, "steps": res.steps, "seconds": round(res.seconds, 1),
+                 "examples": res.n_examples, "batch_size": res.card.config.batch_size,
+                 "top_layers": res.card.config.top_layers, "k_examples": res.card.k_examples,
                  "sec_per_step": round(res.sec_per_step, 2),
                  "peak_rss_mb": round(res.peak_rss_mb), "history": res.history})
     llm = LocalLLM(cfg.llm_model or settings.llm.model, cache_root=settings.home / "models",

@@ -128,9 +128,14 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
     if res.lora:
         lo = res.lora
         lines += ["", "## LoRA fine-tune", "",
-                  f"- {lo['steps']} steps in {lo['seconds']:.0f} s ({lo['sec_per_step']:.2f} "
-                  f"s/step), peak RSS {lo['peak_rss_mb']:.0f} MB; validation history "
-                  f"{lo['history']}."]
+                  f"- {lo.get('examples', '?')} training examples, batch "
+                  f"{lo.get('batch_size', '?')}, LoRA on the top {lo.get('top_layers') or 'all'}"
+                  f" layers, {lo.get('k_examples', '?')} few-shot examples in the prompt.",
+                  f"- {lo['steps']} steps; the whole fine-tune (prompt building, training, "
+                  f"validation) took {lo['seconds']:.0f} s ({lo['seconds'] / 60:.1f} min; target "
+                  f"<= 15 min: {'met' if lo['seconds'] <= 900 else 'NOT met'}), "
+                  f"{lo['sec_per_step']:.2f} s/step, peak RSS {lo['peak_rss_mb']:.0f} MB.",
+                  f"- Validation history: {lo['history']}."]
         few = next((r for r in res.llm_sample if r.method == "llm"), None)
         lora = next((r for r in res.llm_sample if r.method == "lora"), None)
         if few and lora:
