@@ -45,18 +45,41 @@ def _best(rows, key, names):
     return max(got) if got else (None, None)
 
 
-def _verdict(res, key: str) -> list[str]:
+def _verdict(res, key: str, curves: dict | None = None) -> list[str]:
     from behavior_rag.evaluation.harness import BASELINES, PRODUCT
 
     base_v, base_n = _best(res.results, key, BASELINES)
     prod_v, prod_n = _best(res.results, key, PRODUCT)
     if base_v is None or prod_v is None:
         return []
+    ci = _paired_ci(res, key, curves or {}, prod_n, base_n)
     if prod_v >= base_v - 1e-9:
         return [f"- **{key}**: the product's best method ({prod_n}, {prod_v:.3f}) reaches the "
-                f"best baseline ({base_n}, {base_v:.3f})."]
+                f"best baseline ({base_n}, {base_v:.3f}){ci}."]
     return [f"- **{key}**: the product's best method ({prod_n}, {prod_v:.3f}) does **not** "
-            f"reach the best baseline ({base_n}, {base_v:.3f}); gap {base_v - prod_v:.3f}."]
+            f"reach the best baseline ({base_n}, {base_v:.3f}); gap {base_v - prod_v:.3f}{ci}."]
+
+
+def _paired_ci(res, key: str, curves: dict, a: str, b: str, n_boot: int = 1000) -> str:
+    """95 % paired-bootstrap interval of metric(a) - metric(b) over the test sessions: says
+    whether a gap is larger than the test set can resolve."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    fn = {"aupr": average_precision_score, "auroc": roc_auc_score}.get(key)
+    if fn is None or a not in curves or b not in curves or res.positive is None:
+        return ""
+    pos = res.classes.index(res.positive)
+    y = (curves[a][0] == res.positive).astype(int)
+    pa, pb = curves[a][1][:, pos], curves[b][1][:, pos]
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(y), len(y))
+        if 0 < y[i].sum() < len(i):
+            diffs.append(fn(y[i], pa[i]) - fn(y[i], pb[i]))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return (f" (difference {a} - {b}, 95% paired bootstrap over test sessions: "
+            f"[{lo:+.3f}, {hi:+.3f}])")
 
 
 def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
@@ -111,9 +134,9 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                   *_table(res.llm_sample, binary), ""]
     lines += ["## Outcome", ""]
     if binary:
-        lines += _verdict(res, "aupr") + _verdict(res, "auroc")
+        lines += _verdict(res, "aupr", curves) + _verdict(res, "auroc", curves)
     else:
-        lines += _verdict(res, "macro_f1")
+        lines += _verdict(res, "macro_f1", curves)
     if res.evidence:
         e = res.evidence
         lines.append(f"- Evidence on {e['sessions']:.0f} product predictions: "
