@@ -151,3 +151,26 @@ def test_stacker_drops_a_method_that_only_adds_noise_and_keeps_complementary_one
     assert both.chosen_names == ["strong", "other"]
     p = both.predict_proba([strong, other], ["buy", "no"])
     assert p.shape == (n, 2) and np.allclose(p.sum(1), 1)
+
+
+def test_report_gap_interval_separates_real_gaps_from_noise():
+    from types import SimpleNamespace
+
+    from behavior_rag.evaluation.report import _paired_ci
+
+    rng = np.random.default_rng(1)
+    y = np.where(rng.random(600) < 0.2, "buy", "no")
+
+    def proba(noise):
+        s = (y == "buy") + rng.normal(0, noise, len(y))
+        p = 1 / (1 + np.exp(-s))
+        return np.stack([p, 1 - p], axis=1)
+
+    res = SimpleNamespace(positive="buy", classes=["buy", "no"])
+    good, bad = proba(0.4), proba(1.5)
+    lo, hi = (float(x) for x in _paired_ci(res, "aupr", {"g": (y, good), "b": (y, bad)}, "g",
+                                             "b").split("[")[1].rstrip("])").split(","))
+    assert 0 < lo < hi  # a clear gap: the interval excludes 0
+    lo, hi = (float(x) for x in _paired_ci(res, "auroc", {"g": (y, good), "h": (y, good)}, "g",
+                                             "h").split("[")[1].rstrip("])").split(","))
+    assert lo == hi == 0  # identical rankings
