@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 VLLM_VENV := .cache/vllm-venv
 
-.PHONY: demo test test-slow install clean vllm vllm-server eval
+.PHONY: demo test test-slow install clean vllm vllm-server eval eval-lora
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ eval: $(STAMP)
 	$(BIN)/behavior-rag eval --task uci-intent --drop PageValues --llm-limit 100 --out eval/reports/uci-intent-no-pagevalues
 	$(BIN)/behavior-rag eval --task taobao-intent --llm-limit 100 --out eval/reports/taobao-intent
 	$(BIN)/behavior-rag eval --task synth-personas --llm-limit 100 --out eval/reports/synth-personas
+
+# Few-shot vs LoRA on the same split (fine-tunes an adapter per task: ~15 min each on 2 cores).
+eval-lora: $(STAMP)
+	$(BIN)/behavior-rag eval --task synth-personas --methods knn,llm,fused,lora --llm-limit 100 --out eval/reports/synth-personas-lora
+	$(BIN)/behavior-rag eval --task taobao-intent --methods knn,llm,fused,lora --llm-limit 100 --out eval/reports/taobao-intent-lora
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
