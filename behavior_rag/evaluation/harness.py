@@ -34,7 +34,7 @@ PRETTY = {"majority": "majority class", "bow": "bag-of-words + LR (seed)",
           "gbm": "gradient boosting (hand features)", "embed-lr": "LR on embeddings",
           "knn": "kNN vote (product)", "llm": "few-shot LLM (product)",
           "fused": "fused LLM + kNN (product)",
-          "stacked": "stacked kNN + GBM (product)",
+          "stacked": "stacked kNN + GBM + embedding LR (product)",
           "lora": "LoRA fine-tuned LLM (product)"}
 
 
@@ -195,14 +195,15 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
         # The stacker learns from out-of-fold scores of the training part (kNN retrieval
         # already leaves the session's own user out; baselines refit per fold) plus the
         # validation part: many more rows than validation alone, and still no test rows.
-        parts = [p for p in ("knn", "gbm") if p in val_p]
+        parts = [p for p in ("knn", "gbm", "embed-lr") if p in val_p]
         oof = {"knn": product.proba("knn", task.train, classes)} if "knn" in parts else {}
-        if "gbm" in parts:
-            oof["gbm"] = _out_of_fold("gbm", train, classes, task, cfg.seed)
+        for name in [p for p in parts if p in BASELINES]:
+            oof[name] = _out_of_fold(name, train, classes, task, cfg.seed)
         stack = Stacked().fit([np.vstack([oof[p], val_p[p]]) for p in parts],
                               np.concatenate([np.array(train.labels), y_val]), seed=cfg.seed,
-                              names=parts)
-        stacked_info = {"parts": stack.chosen_names, "cv_log_loss": stack.cv_log_loss}
+                              names=parts, metric=task.spec.metric, positive=pos)
+        stacked_info = {"parts": stack.chosen_names, "metric": stack.metric,
+                        "cv_loss": stack.cv_loss}
         val_p["stacked"] = stack.predict_proba([val_p[p] for p in parts], classes)
         test_p["stacked"] = stack.predict_proba([test_p[p] for p in parts], classes)
         secs["stacked"] = sum(secs.get(p, 0.0) for p in parts)

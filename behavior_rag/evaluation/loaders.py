@@ -44,11 +44,14 @@ class TaskSpec:
     taxonomy: str
     positive: str | None  # binary tasks: the positive class
     fmt: str | None  # ingest adapter of the task's original file format
+    # the metric the task is judged on; the stacker picks its parts by this metric in CV
+    metric: Literal["aupr", "auroc", "log_loss"] = "log_loss"
 
 
 SPECS = {
-    "uci-intent": TaskSpec("uci-intent", "uci", "uci_intent", "purchase", "uci"),
-    "taobao-intent": TaskSpec("taobao-intent", "events", "purchase_intent", "will_buy", "taobao"),
+    "uci-intent": TaskSpec("uci-intent", "uci", "uci_intent", "purchase", "uci", "aupr"),
+    "taobao-intent": TaskSpec("taobao-intent", "events", "purchase_intent", "will_buy", "taobao",
+                              "auroc"),
     "synth-personas": TaskSpec("synth-personas", "events", "personas", None, None),
 }
 

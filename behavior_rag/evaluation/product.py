@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -120,9 +121,17 @@ class Stacked:
     """Logistic regression over log-probabilities of several fitted methods.
 
     The methods it combines are chosen too: every non-empty subset is scored by 5-fold
-    cross-validated log-loss on the stacking rows (never test rows), and the best is kept,
-    so a method that only adds noise (e.g. the kNN vote next to a strong tabular model) is
-    left out instead of diluting the ranking.
+    cross-validation on the stacking rows (never test rows), by the metric the task is judged
+    on (``metric``: log-loss, or for binary tasks the auPR / auROC of the positive class). The
+    best subset only wins over a smaller one if its per-fold advantage is larger than one
+    standard error of the paired fold differences (the "one-standard-error rule"): a part that
+    only adds noise (e.g. the kNN vote next to a strong tabular model) is left out instead of
+    diluting the ranking on a coin-flip of cross-validation.
+
+    Example:
+        >>> st = Stacked().fit([p_knn, p_gbm], y_val, names=["knn", "gbm"])  # doctest: +SKIP
+        >>> st.chosen_names  # doctest: +SKIP
+        ['gbm']
     """
 
     def __init__(self, name: str = "stacked") -> None:
@@ -130,32 +139,58 @@ class Stacked:
         self.model = None
         self.chosen: list[int] = []
         self.chosen_names: list[str] = []
-        self.cv_log_loss: dict[str, float] = {}
+        self.metric = "log_loss"
+        self.cv_loss: dict[str, float] = {}  # per subset; for auPR/auROC: 1 - metric
 
     @staticmethod
     def _features(parts: Sequence[np.ndarray]) -> np.ndarray:
         return np.hstack([np.log(np.clip(p, EPS, 1.0)) for p in parts])
 
     def fit(self, val_parts: Sequence[np.ndarray], y_val: Sequence[str], seed: int = 0,
-            names: Sequence[str] | None = None) -> Stacked:
+            names: Sequence[str] | None = None,
+            metric: Literal["log_loss", "aupr", "auroc"] = "log_loss",
+            positive: str | None = None) -> Stacked:
         from itertools import combinations
 
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
+        from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+        from sklearn.model_selection import StratifiedKFold
 
+        if metric != "log_loss" and positive is None:
+            raise ValueError(f"metric {metric!r} needs the positive class")
         names = list(names) if names is not None else [str(i) for i in range(len(val_parts))]
-        y = list(y_val)
-        folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-        best, best_loss = None, np.inf
+        y = np.asarray(list(y_val))
+        self.metric = metric
+        folds = list(StratifiedKFold(5, shuffle=True, random_state=seed).split(y, y))
+        rank = {"aupr": average_precision_score, "auroc": roc_auc_score}.get(metric)
+
+        def fold_losses(x: np.ndarray) -> np.ndarray:
+            out = []
+            for tr, te in folds:
+                lr = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x[tr], y[tr])
+                p = lr.predict_proba(x[te])
+                if rank is None:
+                    out.append(log_loss(y[te], p, labels=lr.classes_))
+                else:
+                    out.append(1.0 - rank(y[te] == positive,
+                                          p[:, list(lr.classes_).index(positive)]))
+            return np.array(out)
+
+        fold_loss: dict[tuple[int, ...], np.ndarray] = {}
         for k in range(1, len(val_parts) + 1):
             for subset in combinations(range(len(val_parts)), k):
-                lr = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
-                loss = -cross_val_score(lr, self._features([val_parts[i] for i in subset]), y,
-                                        cv=folds, scoring="neg_log_loss").mean()
-                self.cv_log_loss["+".join(names[i] for i in subset)] = float(loss)
-                if loss < best_loss - 1e-9:  # ties go to the smaller subset (tried first)
-                    best, best_loss = list(subset), loss
-        self.chosen = best or [0]
+                fold_loss[subset] = fold_losses(self._features([val_parts[i] for i in subset]))
+                self.cv_loss["+".join(names[i] for i in subset)] = float(
+                    fold_loss[subset].mean())
+        best = min(fold_loss, key=lambda s: fold_loss[s].mean())
+        ok = []
+        for subset, losses in fold_loss.items():
+            d = losses - fold_loss[best]  # same folds: paired differences
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+            if d.mean() <= se:
+                ok.append(subset)
+        # smallest subset within one SE of the best; among equals, the lowest loss
+        self.chosen = list(min(ok, key=lambda s: (len(s), fold_loss[s].mean())))
         self.chosen_names = [names[i] for i in self.chosen]
         self.model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
         self.model.fit(self._features([val_parts[i] for i in self.chosen]), y)

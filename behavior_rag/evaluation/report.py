@@ -144,10 +144,13 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                      f"by code; {e['evidence_dropped']:.0f} dropped; abstain rate "
                      f"{e['abstain_rate']:.1%}.")
     if res.stacked:
-        losses = ", ".join(f"{k} {v:.4f}" for k, v in res.stacked["cv_log_loss"].items())
-        lines.append(f"- The stacker combines {' + '.join(res.stacked['parts'])}: the subset "
-                     f"with the lowest 5-fold log-loss on the stacking rows (out-of-fold train + "
-                     f"validation; {losses}).")
+        st = res.stacked
+        what = {"aupr": "1 - auPR", "auroc": "1 - auROC"}.get(st.get("metric"), "log-loss")
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in st["cv_loss"].items())
+        lines.append(f"- The stacker combines {' + '.join(st['parts'])}: the subset with the "
+                     f"fewest parts whose 5-fold cross-validated {what} on the stacking rows "
+                     f"(out-of-fold train + validation) is within one standard error of the "
+                     f"lowest; {losses}.")
     if res.lora:
         lo = res.lora
         lines += ["", "## LoRA fine-tune", "",
