@@ -301,10 +301,10 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
         train_secs += time.perf_counter() - t
         step += 1
         if progress:
-            progress(step, cfg.max_steps, float(loss))
+            progress(step, cfg.max_steps, loss.item())
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             f1 = evaluate()
-            history.append({"step": step, "loss": float(loss), "val_macro_f1": f1})
+            history.append({"step": step, "loss": loss.item(), "val_macro_f1": f1})
             if f1 >= best_f1 - 1e-9:  # ties go to the more-trained adapter
                 bad_evals = 0 if f1 > best_f1 + 1e-9 else bad_evals
                 best_f1 = max(best_f1, f1)

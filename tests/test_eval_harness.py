@@ -87,3 +87,19 @@ def test_synth_personas_with_the_embedded_llm(tmp_path, settings):
     assert res.llm_sample_size == 6
     assert res.evidence["evidence_kept"] > 0 and res.evidence["evidence_dropped"] == 0
     assert (tmp_path / "s" / "confusion.png").stat().st_size > 1000
+
+
+@pytest.mark.slow  # ~4-9 min on 2 cores: trains, validates and scores with an adapter
+def test_lora_method_trains_on_the_train_split_and_is_reported_next_to_few_shot(tmp_path,
+                                                                                settings):
+    pytest.importorskip("peft", reason="the 'finetune' extra is not installed")
+    res = run_eval(EvalConfig(task="synth-personas", synth_n=240, out=tmp_path / "s", seed=4,
+                              methods=["knn", "llm", "lora"], llm_limit=4, lora_steps=2),
+                   settings)
+    lo = res.lora
+    assert lo["steps"] == 2 and lo["examples"] > 0 and lo["sec_per_step"] > 0
+    assert lo["peak_rss_mb"] > 0 and lo["k_examples"] == 0
+    assert (tmp_path / "s" / "lora-adapter" / "adapter_config.json").exists()
+    assert {r.method for r in res.llm_sample} >= {"llm", "lora"}  # same sample, side by side
+    report = (tmp_path / "s" / "report.md").read_text()
+    assert "## LoRA fine-tune" in report and "few-shot LLM" in report
