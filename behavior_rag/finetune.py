@@ -148,18 +148,74 @@ def _shared_prefix(prompts):
     return first[:max(n, 0)]
 
 
-def _batch_loss(model, rows, torch, pad_id: int, prefix=None, cache_kw: str = "cache"):
+class _PrefixKV:
+    """The static prefix's KV cache, rebuilt each step for the LoRA layers only.
+
+    Layers below the first LoRA layer carry no adapter, so their KV for the prefix never
+    changes: it is computed once, together with the hidden state entering the first LoRA layer.
+    Each step then runs only the LoRA layers over that hidden state (no gradient), which gives
+    exactly the KV a whole forward pass would (tested) at a fraction of the cost: with LoRA on
+    the top 6 of 30 layers the prefix costs a fifth of a forward pass per step instead of one.
+    """
+
+    def __init__(self, model, prefix, first: int, cache_kw: str) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        self.n, self.first, self.cache_kw = len(prefix), first, cache_kw
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            cache = DynamicCache(config=model.config)
+            out = model(input_ids=prefix[None], use_cache=True, logits_to_keep=1,
+                        output_hidden_states=True, **{cache_kw: cache})
+        model.train(was_training)
+        self.hidden = out.hidden_states[first]  # input of layer `first`
+        self.lower = [(cache.layers[i].keys, cache.layers[i].values) for i in range(first)]
+
+    def build(self, model, batch: int):
+        """A cache holding the prefix under the adapter's current weights, for ``batch`` rows."""
+        import torch
+        from transformers import DynamicCache
+        from transformers.masking_utils import create_causal_mask
+
+        inner = model.get_base_model().model if hasattr(model, "get_base_model") \
+            else model.model
+        cache = DynamicCache(config=model.config)
+        for i, (k, v) in enumerate(self.lower):
+            cache.update(k, v, i)
+        was_training = model.training
+        model.eval()  # no dropout in the shared prefix: the same KV for every row
+        with torch.no_grad():
+            h = self.hidden
+            pos = torch.arange(self.n)[None]
+            mask = create_causal_mask(config=inner.config, inputs_embeds=h, attention_mask=None,
+                                      cache=None, position_ids=pos)
+            emb = inner.rotary_emb(h, position_ids=pos)
+            for layer in inner.layers[self.first: inner.config.num_hidden_layers]:
+                h = layer(h, attention_mask=mask, position_embeddings=emb, position_ids=pos,
+                          **{self.cache_kw: cache}, use_cache=True)
+        model.train(was_training)
+        cache.batch_repeat_interleave(batch)
+        return cache
+
+
+def _batch_loss(model, rows, torch, pad_id: int, prefix=None, cache_kw: str = "cache",
+                prefix_kv: _PrefixKV | None = None):
     """Mean cross-entropy over the label tokens of ``rows`` (left-padded batch).
 
     ``prefix``: the static prompt prefix all rows share. Its KV cache is computed once per step
     with the current adapter and no gradient, then reused by every row, so only the tokens after
     it are trained through (inference runs the same prefix through the same adapter; the
-    adapter just gets no gradient from the prefix positions). Roughly halves a step here."""
+    adapter just gets no gradient from the prefix positions). Roughly halves a step here.
+    ``prefix_kv``: the same, with the layers below the adapter's computed once per run."""
     from transformers import DynamicCache
 
-    n_pre = 0 if prefix is None else len(prefix)
+    n_pre = prefix_kv.n if prefix_kv is not None else 0 if prefix is None else len(prefix)
     extra: dict = {}
-    if n_pre:
+    if prefix_kv is not None:
+        extra = {cache_kw: prefix_kv.build(model, len(rows)), "use_cache": True}
+    elif n_pre:
         was_training = model.training
         model.eval()  # no dropout in the shared prefix: the same KV for every row
         with torch.no_grad():
@@ -213,6 +269,8 @@ class FinetuneResult(BaseModel):
     steps: int
     n_examples: int = Field(0, description="Training examples built (at most max_examples).")
     history: list[dict]
+    phase_seconds: dict[str, float] = Field(default_factory=dict, description="Where the time "
+                                            "went: prepare (index, prompts), train, validate.")
 
 
 def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonomy, *,
@@ -267,17 +325,25 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
         target_modules=cfg.target_modules, layers_to_transform=top, task_type="CAUSAL_LM"))
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=cfg.lr)
+    # the prefix's KV below the LoRA layers is computed once for the whole run
+    prefix_kv = _PrefixKV(peft_model, prefix, top[0] if top else 0, llm._cache_kw) \
+        if prefix is not None and len(prefix) else None
     pad = llm.tok.pad_token_id if llm.tok.pad_token_id is not None else llm.tok.eos_token_id
     history: list[dict] = []
     best_f1, best_state, bad_evals, step = -1.0, None, 0, 0
     train_secs = 0.0
 
+    val_secs = 0.0
+
     def evaluate() -> float:
+        nonlocal val_secs
+        t_val = time.perf_counter()
         peft_model.eval()
         llm.model, llm._last = peft_model, None
         with torch.no_grad():
             f1 = _val_f1(llm, clf, val)
         peft_model.train()
+        val_secs += time.perf_counter() - t_val
         return f1
 
     f1 = evaluate()
@@ -294,7 +360,8 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
         cursor += cfg.batch_size
         t = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = _batch_loss(peft_model, rows, torch, pad, prefix, llm._cache_kw)
+            loss = _batch_loss(peft_model, rows, torch, pad, prefix, llm._cache_kw,
+                               prefix_kv=prefix_kv)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -333,9 +400,14 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return FinetuneResult(adapter=str(out), card=card, seconds=time.perf_counter() - t0,
+    total = time.perf_counter() - t0
+    return FinetuneResult(adapter=str(out), card=card, seconds=total,
                           sec_per_step=train_secs / max(step, 1), peak_rss_mb=peak, steps=step,
-                          n_examples=len(examples), history=history)
+                          n_examples=len(examples), history=history,
+                          phase_seconds={"train": round(train_secs, 1),
+                                         "validate": round(val_secs, 1),
+                                         "prepare_and_save": round(total - train_secs - val_secs,
+                                                                   1)})
 
 
 def card_json(res: FinetuneResult) -> str:

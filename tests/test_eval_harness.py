@@ -99,6 +99,7 @@ def test_lora_method_trains_on_the_train_split_and_is_reported_next_to_few_shot(
     lo = res.lora
     assert lo["steps"] == 2 and lo["examples"] > 0 and lo["sec_per_step"] > 0
     assert lo["peak_rss_mb"] > 0 and lo["k_examples"] == 0
+    assert lo["phase_seconds"]["train"] > 0 and lo["phase_seconds"]["validate"] > 0
     assert (tmp_path / "s" / "lora-adapter" / "adapter_config.json").exists()
     assert {r.method for r in res.llm_sample} >= {"llm", "lora"}  # same sample, side by side
     report = (tmp_path / "s" / "report.md").read_text()

@@ -49,6 +49,8 @@ def test_adapter_folder_round_trips_through_settings(tiny_adapter):
     from behavior_rag.llm.factory import get_llm
 
     res, _, s = tiny_adapter
+    assert set(res.phase_seconds) == {"train", "validate", "prepare_and_save"}
+    assert res.phase_seconds["train"] > 0 and res.phase_seconds["validate"] > 0
     files = {p.name for p in __import__("pathlib").Path(res.adapter).iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "model_card.json"} <= files
     card = json.loads((__import__("pathlib").Path(res.adapter) / "model_card.json").read_text())
@@ -108,6 +110,42 @@ def test_shared_prefix_gives_the_same_loss_as_whole_prompts(embed_home):
         single = torch.stack([_batch_loss(llm.model, [r], torch, pad) for r in rows]).mean()
     assert float(shared) == pytest.approx(float(whole), abs=1e-3)
     assert float(whole) == pytest.approx(float(single), abs=1e-3)  # padding changes nothing
+
+
+def test_prefix_kv_below_the_adapter_is_computed_once_and_stays_exact(embed_home):
+    """The lower layers' prefix KV is kept for the whole run and only the LoRA layers are
+    rerun each step: after the adapter's weights move, the loss must still be the loss of
+    the whole prompts under the current adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from behavior_rag.finetune import _batch_loss, _PrefixKV, _shared_prefix
+    from behavior_rag.llm.base import ChatMessage
+    from behavior_rag.llm.local import LocalLLM
+
+    llm = LocalLLM("smollm2-135m", cache_root=embed_home / "models")
+    system = ChatMessage(role="system", content="Label shopping sessions: will_buy or "
+                                                "no_purchase. " * 3)
+    rows = [llm.split_tokens(llm.prompt_text([system, ChatMessage(role="user", content=t)],
+                                             "Label: "), lab)
+            for t, lab in [("viewed 3 phones, carted one", "will_buy"),
+                           ("searched 'tv' twice and left", "no_purchase")]]
+    prefix = _shared_prefix([p for p, _ in rows])
+    n = llm.model.config.num_hidden_layers
+    model = get_peft_model(llm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj",
+                                                                       "down_proj"],
+                                                 layers_to_transform=[n - 2, n - 1]))
+    pkv = _PrefixKV(model, prefix, n - 2, llm._cache_kw)
+    pad = llm.tok.eos_token_id
+    with torch.no_grad():
+        before = _batch_loss(model, rows, torch, pad, prefix_kv=pkv, cache_kw=llm._cache_kw)
+        for name, w in model.named_parameters():  # move the adapter (B starts at zero)
+            if "lora_B" in name:
+                w.add_(torch.randn_like(w) * 0.05)
+        whole = _batch_loss(model, rows, torch, pad)
+        kept = _batch_loss(model, rows, torch, pad, prefix_kv=pkv, cache_kw=llm._cache_kw)
+    assert abs(float(whole) - float(before)) > 1e-2  # the adapter changed the prefix's KV too
+    assert float(kept) == pytest.approx(float(whole), abs=1e-3)
 
 
 def test_adapter_brings_its_prompt_settings(tiny_adapter):

@@ -161,6 +161,9 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                   f"validation) took {lo['seconds']:.0f} s ({lo['seconds'] / 60:.1f} min; target "
                   f"<= 15 min: {'met' if lo['seconds'] <= 900 else 'NOT met'}), "
                   f"{lo['sec_per_step']:.2f} s/step, peak RSS {lo['peak_rss_mb']:.0f} MB.",
+                  *(["- Time by phase (s): " + ", ".join(
+                      f"{k} {v:.0f}" for k, v in lo["phase_seconds"].items())]
+                    if lo.get("phase_seconds") else []),
                   f"- Validation history: {lo['history']}."]
         few = next((r for r in res.llm_sample if r.method == "llm"), None)
         lora = next((r for r in res.llm_sample if r.method == "lora"), None)
