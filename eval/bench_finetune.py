@@ -1,0 +1,75 @@
+"""What a LoRA fine-tune on 1,000 labelled sessions costs on this CPU (issue 6's 15-min bound).
+
+Runs ``behavior_rag.finetune.finetune`` with the default ``FinetuneConfig`` on a task's training
+part (split by user, seeded, as ``behavior-rag eval`` does; the config samples at most
+``max_examples`` = 1,000 of it) and writes ``eval/reports/bench_finetune.md``: wall time against
+the 15-minute bound, time by phase (prepare, train, validate), seconds per step, peak RSS and
+the validation macro-F1 history. The adapter goes to a git-ignored folder under ``.cache/``.
+
+Usage:  python eval/bench_finetune.py [--task taobao-intent|synth-personas] [--max-steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "eval" / "reports" / "bench_finetune.md"
+BOUND_MIN = 15.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="taobao-intent",
+                    choices=["taobao-intent", "synth-personas"])
+    ap.add_argument("--max-steps", type=int, default=None, help="default: the config's")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from behavior_rag.evaluation.loaders import load_task
+    from behavior_rag.finetune import FinetuneConfig, finetune
+    from behavior_rag.settings import default_settings
+    from behavior_rag.taxonomy import load_taxonomy
+
+    settings = default_settings()
+    task = load_task(args.task, data=None, train=None, test=None, seed=args.seed, drop=(),
+                     synth_n=1500, data_dir=settings.data_dir)
+    settings = settings.model_copy(update={"classify": settings.classify.model_copy(
+        update={"taxonomy": task.spec.taxonomy})})
+    cfg = FinetuneConfig(seed=args.seed) if args.max_steps is None else \
+        FinetuneConfig(seed=args.seed, max_steps=args.max_steps)
+    out = ROOT / ".cache" / "bench-finetune-adapter"
+    res = finetune(task.train, task.val, load_taxonomy(task.spec.taxonomy), out=out,
+                   settings=settings, config=cfg)
+    minutes = res.seconds / 60
+    c = res.card.config
+    lines = [
+        "# LoRA fine-tune cost (`eval/bench_finetune.py`)", "",
+        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPU cores "
+        f"({platform.processor() or platform.machine()}), shared box. Command: "
+        f"`python eval/bench_finetune.py {' '.join(sys.argv[1:])}`.", "",
+        f"- Task `{args.task}`: {len(task.train)} training sessions (split by user, seed "
+        f"{args.seed}); {res.n_examples} training examples used, {res.card.n_val} validation "
+        "sessions per evaluation.",
+        f"- Config: base `{res.card.base_model}`, LoRA r={c.r}, alpha={c.alpha} on the top "
+        f"{c.top_layers or 'all'} layers, batch {c.batch_size}, {c.k_examples} few-shot "
+        f"examples in the prompt, lr {c.lr}, evaluation every {c.eval_every} steps.",
+        f"- **Wall time {res.seconds:.0f} s = {minutes:.1f} min** for {res.steps} steps "
+        f"(bound {BOUND_MIN:.0f} min: {'met' if minutes <= BOUND_MIN else 'NOT met'}).",
+        "- By phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.phase_seconds.items())
+        + f"; {res.sec_per_step:.2f} s per training step.",
+        f"- Peak RSS {res.peak_rss_mb:.0f} MB (whole process: embedder, index, model).",
+        "- Validation macro-F1 by step: "
+        + ", ".join(f"{h['step']}: {h['val_macro_f1']:.3f}" for h in res.history) + ".",
+    ]
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
