@@ -88,7 +88,7 @@ def test_shared_prefix_gives_the_same_loss_as_whole_prompts(embed_home):
     the whole prompts (only the gradient through the prefix positions is dropped)."""
     import torch
 
-    from behavior_rag.finetune import _batch_loss, _shared_prefix
+    from behavior_rag.finetune_step import _batch_loss, _shared_prefix
     from behavior_rag.llm.base import ChatMessage
     from behavior_rag.llm.local import LocalLLM
 
@@ -119,7 +119,7 @@ def test_prefix_kv_below_the_adapter_is_computed_once_and_stays_exact(embed_home
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from behavior_rag.finetune import _batch_loss, _PrefixKV, _shared_prefix
+    from behavior_rag.finetune_step import _batch_loss, _PrefixKV, _shared_prefix
     from behavior_rag.llm.base import ChatMessage
     from behavior_rag.llm.local import LocalLLM
 
