@@ -206,7 +206,8 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
                         "cv_loss": stack.cv_loss}
         val_p["stacked"] = stack.predict_proba([val_p[p] for p in parts], classes)
         test_p["stacked"] = stack.predict_proba([test_p[p] for p in parts], classes)
-        secs["stacked"] = sum(secs.get(p, 0.0) for p in parts)
+        # only the parts it kept run at prediction time
+        secs["stacked"] = sum(secs.get(p, 0.0) for p in stack.chosen_names)
 
     # Thresholds (binary): fitted on validation, for threshold metrics on test.
     thresholds: dict[str, float | None] = {}
