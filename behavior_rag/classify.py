@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from behavior_rag.embed.base import Embedder
-from behavior_rag.errors import BehaviorRagError, LLMOutputError
+from behavior_rag.errors import BehaviorRagError, ConfigError, LLMOutputError
 from behavior_rag.evidence import evidence_for, explanation, verify
 from behavior_rag.facts import compute_facts
 from behavior_rag.fusion import DevExample, FusionParams, fuse, knn_vote
@@ -82,9 +82,16 @@ class Classifier:
         self._label_re = re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE)
 
     # ---- steps --------------------------------------------------------------------------
-    def prepare(self, sessions: Sequence[Session]) -> list[Prepared]:
-        """Render, embed (one batch), retrieve neighbours and build prompts."""
+    def prepare(self, sessions: Sequence[Session], *, retrieve: bool = True) -> list[Prepared]:
+        """Render, embed (one batch), retrieve neighbours and build prompts.
+
+        ``retrieve=False`` (only with ``k_examples=0``): prompts without the embedding and the
+        index search, which a zero-shot prompt does not need (the fine-tune builds 1,000 such
+        prompts); ``Prepared.neighbors`` is then empty."""
         cs = self.settings.classify
+        if not retrieve and cs.k_examples:
+            raise ConfigError("prompts with few-shot examples need retrieval",
+                              field="k_examples", value=str(cs.k_examples))
         tz = self.settings.render.timezone
         warnings: list[list[str]] = []
         if cs.strip_instructions:
@@ -96,13 +103,15 @@ class Classifier:
             warnings = [[] for _ in sessions]
         facts = [compute_facts(s, tz=tz) for s in sessions]  # once: both renders reuse them
         texts = [render(s, settings=self.settings, facts=f) for s, f in zip(sessions, facts)]
-        vecs = self.embedder.embed(texts) if texts else np.zeros((0, self.index.dim))
+        vecs = self.embedder.embed(texts) if texts and retrieve else \
+            np.zeros((len(texts), self.index.dim), dtype=np.float32)
         out = []
         for s, f, text, v, warn in zip(sessions, facts, texts, vecs, warnings):
             short = self._neutralise(render(s, settings=self.settings, facts=f,
                                             max_tokens=cs.query_max_tokens))
             hits = labelled_neighbors(self.index, v, max(cs.knn_k, cs.k_examples * 4),
-                                      session_id=s.session_id, user_id=s.user_id)
+                                      session_id=s.session_id, user_id=s.user_id) \
+                if retrieve else []
             examples = [e.model_copy(update={"text": self._neutralise(e.text)}) for e in
                         balanced_examples(hits, cs.k_examples, cs.per_label_max,
                                           cs.example_max_chars)]

@@ -24,7 +24,7 @@ class _Examples:
     def __init__(self, llm, clf, sessions: Sequence[Session]) -> None:
         self.rows = []
         answer = clf.prompt.answer_prefix
-        for p in clf.prepare(list(sessions)):
+        for p in clf.prepare(list(sessions), retrieve=bool(clf.settings.classify.k_examples)):
             text = llm.prompt_text(p.messages, answer)
             prompt_ids, label_ids = llm.split_tokens(text, p.session.label)
             self.rows.append((prompt_ids, label_ids))

@@ -163,3 +163,88 @@ def test_adapter_brings_its_prompt_settings(tiny_adapter):
     with pytest.raises(ValidationError, match="k_examples=1"):
         Settings(home=s.home, llm={"adapter": res.adapter},
                  classify={"taxonomy": "purchase_intent", "k_examples": 3})
+
+
+def _zero_shot_setup(embed_home, k_examples=0):
+    from behavior_rag.classify import Classifier
+    from behavior_rag.embed import get_embedder
+    from behavior_rag.evaluation import purchase_intent, split_by_user
+    from behavior_rag.index.faiss_index import FaissSessionIndex
+    from behavior_rag.llm.local import LocalLLM
+    from behavior_rag.settings import Settings
+    from behavior_rag.synth import generate
+    from behavior_rag.taxonomy import load_taxonomy
+
+    s = Settings(home=embed_home, embed={"backend": "onnx-int8"},
+                 classify={"taxonomy": "purchase_intent", "k_examples": k_examples,
+                           "query_max_tokens": 64})
+    sp = split_by_user(purchase_intent(generate(120, seed=5).sessions, min_events=2), 5,
+                       dev_frac=0.1, test_frac=0.1)
+    emb = get_embedder(s)
+    llm = LocalLLM("smollm2-135m", cache_root=embed_home / "models")
+    clf = Classifier(FaissSessionIndex(emb.info, s.index), emb, llm,
+                     load_taxonomy("purchase_intent"), settings=s)
+    return llm, clf, sp
+
+
+def test_zero_shot_prompts_skip_retrieval_and_stay_the_same(embed_home):
+    llm, clf, sp = _zero_shot_setup(embed_home)
+    with_search = clf.prepare(sp.train[:5])
+    without = clf.prepare(sp.train[:5], retrieve=False)
+    assert [p.messages for p in without] == [p.messages for p in with_search]
+    assert all(p.neighbors == [] for p in without)
+    _, clf1, _ = _zero_shot_setup(embed_home, k_examples=1)
+    with pytest.raises(ConfigError, match="retrieval"):
+        clf1.prepare(sp.train[:2], retrieve=False)
+
+
+def test_validation_through_the_lora_layers_only_scores_as_the_backend(embed_home):
+    """Validation keeps the lower layers' output once and reruns only the LoRA layers: after
+    the adapter moves, its label scores must equal the backend's own, whole-model scores."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from behavior_rag.finetune_step import _Examples, _PrefixKV
+    from behavior_rag.finetune_val import _ValScorer, slow_scores
+
+    llm, clf, sp = _zero_shot_setup(embed_home)
+    built = _Examples(llm, clf, sp.train[:6])
+    n = llm.model.config.num_hidden_layers
+    model = get_peft_model(llm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj",
+                                                                       "down_proj"],
+                                                 layers_to_transform=[n - 2, n - 1]))
+    pkv = _PrefixKV(model, built.prefix, n - 2, llm._cache_kw)
+    val = sp.dev[:4]
+    scorer = _ValScorer(llm, clf, val, pkv, model)
+    assert scorer.fast and scorer.base_scores.shape == (4, 2)
+    with torch.no_grad():
+        for name, w in model.named_parameters():
+            if "lora_B" in name:
+                w.add_(torch.randn_like(w) * 0.05)
+    fast = scorer.scores(model)
+    model.eval()
+    llm.model, llm._last = model, None
+    with torch.no_grad():
+        whole = slow_scores(llm, clf, val)
+    assert np.abs(fast - scorer.base_scores).max() > 1e-2  # the adapter moved the scores
+    np.testing.assert_allclose(fast, whole, atol=1e-3)
+
+
+def test_length_grouped_batches_cover_the_data_once_with_little_padding():
+    from behavior_rag.finetune import _length_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(40, 260, size=1000).tolist()
+    batches = _length_batches(lengths, 8, np.random.default_rng(1))
+    flat = [i for b in batches for i in b]
+    assert len(batches) == 125 and all(len(b) == 8 for b in batches)
+    assert sorted(flat) == list(range(1000))
+    again = _length_batches(lengths, 8, np.random.default_rng(1))
+    assert again == batches  # seeded
+
+    def padded(bs):  # tokens a left-padded batch computes
+        return sum(len(b) * max(lengths[i] for i in b) for b in bs)
+
+    plain = _length_batches(lengths, 8, np.random.default_rng(1), by_length=False)
+    assert padded(batches) < 0.8 * padded(plain)
+    assert padded(batches) < 1.05 * sum(lengths)
