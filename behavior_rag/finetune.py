@@ -6,20 +6,25 @@ cross-entropy on the label's tokens only, and logits are computed only at those 
 (``logits_to_keep`` with left padding: the label always ends the sequence) — the full
 vocabulary projection over ~1,400 prompt tokens would dominate the step otherwise.
 
-Validation is split by user; training stops early when validation macro-F1 (the adapter's
-label scores, arg-max) stops improving. Output: a PEFT adapter folder (``adapter_config.json``
-+ safetensors) and ``model_card.json`` (base model, taxonomy hash, data hash, metrics, date),
-written to a temp folder and renamed into place.
+Validation is split by user (a seeded sample of ``val_max`` sessions); training stops early
+when validation macro-F1 (the adapter's label scores, arg-max) stops improving, the gold label's
+log-loss breaking ties (a rare class left unpredicted keeps macro-F1 flat for long). The
+validation pass reruns only the LoRA layers over the lower layers' output kept from step 0
+(``finetune_val``). Output: a PEFT adapter folder (``adapter_config.json`` + safetensors) and
+``model_card.json`` (base model, taxonomy hash, data hash, metrics, date), written to a temp
+folder and renamed into place.
 
-Defaults: r=16, alpha=32, dropout 0.05, attention + MLP projections of the top 6 layers,
-lr 5e-4, batch 8, 125 steps (one pass over at most 1,000 sampled training sessions), a zero-shot
-training prompt (``k_examples=0``; the card makes inference use the same). What keeps a CPU step
-cheap (measured on the shared 2-core box, batch 8 persona prompts of ~970 tokens): the static
-prefix (~775 tokens) is shared by the batch, its KV below the LoRA layers computed once per run
-and only rerun through the LoRA layers each step, without gradient (``finetune_step``); logits
-only at the label positions; LoRA only on the top layers, so autograd stops there. 13.6 s/step with
-LoRA on all 30 layers, 6.8 s on the top 8, 5.3 s on the top 4. bf16 autocast is off by default:
-this CPU has no AVX512-BF16/AMX and bf16 steps measured 2.4x slower than float32.
+Defaults: r=16, alpha=32, no dropout, attention + MLP projections of the top 6 layers, lr 5e-4,
+batch 8, 125 steps (one pass over at most 1,000 sampled training sessions), a zero-shot training
+prompt (``k_examples=0``; the card makes inference use the same). What keeps a CPU step cheap
+(measured on the shared 2-core box): the static prefix is shared by the batch, its KV below the
+LoRA layers computed once per run and only rerun through the LoRA layers each step, without
+gradient (``finetune_step``); logits only at the label positions; LoRA only on the top layers,
+so autograd stops there (persona prompts, batch 8: 13.6 s/step with LoRA on all 30 layers, 6.8 s
+on the top 8, 5.3 s on the top 4); batches of similar length (Taobao prompts vary 2x in length,
+and a left-padded batch costs its longest row); no dropout masks (13% of a step). bf16 autocast
+is off by default: this CPU has no AVX512-BF16/AMX and bf16 steps measured 2.4x slower.
+``eval/reports/bench_finetune.md`` has the measured wall time for 1,000 examples.
 
 Example:
     >>> res = finetune(train, val, taxonomy, out="adapters/personas")         # doctest: +SKIP
@@ -156,6 +161,9 @@ class FinetuneResult(BaseModel):
     history: list[dict]
     phase_seconds: dict[str, float] = Field(default_factory=dict, description="Where the time "
                                             "went: prepare (index, prompts), train, validate.")
+    validation: str = Field("whole-model", description="'lora-layers': evaluations reran only "
+                            "the LoRA layers (finetune_val); 'whole-model': the backend "
+                            "scored every validation prompt in full.")
 
 
 def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonomy, *,
@@ -308,6 +316,7 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
     return FinetuneResult(adapter=str(out), card=card, seconds=total,
                           sec_per_step=train_secs / max(step, 1), peak_rss_mb=peak, steps=step,
                           n_examples=len(examples), history=history,
+                          validation="lora-layers" if scorer is not None else "whole-model",
                           phase_seconds={"train": round(train_secs, 1),
                                          "validate": round(val_secs, 1),
                                          "prepare_and_save": round(total - train_secs - val_secs,

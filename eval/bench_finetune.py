@@ -7,6 +7,7 @@ the 15-minute bound, time by phase (prepare, train, validate), seconds per step,
 the validation macro-F1 history. The adapter goes to a git-ignored folder under ``.cache/``.
 
 Usage:  python eval/bench_finetune.py [--task taobao-intent|synth-personas] [--max-steps N]
+                                      [--early-stop]
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def main() -> None:
                     choices=["taobao-intent", "synth-personas"])
     ap.add_argument("--max-steps", type=int, default=None, help="default: the config's")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--early-stop", action="store_true", help="keep the config's early "
+                    "stopping (default: off, so the run covers all 1,000 examples)")
     args = ap.parse_args()
 
     from behavior_rag.evaluation.loaders import load_task
@@ -41,8 +44,11 @@ def main() -> None:
                      synth_n=1500, data_dir=settings.data_dir)
     settings = settings.model_copy(update={"classify": settings.classify.model_copy(
         update={"taxonomy": task.spec.taxonomy})})
-    cfg = FinetuneConfig(seed=args.seed) if args.max_steps is None else \
-        FinetuneConfig(seed=args.seed, max_steps=args.max_steps)
+    cfg = FinetuneConfig(seed=args.seed)
+    if args.max_steps is not None:
+        cfg = cfg.model_copy(update={"max_steps": args.max_steps})
+    if not args.early_stop:  # the bound is for a whole pass: no stopping after 400 examples
+        cfg = cfg.model_copy(update={"patience": cfg.max_steps})
     out = ROOT / ".cache" / "bench-finetune-adapter"
     res = finetune(task.train, task.val, load_taxonomy(task.spec.taxonomy), out=out,
                    settings=settings, config=cfg)
@@ -55,17 +61,20 @@ def main() -> None:
         f"`python eval/bench_finetune.py {' '.join(sys.argv[1:])}`.", "",
         f"- Task `{args.task}`: {len(task.train)} training sessions (split by user, seed "
         f"{args.seed}); {res.n_examples} training examples used, {res.card.n_val} validation "
-        "sessions per evaluation.",
+        f"sessions per evaluation (scored through: {res.validation}).",
         f"- Config: base `{res.card.base_model}`, LoRA r={c.r}, alpha={c.alpha} on the top "
         f"{c.top_layers or 'all'} layers, batch {c.batch_size}, {c.k_examples} few-shot "
-        f"examples in the prompt, lr {c.lr}, evaluation every {c.eval_every} steps.",
+        f"examples in the prompt, lr {c.lr}, dropout {c.dropout}, evaluation every "
+        f"{c.eval_every} steps, length-grouped batches: {c.group_by_length}, early stopping "
+        f"{'on (patience ' + str(c.patience) + ')' if args.early_stop else 'off (a full pass)'}.",
         f"- **Wall time {res.seconds:.0f} s = {minutes:.1f} min** for {res.steps} steps "
         f"(bound {BOUND_MIN:.0f} min: {'met' if minutes <= BOUND_MIN else 'NOT met'}).",
         "- By phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res.phase_seconds.items())
         + f"; {res.sec_per_step:.2f} s per training step.",
         f"- Peak RSS {res.peak_rss_mb:.0f} MB (whole process: embedder, index, model).",
-        "- Validation macro-F1 by step: "
-        + ", ".join(f"{h['step']}: {h['val_macro_f1']:.3f}" for h in res.history) + ".",
+        "- Validation macro-F1 (log-loss) by step: "
+        + ", ".join(f"{h['step']}: {h['val_macro_f1']:.3f} ({h.get('val_log_loss', 0):.3f})"
+                    for h in res.history) + ".",
     ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

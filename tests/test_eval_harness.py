@@ -104,3 +104,4 @@ def test_lora_method_trains_on_the_train_split_and_is_reported_next_to_few_shot(
     assert {r.method for r in res.llm_sample} >= {"llm", "lora"}  # same sample, side by side
     report = (tmp_path / "s" / "report.md").read_text()
     assert "## LoRA fine-tune" in report and "few-shot LLM" in report
+    assert lo["validation"] == "lora-layers" and "scored through the lora-layers" in report

@@ -263,7 +263,8 @@ def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, embedder, llm_v
                  "top_layers": res.card.config.top_layers, "k_examples": res.card.k_examples,
                  "sec_per_step": round(res.sec_per_step, 2),
                  "peak_rss_mb": round(res.peak_rss_mb), "history": res.history,
-                 "phase_seconds": res.phase_seconds})
+                 "phase_seconds": res.phase_seconds, "max_steps": res.card.config.max_steps,
+                 "validation": res.validation})
     llm = LocalLLM(cfg.llm_model or settings.llm.model, cache_root=settings.home / "models",
                    adapter=res.adapter)
     # the adapter is scored with the prompt it was trained on (its few-shot count)

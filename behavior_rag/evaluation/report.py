@@ -164,7 +164,16 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                   *(["- Time by phase (s): " + ", ".join(
                       f"{k} {v:.0f}" for k, v in lo["phase_seconds"].items())]
                     if lo.get("phase_seconds") else []),
-                  f"- Validation history: {lo['history']}."]
+                  *([f"- Stopped early at step {lo['steps']} of {lo['max_steps']}: validation "
+                     "macro-F1 (then log-loss) stopped improving; the best evaluation's adapter "
+                     "is kept."] if lo.get("max_steps") and lo["steps"] < lo["max_steps"]
+                    else []),
+                  "- Validation macro-F1 (gold-label log-loss) by step"
+                  + (f", scored through the {lo['validation']}" if lo.get("validation") else "")
+                  + ": " + ", ".join(
+                      f"{h['step']}: {h['val_macro_f1']:.3f}"
+                      + (f" ({h['val_log_loss']:.3f})" if "val_log_loss" in h else "")
+                      for h in lo["history"]) + "."]
         few = next((r for r in res.llm_sample if r.method == "llm"), None)
         lora = next((r for r in res.llm_sample if r.method == "lora"), None)
         if few and lora:
