@@ -88,8 +88,9 @@ class FinetuneConfig(BaseModel):
                                   "(sorted within seeded groups of 50 batches, batches "
                                   "shuffled), as transformers' Trainer does: a left-padded batch "
                                   "costs its longest row times its size.")
-    share_prefix: bool = Field(True, description="Compute the static prompt prefix once per "
-                               "step without gradient (see _batch_loss).")
+    share_prefix: bool = Field(True, description="Share the static prompt prefix's KV across "
+                               "the batch (below the LoRA layers once per run, through them "
+                               "once per step, no gradient: finetune_step._PrefixKV).")
     seed: int = 0
 
 
@@ -268,8 +269,7 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
         rows = [examples[i] for i in batches.pop()]
         t = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = _batch_loss(peft_model, rows, torch, pad, prefix, llm._cache_kw,
-                               prefix_kv=prefix_kv)
+            loss = _batch_loss(peft_model, rows, torch, pad, prefix_kv)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
