@@ -172,7 +172,10 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
         lines += ["", "## LoRA fine-tune", "",
                   f"- {lo.get('examples', '?')} training examples, batch "
                   f"{lo.get('batch_size', '?')}, LoRA on the top {lo.get('top_layers') or 'all'}"
-                  f" layers, {lo.get('k_examples', '?')} few-shot examples in the prompt.",
+                  f" layers, {lo.get('k_examples', '?')} few-shot examples in the prompt"
+                  + (f"; prompts average {lo['prompt_tokens']:.0f} tokens, of which "
+                     f"{lo['prefix_tokens']} are a prefix all share (the step cost follows the "
+                     "rest)" if lo.get("prompt_tokens") else "") + ".",
                   f"- {lo['steps']} steps; the whole fine-tune (prompt building, training, "
                   f"validation) took {lo['seconds']:.0f} s ({lo['seconds'] / 60:.1f} min; target "
                   f"<= 15 min: {'met' if lo['seconds'] <= 900 else 'NOT met'}), "
