@@ -88,8 +88,9 @@ class FinetuneConfig(BaseModel):
                                   "(sorted within seeded groups of 50 batches, batches "
                                   "shuffled), as transformers' Trainer does: a left-padded batch "
                                   "costs its longest row times its size.")
-    share_prefix: bool = Field(True, description="Compute the static prompt prefix once per "
-                               "step without gradient (see _batch_loss).")
+    share_prefix: bool = Field(True, description="Share the static prompt prefix's KV across "
+                               "the batch (below the LoRA layers once per run, through them "
+                               "once per step, no gradient: finetune_step._PrefixKV).")
     seed: int = 0
 
 
@@ -161,6 +162,10 @@ class FinetuneResult(BaseModel):
     history: list[dict]
     phase_seconds: dict[str, float] = Field(default_factory=dict, description="Where the time "
                                             "went: prepare (index, prompts), train, validate.")
+    prompt_tokens: float = Field(0.0, description="Mean tokens per training example (prompt + "
+                                 "label): the step cost follows them.")
+    prefix_tokens: int = Field(0, description="Leading tokens every prompt shares (computed "
+                               "once, not per example).")
     validation: str = Field("whole-model", description="'lora-layers': evaluations reran only "
                             "the LoRA layers (finetune_val); 'whole-model': the backend "
                             "scored every validation prompt in full.")
@@ -268,8 +273,7 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
         rows = [examples[i] for i in batches.pop()]
         t = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = _batch_loss(peft_model, rows, torch, pad, prefix, llm._cache_kw,
-                               prefix_kv=prefix_kv)
+            loss = _batch_loss(peft_model, rows, torch, pad, prefix_kv)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -316,6 +320,8 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
     return FinetuneResult(adapter=str(out), card=card, seconds=total,
                           sec_per_step=train_secs / max(step, 1), peak_rss_mb=peak, steps=step,
                           n_examples=len(examples), history=history,
+                          prompt_tokens=round(float(np.mean(lengths)), 1) if lengths else 0.0,
+                          prefix_tokens=len(prefix) if prefix_kv is not None else 0,
                           validation="lora-layers" if scorer is not None else "whole-model",
                           phase_seconds={"train": round(train_secs, 1),
                                          "validate": round(val_secs, 1),

@@ -8,7 +8,7 @@ the label tokens only, with logits only at those positions.
 Example:
     >>> rows = _Examples(llm, clf, sessions)                                  # doctest: +SKIP
     >>> loss = _batch_loss(peft_model, rows.rows[:8], torch, pad_id,
-    ...                    prefix_kv=_PrefixKV(peft_model, rows.prefix, 24, "cache"))  # doctest: +SKIP
+    ...                    _PrefixKV(peft_model, rows.prefix, 24, "cache"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -96,31 +96,18 @@ class _PrefixKV:
         return cache
 
 
-def _batch_loss(model, rows, torch, pad_id: int, prefix=None, cache_kw: str = "cache",
-                prefix_kv: _PrefixKV | None = None):
+def _batch_loss(model, rows, torch, pad_id: int, prefix_kv: _PrefixKV | None = None):
     """Mean cross-entropy over the label tokens of ``rows`` (left-padded batch).
 
-    ``prefix``: the static prompt prefix all rows share. Its KV cache is computed once per step
-    with the current adapter and no gradient, then reused by every row, so only the tokens after
-    it are trained through (inference runs the same prefix through the same adapter; the
-    adapter just gets no gradient from the prefix positions). Roughly halves a step here.
-    ``prefix_kv``: the same, with the layers below the adapter's computed once per run."""
-    from transformers import DynamicCache
-
-    n_pre = prefix_kv.n if prefix_kv is not None else 0 if prefix is None else len(prefix)
+    ``prefix_kv``: the static prompt prefix all rows share, as a ``_PrefixKV``. Its KV cache is
+    rebuilt each step under the current adapter without gradient and reused by every row, so
+    only the tokens after it are trained through (inference runs the same prefix through the
+    same adapter; the adapter just gets no gradient from the prefix positions). The loss is the
+    whole prompts' loss (tested)."""
+    n_pre = prefix_kv.n if prefix_kv is not None else 0
     extra: dict = {}
     if prefix_kv is not None:
-        extra = {cache_kw: prefix_kv.build(model, len(rows)), "use_cache": True}
-    elif n_pre:
-        was_training = model.training
-        model.eval()  # no dropout in the shared prefix: the same KV for every row
-        with torch.no_grad():
-            cache = DynamicCache(config=model.config)
-            model(input_ids=prefix[None], use_cache=True, logits_to_keep=1,
-                  **{cache_kw: cache})
-        model.train(was_training)
-        cache.batch_repeat_interleave(len(rows))
-        extra = {cache_kw: cache, "use_cache": True}
+        extra = {prefix_kv.cache_kw: prefix_kv.build(model, len(rows)), "use_cache": True}
     seqs = [torch.cat([p[n_pre:], lab]) for p, lab in rows]
     n = max(len(x) for x in seqs)
     ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)

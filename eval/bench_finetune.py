@@ -61,7 +61,9 @@ def main() -> None:
         f"`python eval/bench_finetune.py {' '.join(sys.argv[1:])}`.", "",
         f"- Task `{args.task}`: {len(task.train)} training sessions (split by user, seed "
         f"{args.seed}); {res.n_examples} training examples used, {res.card.n_val} validation "
-        f"sessions per evaluation (scored through: {res.validation}).",
+        f"sessions per evaluation (scored through: {res.validation}). Prompts average "
+        f"{res.prompt_tokens:.0f} tokens with the label, {res.prefix_tokens} of them a prefix "
+        "all share.",
         f"- Config: base `{res.card.base_model}`, LoRA r={c.r}, alpha={c.alpha} on the top "
         f"{c.top_layers or 'all'} layers, batch {c.batch_size}, {c.k_examples} few-shot "
         f"examples in the prompt, lr {c.lr}, dropout {c.dropout}, evaluation every "

@@ -43,6 +43,7 @@ def test_few_steps_raise_the_true_labels_score(tiny_adapter):
     assert _true_label_margin(tuned, clf_t, seen) > _true_label_margin(base, clf_b, seen) + 0.1
     assert res.steps == 4 and res.sec_per_step > 0 and res.peak_rss_mb > 100
     assert res.validation == "lora-layers"  # the fast, exact validation path was taken
+    assert res.prompt_tokens > res.prefix_tokens > 0
 
 
 def test_adapter_folder_round_trips_through_settings(tiny_adapter):
@@ -89,7 +90,7 @@ def test_shared_prefix_gives_the_same_loss_as_whole_prompts(embed_home):
     the whole prompts (only the gradient through the prefix positions is dropped)."""
     import torch
 
-    from behavior_rag.finetune_step import _batch_loss, _shared_prefix
+    from behavior_rag.finetune_step import _batch_loss, _PrefixKV, _shared_prefix
     from behavior_rag.llm.base import ChatMessage
     from behavior_rag.llm.local import LocalLLM
 
@@ -107,7 +108,9 @@ def test_shared_prefix_gives_the_same_loss_as_whole_prompts(embed_home):
     pad = llm.tok.pad_token_id if llm.tok.pad_token_id is not None else llm.tok.eos_token_id
     with torch.no_grad():
         whole = _batch_loss(llm.model, rows, torch, pad)
-        shared = _batch_loss(llm.model, rows, torch, pad, prefix, llm._cache_kw)
+        # first=0: no layer is frozen below an adapter, so every layer reruns the prefix
+        shared = _batch_loss(llm.model, rows, torch, pad,
+                             _PrefixKV(llm.model, prefix, 0, llm._cache_kw))
         single = torch.stack([_batch_loss(llm.model, [r], torch, pad) for r in rows]).mean()
     assert float(shared) == pytest.approx(float(whole), abs=1e-3)
     assert float(whole) == pytest.approx(float(single), abs=1e-3)  # padding changes nothing
@@ -139,12 +142,12 @@ def test_prefix_kv_below_the_adapter_is_computed_once_and_stays_exact(embed_home
     pkv = _PrefixKV(model, prefix, n - 2, llm._cache_kw)
     pad = llm.tok.eos_token_id
     with torch.no_grad():
-        before = _batch_loss(model, rows, torch, pad, prefix_kv=pkv, cache_kw=llm._cache_kw)
+        before = _batch_loss(model, rows, torch, pad, pkv)
         for name, w in model.named_parameters():  # move the adapter (B starts at zero)
             if "lora_B" in name:
                 w.add_(torch.randn_like(w) * 0.05)
         whole = _batch_loss(model, rows, torch, pad)
-        kept = _batch_loss(model, rows, torch, pad, prefix_kv=pkv, cache_kw=llm._cache_kw)
+        kept = _batch_loss(model, rows, torch, pad, pkv)
     assert abs(float(whole) - float(before)) > 1e-2  # the adapter changed the prefix's KV too
     assert float(kept) == pytest.approx(float(whole), abs=1e-3)
 

@@ -35,9 +35,24 @@ def _table(rows, binary: bool) -> list[str]:
         s = r.seconds_per_session
         out.append(f"| {PRETTY.get(r.method, r.method)} | "
                    + " | ".join(_fmt(r.metrics.get(c)) for c in cols)
-                   + f" | {_fmt(r.threshold)} | {_fmt(s * 1000 if s else None)} | "
-                   + f"{_fmt(1 / s if s else None)} |")
+                   + f" | {_fmt(r.threshold)} | {_ms(s)} | {_rate(s)} |")
     return out
+
+
+TIMES = ("Times: baselines are timed on prediction from inputs made once for the whole split "
+         "(rendered texts, embeddings, feature columns); the product's times include rendering, "
+         "embedding, retrieval and the LLM for each session.")
+
+
+def _ms(s: float | None) -> str:
+    return "–" if not s else f"{s * 1000:.3g}"
+
+
+def _rate(s: float | None) -> str:
+    """Sessions per second, readable: a timer's resolution makes trivial methods' rates noise."""
+    if not s:
+        return "–"
+    return "> 1M" if 1 / s >= 1e6 else f"{1 / s:,.0f}" if 1 / s >= 10 else f"{1 / s:.2f}"
 
 
 def _best(rows, key, names):
@@ -125,7 +140,8 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
         rate = float(np.mean(np.asarray(y_all) == res.positive))
         lines.append(f"- Positive class `{res.positive}`; test base rate {rate:.1%} (auPR of a "
                      "random ranking equals the base rate).")
-    lines += ["", "## Test results (all test sessions)", "", *_table(res.results, binary), ""]
+    lines += ["", "## Test results (all test sessions)", "", *_table(res.results, binary), "",
+              TIMES, ""]
     if res.llm_sample:
         lines += [f"## Like-for-like on the LLM sample ({res.llm_sample_size} test sessions, "
                   "seeded random)", "",
@@ -156,7 +172,10 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
         lines += ["", "## LoRA fine-tune", "",
                   f"- {lo.get('examples', '?')} training examples, batch "
                   f"{lo.get('batch_size', '?')}, LoRA on the top {lo.get('top_layers') or 'all'}"
-                  f" layers, {lo.get('k_examples', '?')} few-shot examples in the prompt.",
+                  f" layers, {lo.get('k_examples', '?')} few-shot examples in the prompt"
+                  + (f"; prompts average {lo['prompt_tokens']:.0f} tokens, of which "
+                     f"{lo['prefix_tokens']} are a prefix all share (the step cost follows the "
+                     "rest)" if lo.get("prompt_tokens") else "") + ".",
                   f"- {lo['steps']} steps; the whole fine-tune (prompt building, training, "
                   f"validation) took {lo['seconds']:.0f} s ({lo['seconds'] / 60:.1f} min; target "
                   f"<= 15 min: {'met' if lo['seconds'] <= 900 else 'NOT met'}), "
