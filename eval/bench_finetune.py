@@ -7,7 +7,7 @@ the 15-minute bound, time by phase (prepare, train, validate), seconds per step,
 the validation macro-F1 history. The adapter goes to a git-ignored folder under ``.cache/``.
 
 Usage:  python eval/bench_finetune.py [--task taobao-intent|synth-personas] [--max-steps N]
-                                      [--early-stop]
+                                      [--top-layers N] [--eval-every N] [--early-stop] [--out F]
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ def main() -> None:
                     choices=["taobao-intent", "synth-personas"])
     ap.add_argument("--max-steps", type=int, default=None, help="default: the config's")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--top-layers", type=int, default=None, help="default: the config's")
+    ap.add_argument("--eval-every", type=int, default=None, help="default: the config's")
+    ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--early-stop", action="store_true", help="keep the config's early "
                     "stopping (default: off, so the run covers all 1,000 examples)")
     args = ap.parse_args()
@@ -47,6 +50,9 @@ def main() -> None:
     cfg = FinetuneConfig(seed=args.seed)
     if args.max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": args.max_steps})
+    for key in ("top_layers", "eval_every"):
+        if getattr(args, key) is not None:
+            cfg = cfg.model_copy(update={key: getattr(args, key)})
     if not args.early_stop:  # the bound is for a whole pass: no stopping after 400 examples
         cfg = cfg.model_copy(update={"patience": cfg.max_steps})
     out = ROOT / ".cache" / "bench-finetune-adapter"
@@ -78,7 +84,7 @@ def main() -> None:
         + ", ".join(f"{h['step']}: {h['val_macro_f1']:.3f} ({h.get('val_log_loss', 0):.3f})"
                     for h in res.history) + ".",
     ]
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 
