@@ -265,7 +265,7 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
                   if "lora_" in k}
     lengths = [len(p) + len(lab) for p, lab in examples]
     batches: list[list[int]] = []
-    step = bad_evals = 0
+    step = bad_evals = best_step = 0
     while step < cfg.max_steps:
         if not batches:
             batches = _length_batches(lengths, cfg.batch_size, rng,
@@ -288,7 +288,7 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
             # macro-F1 first; on a tie (a rare class never predicted leaves it flat for long)
             # the validation log-loss of the gold label decides
             if f1 > best_f1 + 1e-9 or (f1 > best_f1 - 1e-9 and ll < best_ll - 1e-6):
-                best_f1, best_ll, bad_evals = f1, ll, 0
+                best_f1, best_ll, bad_evals, best_step = f1, ll, 0, step
                 best_state = {k: v.detach().clone() for k, v in peft_model.state_dict().items()
                               if "lora_" in k}
             else:
@@ -303,7 +303,8 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
                      metrics={"val_macro_f1_base": history[0]["val_macro_f1"],
                               "val_macro_f1_best": best_f1,
                               "val_log_loss_base": history[0]["val_log_loss"],
-                              "val_log_loss_best": best_ll, "steps": step},
+                              "val_log_loss_best": best_ll, "steps": step,
+                              "best_step": best_step},
                      date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     out = Path(out)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"

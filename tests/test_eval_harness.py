@@ -105,3 +105,4 @@ def test_lora_method_trains_on_the_train_split_and_is_reported_next_to_few_shot(
     report = (tmp_path / "s" / "report.md").read_text()
     assert "## LoRA fine-tune" in report and "few-shot LLM" in report
     assert lo["validation"] == "lora-layers" and "scored through the lora-layers" in report
+    assert "Kept the adapter of step" in report

@@ -265,7 +265,8 @@ def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, embedder, llm_v
                  "peak_rss_mb": round(res.peak_rss_mb), "history": res.history,
                  "phase_seconds": res.phase_seconds, "max_steps": res.card.config.max_steps,
                  "validation": res.validation, "prompt_tokens": res.prompt_tokens,
-                 "prefix_tokens": res.prefix_tokens})
+                 "prefix_tokens": res.prefix_tokens,
+                 "best_step": res.card.metrics.get("best_step")})
     llm = LocalLLM(cfg.llm_model or settings.llm.model, cache_root=settings.home / "models",
                    adapter=res.adapter)
     # the adapter is scored with the prompt it was trained on (its few-shot count)

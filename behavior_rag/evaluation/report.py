@@ -184,9 +184,12 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                       f"{k} {v:.0f}" for k, v in lo["phase_seconds"].items())]
                     if lo.get("phase_seconds") else []),
                   *([f"- Stopped early at step {lo['steps']} of {lo['max_steps']}: validation "
-                     "macro-F1 (then log-loss) stopped improving; the best evaluation's adapter "
-                     "is kept."] if lo.get("max_steps") and lo["steps"] < lo["max_steps"]
-                    else []),
+                     "macro-F1 (then log-loss) stopped improving."]
+                    if lo.get("max_steps") and lo["steps"] < lo["max_steps"] else []),
+                  *([f"- Kept the adapter of step {lo['best_step']}, the best validation "
+                     "evaluation" + (" (step 0: the base model unchanged; training did not "
+                                     "improve on it)" if lo["best_step"] == 0 else "") + "."]
+                    if lo.get("best_step") is not None else []),
                   "- Validation macro-F1 (gold-label log-loss) by step"
                   + (f", scored through the {lo['validation']}" if lo.get("validation") else "")
                   + ": " + ", ".join(
