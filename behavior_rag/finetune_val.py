@@ -10,7 +10,7 @@ and falls back to the whole model if they disagree (a model whose layers take ot
 
 Example:
     >>> scorer = _ValScorer(llm, clf, val, prefix_kv, peft_model)            # doctest: +SKIP
-    >>> f1, log_loss = scorer.metrics(scorer.scores(peft_model))           # doctest: +SKIP
+    >>> f1, log_loss = val_metrics(scorer.scores(peft_model), gold, labels)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ class _ValScorer:
         import torch
 
         self.labels = list(clf.labels)
-        self.gold = [s.label for s in val]
         self.kv, self.kw = prefix_kv, prefix_kv.cache_kw
         n_pre, answer = prefix_kv.n, clf.prompt.answer_prefix
         prefix_ids = None
@@ -194,6 +193,3 @@ class _ValScorer:
     def scores(self, model) -> np.ndarray:
         """[sessions, labels] log-probs of each label under the model's current adapter."""
         return self._top_layers(model, self.rows) if self.fast else self._whole_model(model)
-
-    def metrics(self, scores: np.ndarray) -> tuple[float, float]:
-        return val_metrics(scores, self.gold, self.labels)
