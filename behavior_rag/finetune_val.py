@@ -86,25 +86,13 @@ class _ValScorer:
 
     @staticmethod
     def _pack(r: _Row, n: int) -> None:
-        """Every label's tokens after its first, end to end, each seeing the prompt and its own
-        earlier tokens (the layout of ``LocalLLM._packed_rest``)."""
-        import torch
+        """The label tokens laid out as ``LocalLLM._packed_rest`` lays them out."""
+        from behavior_rag.llm.local import packed_options
 
-        parts = [o[:-1] for o in r.opt_ids if len(o) > 1]
-        r.packed = torch.cat(parts) if parts else None
-        if r.packed is None:
-            return
-        t = len(r.packed)
-        allowed = torch.zeros(t, n + t, dtype=torch.bool)
-        allowed[:, :n] = True
-        pos, off = [], 0
-        for o in parts:
-            m = len(o)
-            allowed[off: off + m, n + off: n + off + m] = torch.tril(torch.ones(m, m,
-                                                                                dtype=torch.bool))
-            pos.append(torch.arange(n, n + m))
-            off += m
-        r.pos_opt, r.allowed_opt = torch.cat(pos)[None], allowed
+        packed = packed_options(r.opt_ids, n)
+        r.packed = None if packed is None else packed[0]
+        if packed is not None:
+            r.allowed_opt, r.pos_opt = packed[1], packed[2][None]
 
     def _score(self, r: _Row, last_logits, opt_logits) -> list[float]:
         import torch

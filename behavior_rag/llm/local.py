@@ -91,6 +91,30 @@ def _convert(gguf: Path, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def packed_options(opt_ids, n: int, device="cpu"):
+    """Every option's tokens after its first, end to end after an ``n``-token prompt: the
+    tokens, a bool mask [t, n + t] letting each see the prompt and its own option's earlier
+    tokens, and position ids restarting at ``n`` per option. None when no option has a
+    second token."""
+    import torch
+
+    parts = [o[:-1] for o in opt_ids if len(o) > 1]
+    if not parts:
+        return None
+    tokens = torch.cat(parts)
+    t = len(tokens)
+    allowed = torch.zeros(t, n + t, dtype=torch.bool, device=device)
+    allowed[:, :n] = True
+    pos, off = [], 0
+    for o in parts:
+        m = len(o)
+        allowed[off: off + m, n + off: n + off + m] = torch.tril(
+            torch.ones(m, m, dtype=torch.bool, device=device))
+        pos.append(torch.arange(n, n + m, device=device))
+        off += m
+    return tokens, allowed, torch.cat(pos)
+
+
 class LocalLLM:
     """transformers on CPU (or CUDA if visible); greedy generation and option scoring."""
 
@@ -221,21 +245,12 @@ class LocalLLM:
         out = [0.0] * len(opt_ids)
         if not parts:
             return out
-        tokens = torch.cat([o[:-1] for _, o in parts])
+        tokens, allowed, pos = packed_options(opt_ids, n, self.device)
         t = len(tokens)
-        allowed = torch.zeros(t, n + t, dtype=torch.bool, device=self.device)
-        allowed[:, :n] = True
-        pos, off = [], 0
-        for _, o in parts:
-            m = len(o) - 1
-            allowed[off: off + m, n + off: n + off + m] = torch.tril(
-                torch.ones(m, m, dtype=torch.bool, device=self.device))
-            pos.append(torch.arange(n, n + m, device=self.device))
-            off += m
         dtype = self.model.dtype
         mask = torch.zeros(1, 1, t, n + t, dtype=dtype, device=self.device)
         mask[0, 0][~allowed] = torch.finfo(dtype).min
-        o = self.model(tokens[None], attention_mask=mask, position_ids=torch.cat(pos)[None],
+        o = self.model(tokens[None], attention_mask=mask, position_ids=pos[None],
                        use_cache=True, **{self._cache_kw: cache})
         logp = torch.log_softmax(o.logits[0].float(), dim=-1)
         cache.crop(-t)  # back to the prompt
