@@ -16,7 +16,9 @@ folder and renamed into place.
 
 Defaults: r=16, alpha=32, no dropout, attention + MLP projections of the top 6 layers, lr 5e-4,
 batch 8, 125 steps (one pass over at most 1,000 sampled training sessions), a zero-shot training
-prompt (``k_examples=0``; the card makes inference use the same). What keeps a CPU step cheap
+prompt (``k_examples=0``) from ``prompts/classify_compact.yaml`` (one short line per label
+instead of descriptions + signals: persona prompts ~470 tokens instead of ~980); the card makes
+inference use the same prompt file and few-shot count. What keeps a CPU step cheap
 (measured on the shared 2-core box): the static prefix is shared by the batch, its KV below the
 LoRA layers computed once per run and only rerun through the LoRA layers each step, without
 gradient (``finetune_step``); logits only at the label positions; LoRA only on the top layers,
@@ -47,7 +49,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from behavior_rag.errors import ConfigError
-from behavior_rag.finetune_step import _batch_loss, _Examples, _PrefixKV
+from behavior_rag.finetune_step import _batch_loss, _Examples, _PrefixKV, gqa_sdpa
 from behavior_rag.finetune_val import _ValScorer, slow_scores, val_metrics
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.taxonomy import Taxonomy
@@ -82,6 +84,12 @@ class FinetuneConfig(BaseModel):
                             "sets classify.k_examples), so training and inference prompts stay "
                             "identical. 0 by default: on CPU the step cost follows the tokens "
                             "after the shared static prefix, and neighbours triple them.")
+    prompt: str = Field("classify_compact", description="Prompt file (name under prompts/ or a "
+                        "path) of the training prompt; the model card records it and inference "
+                        "with the adapter uses it. classify_compact: the classify prompt with "
+                        "one short line per label instead of descriptions + signals — the "
+                        "adapter learns the labels from data, and the step cost grows with the "
+                        "prompt (personas: ~250 tokens instead of ~770).")
     bf16: bool = Field(False, description="bf16 autocast for forward/backward. Off by default: "
                        "on this CPU (no AVX512-BF16/AMX) a step measured 2.4x slower in bf16.")
     group_by_length: bool = Field(True, description="Batch prompts of similar length "
@@ -103,6 +111,10 @@ class ModelCard(BaseModel):
     n_val: int
     k_examples: int | None = Field(None, description="Few-shot neighbours the adapter was "
                                    "trained (and must be used) with; None: cards before it.")
+    prompt: str | None = Field(None, description="Prompt file the adapter was trained (and "
+                               "must be used) with; None: cards before it (classify).")
+    prompt_hash: str | None = Field(None, description="PromptFile.content_hash of it: an "
+                                    "edited prompt is refused.")
     config: FinetuneConfig
     metrics: dict[str, float | int | list | None]
     date: str
@@ -134,6 +146,15 @@ def check_adapter(adapter: str | Path, base_model: str, taxonomy: Taxonomy) -> M
                           f"(hash {card.taxonomy_hash}), the running taxonomy is "
                           f"{taxonomy.name!r} (hash {taxonomy.content_hash})",
                           field="llm.adapter", value=str(adapter))
+    if card.prompt_hash is not None:
+        from behavior_rag.prompts import load_prompt
+
+        now = load_prompt(card.prompt).content_hash
+        if now != card.prompt_hash:
+            raise ConfigError(f"adapter {adapter} was trained with prompt {card.prompt!r} "
+                              f"(hash {card.prompt_hash}); that prompt file has changed since "
+                              f"(hash {now}): retrain the adapter", field="classify.prompt",
+                              value=card.prompt)
     return card
 
 
@@ -203,7 +224,7 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
         upsert_sessions(index, emb, list(train), settings=settings, split="train")
     llm = LocalLLM(model, cache_root=settings.home / "models", threads=settings.llm.threads)
     settings = settings.model_copy(update={"classify": settings.classify.model_copy(
-        update={"k_examples": cfg.k_examples})})
+        update={"k_examples": cfg.k_examples, "prompt": cfg.prompt})})
     clf = Classifier(index, emb, llm, taxonomy, settings=settings)
     pick = sorted(rng.choice(len(train), size=min(cfg.max_examples, len(train)),
                              replace=False).tolist())
@@ -237,7 +258,8 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
     scorer = None
     if prefix_kv is not None:
         try:
-            scorer = _ValScorer(llm, clf, val, prefix_kv, peft_model)
+            with gqa_sdpa():
+                scorer = _ValScorer(llm, clf, val, prefix_kv, peft_model)
         except ValueError:  # a validation prompt outside the shared prefix
             scorer = None
     if scorer is not None and not scorer.fast:
@@ -249,7 +271,8 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
         if first and scorer is not None:
             scores = scorer.base_scores  # computed while keeping the lower layers' output
         elif scorer is not None:
-            scores = scorer.scores(peft_model)
+            with gqa_sdpa():
+                scores = scorer.scores(peft_model)
         else:
             peft_model.eval()
             llm._last = None
@@ -272,7 +295,7 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
                                       by_length=cfg.group_by_length)
         rows = [examples[i] for i in batches.pop()]
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16), gqa_sdpa():
             loss = _batch_loss(peft_model, rows, torch, pad, prefix_kv)
         loss.backward()
         opt.step()
@@ -299,7 +322,8 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
     card = ModelCard(base_model=model, taxonomy=taxonomy.name,
                      taxonomy_hash=taxonomy.content_hash,
                      data_hash=data_hash(train), n_train=len(train), n_val=len(val),
-                     k_examples=cfg.k_examples, config=cfg,
+                     k_examples=cfg.k_examples, prompt=cfg.prompt,
+                     prompt_hash=clf.prompt.content_hash, config=cfg,
                      metrics={"val_macro_f1_base": history[0]["val_macro_f1"],
                               "val_macro_f1_best": best_f1,
                               "val_log_loss_base": history[0]["val_log_loss"],

@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 from behavior_rag.types import Session
 
@@ -94,6 +96,24 @@ class _PrefixKV:
         model.train(was_training)
         cache.batch_repeat_interleave(batch)
         return cache
+
+
+@contextmanager
+def gqa_sdpa():
+    """Let transformers' SDPA attention read grouped-query KV heads as they are
+    (``enable_gqa``) when a mask is passed too. Without it, a padded batch copies every
+    layer's keys and values once per query head group (``repeat_kv``: 3x for SmolLM2, over the
+    ~1,000-token prefix of every row); with it the same kernel reads them in place. Same
+    output (max diff 0 in a check); measured ~5% of a persona step (7.9 -> 7.5 s)."""
+    key, old = "TRANSFORMERS_SDPA_FORCE_GQA", os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 
 def _batch_loss(model, rows, torch, pad_id: int, prefix_kv: _PrefixKV | None = None):

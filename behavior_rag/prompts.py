@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,13 @@ class PromptFile(BaseModel):
     structured_suffix: str = ""
     reask: str = ""
     path: str = ""
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 (hex, 16) of the templates: a fine-tuned adapter records the hash of the prompt
+        it was trained on, and is refused with an edited one."""
+        body = self.model_dump(exclude={"path"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     def render(self, part: str, **variables: Any) -> str:
         try:

@@ -154,18 +154,24 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _adapter_prompt(self) -> Settings:
         """An adapter is used with the prompt it was trained on: its model card's
-        ``k_examples`` (few-shot neighbours) becomes ``classify.k_examples``."""
+        ``k_examples`` (few-shot neighbours) and ``prompt`` (prompt file) become
+        ``classify.k_examples`` and ``classify.prompt``; an explicit different value is refused."""
         card = self.llm.adapter / "model_card.json" if self.llm.adapter else None
         if card is None or not card.is_file():
             return self  # a missing card is refused, with its path, when the LLM is built
-        k = json.loads(card.read_text()).get("k_examples")
-        if k is None or k == self.classify.k_examples:
-            return self
-        if "k_examples" in self.classify.model_fields_set:
-            raise ValueError(f"llm.adapter {self.llm.adapter} was trained with "
-                             f"classify.k_examples={k}, but k_examples="
-                             f"{self.classify.k_examples} was set")
-        self.classify = self.classify.model_copy(update={"k_examples": k})
+        data = json.loads(card.read_text())
+        update = {}
+        for key in ("k_examples", "prompt"):
+            want = data.get(key)
+            if want is None or want == getattr(self.classify, key):
+                continue
+            if key in self.classify.model_fields_set:
+                raise ValueError(f"llm.adapter {self.llm.adapter} was trained with "
+                                 f"classify.{key}={want}, but {key}="
+                                 f"{getattr(self.classify, key)} was set")
+            update[key] = want
+        if update:
+            self.classify = self.classify.model_copy(update=update)
         return self
 
 

@@ -43,6 +43,9 @@ class Label(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$",
                       description="snake_case, e.g. 'cart_abandoner'.")
     description: str = Field(min_length=1)
+    summary: str = Field("", description="A few words a compact prompt shows instead of the "
+                         "description and signals (``prompts/classify_compact.yaml``, the "
+                         "fine-tune's prompt); empty: the description.")
     signals: list[str] = Field(default_factory=list,
                                description="Observable session facts typical of this label.")
     evidence_facts: list[str] = Field(

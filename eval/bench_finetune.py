@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--top-layers", type=int, default=None, help="default: the config's")
     ap.add_argument("--eval-every", type=int, default=None, help="default: the config's")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--prompt", default=None, help="training prompt file (default: the "
+                    "config's, classify_compact)")
     ap.add_argument("--early-stop", action="store_true", help="keep the config's early "
                     "stopping (default: off, so the run covers all 1,000 examples)")
     args = ap.parse_args()
@@ -50,7 +52,7 @@ def main() -> None:
     cfg = FinetuneConfig(seed=args.seed)
     if args.max_steps is not None:
         cfg = cfg.model_copy(update={"max_steps": args.max_steps})
-    for key in ("top_layers", "eval_every"):
+    for key in ("top_layers", "eval_every", "prompt"):
         if getattr(args, key) is not None:
             cfg = cfg.model_copy(update={key: getattr(args, key)})
     if not args.early_stop:  # the bound is for a whole pass: no stopping after 400 examples
@@ -71,8 +73,8 @@ def main() -> None:
         f"{res.prompt_tokens:.0f} tokens with the label, {res.prefix_tokens} of them a prefix "
         "all share.",
         f"- Config: base `{res.card.base_model}`, LoRA r={c.r}, alpha={c.alpha} on the top "
-        f"{c.top_layers or 'all'} layers, batch {c.batch_size}, {c.k_examples} few-shot "
-        f"examples in the prompt, lr {c.lr}, dropout {c.dropout}, evaluation every "
+        f"{c.top_layers or 'all'} layers, batch {c.batch_size}, prompt file `{c.prompt}` with "
+        f"{c.k_examples} few-shot examples, lr {c.lr}, dropout {c.dropout}, evaluation every "
         f"{c.eval_every} steps, length-grouped batches: {c.group_by_length}, early stopping "
         f"{'on (patience ' + str(c.patience) + ')' if args.early_stop else 'off (a full pass)'}.",
         f"- **Wall time {res.seconds:.0f} s = {minutes:.1f} min** for {res.steps} steps "

@@ -32,6 +32,9 @@ def test_few_steps_raise_the_true_labels_score(tiny_adapter):
     from behavior_rag.taxonomy import load_taxonomy
 
     res, sp, s = tiny_adapter
+    # both scored with the adapter's training prompt, as inference with the adapter is
+    s = s.model_copy(update={"classify": s.classify.model_copy(
+        update={"prompt": res.card.prompt})})
     emb = get_embedder(s)
     index = FaissSessionIndex(emb.info, s.index)
     upsert_sessions(index, emb, sp.train, settings=s, split="train")
@@ -154,20 +157,47 @@ def test_prefix_kv_below_the_adapter_is_computed_once_and_stays_exact(embed_home
 
 
 def test_adapter_brings_its_prompt_settings(tiny_adapter):
-    """The adapter's card says how many few-shot neighbours it was trained with; settings take
-    it, and refuse an explicit different value."""
+    """The adapter's card says which prompt file and how many few-shot neighbours it was
+    trained with; settings take them, and refuse an explicit different value."""
     from pydantic import ValidationError
 
     from behavior_rag.settings import Settings
 
     res, _, s = tiny_adapter
-    assert res.card.k_examples == 1
+    assert res.card.k_examples == 1 and res.card.prompt == "classify_compact"
     got = Settings(home=s.home, llm={"adapter": res.adapter},
                    classify={"taxonomy": "purchase_intent"})
-    assert got.classify.k_examples == 1
+    assert got.classify.k_examples == 1 and got.classify.prompt == "classify_compact"
     with pytest.raises(ValidationError, match="k_examples=1"):
         Settings(home=s.home, llm={"adapter": res.adapter},
                  classify={"taxonomy": "purchase_intent", "k_examples": 3})
+    with pytest.raises(ValidationError, match="prompt=classify_compact"):
+        Settings(home=s.home, llm={"adapter": res.adapter},
+                 classify={"taxonomy": "purchase_intent", "prompt": "classify"})
+
+
+def test_adapter_with_an_edited_prompt_file_is_refused(tiny_adapter, tmp_path):
+    """The card records the training prompt's hash: after the prompt file is edited the adapter
+    would see a prompt it was never trained on, so it is refused with the file named."""
+    from behavior_rag.finetune import check_adapter
+    from behavior_rag.prompts import load_prompt
+    from behavior_rag.resources import prompts_dir
+    from behavior_rag.taxonomy import load_taxonomy
+
+    res, _, _ = tiny_adapter
+    tax = load_taxonomy("purchase_intent")
+    assert check_adapter(res.adapter, "smollm2-135m", tax).prompt_hash == \
+        load_prompt("classify_compact").content_hash
+    edited = tmp_path / "my_prompt.yaml"
+    edited.write_text((prompts_dir() / "classify_compact.yaml").read_text().replace(
+        "exactly one label", "one label"))
+    moved = tmp_path / "adapter"
+    shutil.copytree(res.adapter, moved)
+    card = json.loads((moved / "model_card.json").read_text())
+    (moved / "model_card.json").write_text(json.dumps(card | {"prompt": str(edited)}))
+    with pytest.raises(ConfigError, match="my_prompt.yaml.*changed") as e:
+        check_adapter(moved, "smollm2-135m", tax)
+    assert e.value.context["field"] == "classify.prompt"
 
 
 def _zero_shot_setup(embed_home, k_examples=0):

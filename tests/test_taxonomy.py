@@ -114,3 +114,21 @@ def test_unparseable_missing_and_unknown_files_raise_taxonomy_error(tmp_path):
 def test_models_can_be_built_in_code():
     tax = Taxonomy(name="tiny", labels=[Label(name="buyer", description="Buys.")])
     assert "buyer" in tax and "seller" not in tax
+
+
+def test_compact_prompt_lists_summaries_and_keeps_the_instructions(tmp_path):
+    """The fine-tune's prompt shows one short line per label (its summary, else its
+    description), no signals, and the same data-not-instructions wording as the full one."""
+    from behavior_rag.prompts import load_prompt
+
+    tax = load_taxonomy()
+    full = load_prompt("classify").render("system", taxonomy=tax)
+    compact = load_prompt("classify_compact").render("system", taxonomy=tax)
+    assert "- deal_hunter: hunts for sales and cheap items across categories" in compact
+    assert "Signals:" in full and "Signals:" not in compact
+    assert len(compact) < len(full) / 2
+    for line in full.splitlines()[:4]:
+        assert line in compact  # the injection guard is word for word
+    own = load_taxonomy(_write(tmp_path / "mine.yaml", GOOD_YAML))
+    assert "- browser: Only looks." in load_prompt("classify_compact").render(
+        "system", taxonomy=own)

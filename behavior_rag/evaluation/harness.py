@@ -261,6 +261,7 @@ def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, embedder, llm_v
     info.update({"adapter": res.adapter, "steps": res.steps, "seconds": round(res.seconds, 1),
                  "examples": res.n_examples, "batch_size": res.card.config.batch_size,
                  "top_layers": res.card.config.top_layers, "k_examples": res.card.k_examples,
+                 "prompt": res.card.prompt, "fewshot_prompt": settings.classify.prompt,
                  "sec_per_step": round(res.sec_per_step, 2),
                  "peak_rss_mb": round(res.peak_rss_mb), "history": res.history,
                  "phase_seconds": res.phase_seconds, "max_steps": res.card.config.max_steps,
@@ -269,9 +270,9 @@ def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, embedder, llm_v
                  "best_step": res.card.metrics.get("best_step")})
     llm = LocalLLM(cfg.llm_model or settings.llm.model, cache_root=settings.home / "models",
                    adapter=res.adapter)
-    # the adapter is scored with the prompt it was trained on (its few-shot count)
+    # the adapter is scored with the prompt it was trained on (prompt file, few-shot count)
     settings = settings.model_copy(update={"classify": settings.classify.model_copy(
-        update={"k_examples": res.card.k_examples})})
+        update={"k_examples": res.card.k_examples, "prompt": res.card.prompt})})
     lp = ProductScores(settings, tax, llm, embedder)
     lp.fit(task.train, task.val, llm_val=llm_val)
     return (lp.proba("llm", llm_val, classes), lp.proba("llm", llm_test, classes),

@@ -173,6 +173,8 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                   f"- {lo.get('examples', '?')} training examples, batch "
                   f"{lo.get('batch_size', '?')}, LoRA on the top {lo.get('top_layers') or 'all'}"
                   f" layers, {lo.get('k_examples', '?')} few-shot examples in the prompt"
+                  + (f" (prompt file `{lo['prompt']}`; the few-shot rows use "
+                     f"`{lo.get('fewshot_prompt', 'classify')}`)" if lo.get("prompt") else "")
                   + (f"; prompts average {lo['prompt_tokens']:.0f} tokens, of which "
                      f"{lo['prefix_tokens']} are a prefix all share (the step cost follows the "
                      "rest)" if lo.get("prompt_tokens") else "") + ".",
