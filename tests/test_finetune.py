@@ -250,8 +250,16 @@ def test_validation_through_the_lora_layers_only_scores_as_the_backend(embed_hom
                                                  layers_to_transform=[n - 2, n - 1]))
     pkv = _PrefixKV(model, built.prefix, n - 2, llm._cache_kw)
     val = sp.dev[:4]
-    scorer = _ValScorer(llm, clf, val, pkv, model)
+    scorer = _ValScorer(llm, clf, val, pkv, model, batch=3)  # a padded batch of 3, then 1
+    assert [len(b.idx) for b in scorer.batches] == [3, 1]
+    own = scorer.batches[0].mask[:, 0, -1, pkv.n:].sum(-1)  # each row's unpadded length
+    assert len(set(own.tolist())) > 1  # rows of different lengths: padding is exercised
     assert scorer.fast and scorer.base_scores.shape == (4, 2)
+    llm.model, llm._last = model, None
+    model.eval()
+    with torch.no_grad():  # the batched whole-model pass scores as the backend does
+        np.testing.assert_allclose(scorer.base_scores, slow_scores(llm, clf, val), atol=1e-3)
+    model.train()
     with torch.no_grad():
         for name, w in model.named_parameters():
             if "lora_B" in name:
