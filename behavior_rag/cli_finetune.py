@@ -30,6 +30,10 @@ def finetune_cmd(
                                              "layers only (0: all)."),
     k_examples: int = typer.Option(0, "--k-examples", help="Few-shot neighbours in the "
                                    "training prompt (the adapter is used with the same)."),
+    prompt: str = typer.Option("classify_compact", "--prompt", help="Training prompt file "
+                               "(name under prompts/ or a path); the adapter is used with it. "
+                               "classify_compact lists one short line per label; classify "
+                               "(descriptions + signals) costs ~1.5x per CPU step on personas."),
     val_frac: float = typer.Option(0.15, "--val-frac", help="Users held out for validation."),
     seed: int = typer.Option(0, "--seed"),
     human: bool = HUMAN,
@@ -43,7 +47,8 @@ def finetune_cmd(
     sessions = [x for x in load_sessions(data, fmt, s) if x.label]
     sp = split_by_user(sessions, seed, dev_frac=val_frac, test_frac=0.0)
     cfg = FinetuneConfig(max_steps=max_steps, batch_size=batch_size, lr=lr, r=r, alpha=2 * r,
-                         seed=seed, top_layers=top_layers or None, k_examples=k_examples)
+                         seed=seed, top_layers=top_layers or None, k_examples=k_examples,
+                         prompt=prompt)
     with progress("fine-tuning") as bar:
         task = bar.add_task("steps", total=max_steps)
         res = finetune(sp.train, sp.dev, load_taxonomy(taxonomy), out=out, model=model,

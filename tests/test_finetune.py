@@ -291,3 +291,26 @@ def test_length_grouped_batches_cover_the_data_once_with_little_padding():
     plain = _length_batches(lengths, 8, np.random.default_rng(1), by_length=False)
     assert padded(batches) < 0.8 * padded(plain)
     assert padded(batches) < 1.05 * sum(lengths)
+
+
+def test_cli_finetune_writes_an_adapter_that_classify_then_uses(tmp_path, embed_home):
+    """As a user runs it: labelled sessions -> `behavior-rag finetune` -> `classify` with
+    BEHAVIOR_RAG_LLM__ADAPTER, which picks up the adapter's prompt file from its card."""
+    from behavior_rag.taxonomy import load_taxonomy
+    from tests.conftest import cli_json
+
+    env = {"BEHAVIOR_RAG_HOME": str(embed_home), "BEHAVIOR_RAG_EMBED__BACKEND": "onnx-int8",
+           "BEHAVIOR_RAG_CLASSIFY__QUERY_MAX_TOKENS": "64"}
+    cli_json(env, "synth", "--n", "120", "--seed", "8", "--out", str(tmp_path / "train"))
+    cli_json(env, "synth", "--n", "10", "--seed", "9", "--out", str(tmp_path / "new"))
+    out = tmp_path / "adapter"
+    [res] = cli_json(env, "finetune", "--data", str(tmp_path / "train"), "--out", str(out),
+                     "--max-steps", "2", "--batch-size", "2")
+    assert res["steps"] == 2 and res["card"]["prompt"] == "classify_compact"
+    assert res["card"]["taxonomy"] == "shopper-personas" and res["card"]["n_val"] > 0
+    assert {"adapter_config.json", "adapter_model.safetensors", "model_card.json"} <= {
+        p.name for p in out.iterdir()}
+    cli_json(env, "index", "build", str(tmp_path / "train"), "--index", str(tmp_path / "ix"))
+    preds = cli_json(env | {"BEHAVIOR_RAG_LLM__ADAPTER": str(out)}, "classify",
+                     str(tmp_path / "new"), "--index", str(tmp_path / "ix"), "--limit", "3")
+    assert len(preds) == 3 and all(p["label"] in load_taxonomy().names for p in preds)
