@@ -90,7 +90,9 @@ class ClassifySettings(BaseModel):
     """Few-shot classification."""
 
     taxonomy: str = "personas"
-    prompt: str = "classify"
+    prompt: str = Field("classify", description="Prompt file: a name under prompts/ or a "
+                        "path. A LoRA adapter's model card sets it (its training prompt, "
+                        "classify_compact by default).")
     k_examples: int = Field(3, ge=0, description="Labelled neighbours shown in the prompt.")
     per_label_max: int = Field(2, ge=1, description="At most this many examples per label, so "
                                "one label cannot flood the prompt.")
