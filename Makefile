@@ -53,7 +53,7 @@ test: $(STAMP) $(VLLM_VENV)/.installed
 
 # Full evaluation reports under eval/reports/ (seeded; LLM methods on a seeded sample of 100).
 # Taobao and synth also fine-tune a LoRA adapter on their train split (11-14 min each), so the
-# few-shot and LoRA rows share one split and one sample: about 65 min on 2 cores in all.
+# few-shot and LoRA rows share one split and one sample: about 70 min on 2 cores in all.
 EVAL_ALL = majority,bow,gbm,embed-lr,knn,llm,fused,stacked
 eval: $(STAMP)
 	$(BIN)/behavior-rag eval --task uci-intent --llm-limit 100 --out eval/reports/uci-intent
