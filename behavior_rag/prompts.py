@@ -63,12 +63,16 @@ class PromptFile(BaseModel):
 
 @lru_cache(maxsize=16)
 def load_prompt(name_or_path: str | Path) -> PromptFile:
-    """``classify`` -> ``prompts/classify.yaml``; or a path to your own YAML file."""
+    """``classify`` -> ``prompts/classify.yaml``; or a path to your own YAML file. A file with
+    ``extends: other`` takes every template it does not set from ``other``."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = prompts_dir() / f"{name_or_path}.yaml"
     try:
         data = yaml.safe_load(path.read_text())
+        base = data.pop("extends", None) if isinstance(data, dict) else None
+        if base is not None:
+            data = load_prompt(base).model_dump(exclude={"path"}) | data
         return PromptFile.model_validate({**data, "path": str(path)})
     except FileNotFoundError as e:
         raise ConfigError("prompt file not found", file=str(path)) from e

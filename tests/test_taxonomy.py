@@ -129,6 +129,9 @@ def test_compact_prompt_lists_summaries_and_keeps_the_instructions(tmp_path):
     assert len(compact) < len(full) / 2
     for line in full.splitlines()[:4]:
         assert line in compact  # the injection guard is word for word
+    base, short = load_prompt("classify"), load_prompt("classify_compact")
+    assert (short.user, short.answer_prefix, short.reask) == (base.user, base.answer_prefix,
+                                                              base.reask)  # `extends: classify`
     own = load_taxonomy(_write(tmp_path / "mine.yaml", GOOD_YAML))
     assert "- browser: Only looks." in load_prompt("classify_compact").render(
         "system", taxonomy=own)
