@@ -19,14 +19,22 @@ from typing import overload
 
 from pydantic import BaseModel
 
+from behavior_rag.classify import Classifier
 from behavior_rag.embed import Embedder, get_embedder
 from behavior_rag.embed.base import EmbedderInfo, Progress
+from behavior_rag.errors import TaxonomyError
+from behavior_rag.finetune import finetune
+from behavior_rag.fusion import FusionParams, fit
 from behavior_rag.index.base import Filter
 from behavior_rag.index.build import UpsertReport, upsert_sessions
 from behavior_rag.index.faiss_index import FaissSessionIndex
 from behavior_rag.index.storage import IndexConfig, read_config
+from behavior_rag.ingest.store import read_store, write_store
+from behavior_rag.llm.factory import get_llm
+from behavior_rag.profile import build_profile
 from behavior_rag.retrieve import Neighbor, similar
 from behavior_rag.settings import Settings, default_settings
+from behavior_rag.taxonomy import load_taxonomy
 from behavior_rag.types import PatternPrediction, Session
 
 log = logging.getLogger(__name__)
@@ -37,7 +45,6 @@ class IndexInfo(BaseModel):
     config: IndexConfig
     labels: dict[str, int]
     users: int
-
 
 class BehaviorRAG:
     """Index sessions and find similar shoppers. Later: classify, profile, discover.
@@ -103,7 +110,6 @@ class BehaviorRAG:
     def sessions(self) -> dict[str, Session]:
         """Indexed sessions with their events (kept in ``<index>/sessions/``), by id."""
         if self._sessions is None:
-            from behavior_rag.ingest.store import read_store
 
             path = self.index_path / "sessions"
             self._sessions = {} if self._fresh or not (path / "manifest.json").exists() else \
@@ -120,8 +126,6 @@ class BehaviorRAG:
         Example:
             >>> rag.add_labelled(train_sessions)                                # doctest: +SKIP
         """
-        from behavior_rag.errors import TaxonomyError
-        from behavior_rag.taxonomy import load_taxonomy
 
         if labels is not None:
             if len(labels) != len(sessions):
@@ -148,7 +152,6 @@ class BehaviorRAG:
         """Commit the index folder atomically (and the session events beside it)."""
         cfg = self.index.save(self.index_path)
         if self._sessions_dirty:
-            from behavior_rag.ingest.store import write_store
 
             write_store(list(self.sessions.values()), self.index_path / "sessions")
             self._sessions_dirty = False
@@ -163,7 +166,6 @@ class BehaviorRAG:
         Example:
             >>> rag.profile("u_3f2a...").narrative                              # doctest: +SKIP
         """
-        from behavior_rag.profile import build_profile
 
         pool = list(sessions) if sessions is not None else \
             [s for s in self.sessions.values() if s.user_id == user_id]
@@ -187,10 +189,6 @@ class BehaviorRAG:
         """The few-shot classifier over this index (LLM from settings; fusion parameters from
         ``<index>/fusion.json`` once :meth:`fit_fusion` has run)."""
         if self._classifier is None:
-            from behavior_rag.classify import Classifier
-            from behavior_rag.fusion import FusionParams
-            from behavior_rag.llm.factory import get_llm
-            from behavior_rag.taxonomy import load_taxonomy
 
             fusion_path = self.index_path / "fusion.json"
             fusion = FusionParams.load(fusion_path) if fusion_path.exists() else None
@@ -226,7 +224,6 @@ class BehaviorRAG:
     def fit_fusion(self, dev_sessions: Sequence[Session]):
         """Fit fusion weights/temperatures/calibration on labelled dev sessions (never test
         data) and store them as ``<index>/fusion.json``."""
-        from behavior_rag.fusion import fit
 
         clf = self.classifier
         params = fit(clf.dev_examples(dev_sessions), clf.labels)
@@ -239,8 +236,6 @@ class BehaviorRAG:
                  config=None):
         """LoRA-fine-tune the local model on labelled sessions (see
         :func:`behavior_rag.finetune.finetune`); use it with ``llm.adapter=out``."""
-        from behavior_rag.finetune import finetune
-        from behavior_rag.taxonomy import load_taxonomy
 
         return finetune(train, val, load_taxonomy(self.settings.classify.taxonomy), out=out,
                         config=config, settings=self.settings)

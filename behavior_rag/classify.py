@@ -41,6 +41,19 @@ class LLMEvidence(BaseModel):
     value: Any = None
 
 
+class LLMResult(BaseModel):
+    """The classifier's LLM step for one session.
+
+    ``scores``: label -> log-probability (None: no LLM, or it failed: ``fallback`` says why);
+    ``proposed``: evidence a generating model cited (checked later like any other).
+    """
+
+    scores: dict[str, float] | None = None
+    proposed: list[Evidence] = []
+    fallback: str | None = None
+    seconds: float = 0.0
+
+
 class LLMDecision(BaseModel):
     """What a generating model must return (as JSON)."""
 
@@ -122,28 +135,31 @@ class Classifier:
                                 examples, msgs, warn))
         return out
 
-    def llm_scores(self, p: Prepared) -> tuple[dict[str, float] | None, list[Evidence], str | None]:
-        """Label log-probs (score mode) or a structured decision (generate mode).
+    def llm_scores(self, p: Prepared) -> LLMResult:
+        """Label log-probs (score mode) or a structured decision (generate mode), timed."""
+        t0 = time.perf_counter()
+        res = self._ask(p)
+        return res.model_copy(update={"seconds": time.perf_counter() - t0})
 
-        Returns (scores or None, evidence proposed by the model, fallback reason or None).
-        """
+    def _ask(self, p: Prepared) -> LLMResult:
         if self.llm is None:
-            return None, [], None
+            return LLMResult()
         try:
             if self.settings.classify.mode == "score":
                 scores = self.llm.score_options(p.messages, self.labels,
                                                 answer_prefix=self.prompt.answer_prefix)
-                return dict(zip(self.labels, scores)), [], None
+                return LLMResult(scores=dict(zip(self.labels, scores)))
             decision = self.structured(p)
         except LLMOutputError as e:
-            return None, [], f"LLM output invalid after {e.context.get('attempts')} attempts: " \
-                             f"{e.message}"
+            return LLMResult(fallback=f"LLM output invalid after {e.context.get('attempts')} "
+                                      f"attempts: {e.message}")
         except BehaviorRagError as e:
-            return None, [], f"LLM failed: {e.message}"
+            return LLMResult(fallback=f"LLM failed: {e.message}")
         # A generated label becomes a one-hot "score" so fusion treats both modes alike.
-        scores = {k: (0.0 if k == decision.label else -20.0) for k in self.labels}
-        proposed = [Evidence(fact=x.fact, value=x.value) for x in decision.evidence]
-        return scores, proposed, None
+        return LLMResult(scores={k: (0.0 if k == decision.label else -20.0)
+                                 for k in self.labels},
+                         proposed=[Evidence(fact=x.fact, value=x.value)
+                                   for x in decision.evidence])
 
     def structured(self, p: Prepared) -> LLMDecision:
         """Generate JSON, validate it, re-ask with the error (bounded)."""
@@ -167,8 +183,10 @@ class Classifier:
                                                                            error=error))]
         raise LLMOutputError(error, raw_output=raw[:2000], attempts=attempt)
 
-    def decide(self, p: Prepared, scores: dict[str, float] | None,
-               proposed: list[Evidence], fallback: str | None) -> PatternPrediction:
+    def decide(self, p: Prepared, llm: LLMResult | None = None) -> PatternPrediction:
+        """Fuse the kNN vote with the LLM step's scores (None: kNN alone); check evidence."""
+        llm = llm or LLMResult()
+        scores, proposed, fallback = llm.scores, llm.proposed, llm.fallback
         knn = knn_vote(p.neighbors, self.labels, self.fusion)
         probs = fuse(scores, knn, self.fusion)
         label = max(probs, key=probs.get)
@@ -197,24 +215,19 @@ class Classifier:
             t0 = time.perf_counter()
             prepared = self.prepare(sessions[start: start + batch])
             t_prep = time.perf_counter() - t0
-            timed = self._llm_many(prepared, timed=True)
-            for p, (r, t_llm) in zip(prepared, timed):
-                pred = self.decide(p, *r)
-                pred.timings = {"prepare_s": round(t_prep, 4), "llm_s": round(t_llm, 4)}
+            for p, r in zip(prepared, self.llm_many(prepared)):
+                pred = self.decide(p, r)
+                pred.timings = {"prepare_s": round(t_prep, 4), "llm_s": round(r.seconds, 4)}
                 out.append(pred)
             if progress:
                 progress(len(out), len(sessions))
         return out
 
-    def _llm_many(self, prepared: list[Prepared], timed: bool = False):
-        def call(p: Prepared):
-            t = time.perf_counter()
-            r = self.llm_scores(p)
-            return r, time.perf_counter() - t
-
-        many = getattr(self.llm, "map_concurrent", None)
-        res = many(call, prepared) if many is not None else [call(p) for p in prepared]
-        return res if timed else [r for r, _ in res]
+    def llm_many(self, prepared: list[Prepared]) -> list[LLMResult]:
+        """:meth:`llm_scores` for each, in order (concurrently where the backend can)."""
+        if self.llm is None:
+            return [LLMResult() for _ in prepared]
+        return self.llm.map_concurrent(self.llm_scores, prepared)
 
     def _neutralise(self, text: str) -> str:
         return self._label_re.sub("[label name removed]", text)
@@ -222,8 +235,8 @@ class Classifier:
     def dev_examples(self, sessions: Sequence[Session]) -> list[DevExample]:
         """LLM scores and neighbours for labelled dev sessions (to fit fusion)."""
         prepared = self.prepare(sessions)
-        return [DevExample(llm_scores=r[0], neighbors=p.neighbors, label=p.session.label)
-                for p, r in zip(prepared, self._llm_many(prepared)) if p.session.label]
+        return [DevExample(llm_scores=r.scores, neighbors=p.neighbors, label=p.session.label)
+                for p, r in zip(prepared, self.llm_many(prepared)) if p.session.label]
 
 
 def _json_part(raw: str) -> str:

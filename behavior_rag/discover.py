@@ -33,6 +33,7 @@ from behavior_rag.errors import BehaviorRagError, ConfigError
 from behavior_rag.facts import compute_facts
 from behavior_rag.llm.base import ChatMessage, LLMBackend
 from behavior_rag.render import render
+from behavior_rag.taxonomy import Taxonomy
 from behavior_rag.types import Session
 
 # Scalar facts worth describing a cluster by (name -> how a signal reads).
@@ -55,13 +56,11 @@ class Cluster(BaseModel):
     representatives: list[str] = Field(description="Session ids nearest the centroid.")
     fact_means: dict[str, float]
 
-
 class Discovery(BaseModel):
     k: int
     silhouette: dict[int, float]
     clusters: list[Cluster]
     assignments: dict[str, str] = Field(description="session id -> cluster name")
-
 
 def _fact_matrix(sessions: Sequence[Session]) -> np.ndarray:
     rows = []
@@ -71,7 +70,6 @@ def _fact_matrix(sessions: Sequence[Session]) -> np.ndarray:
                      for n in FACTS])
     return np.array(rows, dtype=float)
 
-
 def _kmeans(x: np.ndarray, k: int, seed: int):
     import faiss
 
@@ -79,7 +77,6 @@ def _kmeans(x: np.ndarray, k: int, seed: int):
     km.train(x.astype(np.float32))
     _, assign = km.index.search(x.astype(np.float32), 1)
     return km.centroids, assign[:, 0]
-
 
 def _features(sessions, facts, mu, sd, embedder, features: str, settings) -> np.ndarray:
     """Rows to cluster, L2-normalised. "both" joins the embedding with the z-scored facts
@@ -96,11 +93,9 @@ def _features(sessions, facts, mu, sd, embedder, features: str, settings) -> np.
     x = np.hstack(parts)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
 
-
 def _slug(words: list[str]) -> str:
     s = re.sub(r"[^a-z0-9]+", "_", "_".join(words).lower()).strip("_")
     return re.sub(r"_+", "_", s) or "cluster"
-
 
 def _describe(i: int, members: np.ndarray, facts: np.ndarray, mu, sd, top: int = 3):
     means = np.nanmean(facts[members], axis=0)
@@ -119,7 +114,6 @@ def _describe(i: int, members: np.ndarray, facts: np.ndarray, mu, sd, top: int =
     return signals, [names[j] for j in order], _slug(words[:4]) or f"cluster_{i}", {
         n: round(float(m), 3) for n, m in zip(names, means) if not np.isnan(m)}
 
-
 def _llm_name(llm: LLMBackend, signals: list[str], used: set[str]) -> str | None:
     msgs = [ChatMessage(role="system", content="Name a group of online shopping sessions with "
                         "a short snake_case label such as deal_hunter or quick_buyer. Reply "
@@ -131,7 +125,6 @@ def _llm_name(llm: LLMBackend, signals: list[str], used: set[str]) -> str | None
         return None
     ok = re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+){0,3}", raw) and raw not in used
     return raw if ok and len(raw) <= 40 else None
-
 
 def discover(sessions: Sequence[Session], embedder, *, k: int | None = None,
              k_range: tuple[int, int] = (3, 10), seed: int = 0, llm: LLMBackend | None = None,
@@ -185,10 +178,8 @@ def discover(sessions: Sequence[Session], embedder, *, k: int | None = None,
                      assignments={s.session_id: names_by_cluster[int(a)]
                                   for s, a in zip(sessions, assign)})
 
-
 def write_taxonomy(d: Discovery, path: str | Path, name: str = "discovered") -> Path:
     """Write ``d`` as a taxonomy YAML (checked by loading it back), atomically."""
-    from behavior_rag.taxonomy import Taxonomy
 
     path = Path(path)
     head = ("# DRAFT taxonomy from `behavior-rag discover` (k-means on session embeddings, k="

@@ -21,8 +21,8 @@ from jinja2 import Environment, StrictUndefined, TemplateError
 from pydantic import BaseModel, ValidationError
 
 from behavior_rag.errors import ConfigError
-from behavior_rag.llm.base import ChatMessage
 from behavior_rag.resources import prompts_dir
+from behavior_rag.types import ChatMessage
 
 # Autoescape off: the output is a prompt, not HTML. Free text reaching templates is already
 # quoted by the renderer; StrictUndefined turns a missing variable into an error, not "".

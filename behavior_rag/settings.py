@@ -71,8 +71,9 @@ class IndexSettings(BaseModel):
 class LLMSettings(BaseModel):
     """Which language model classifies."""
 
-    backend: Literal["local", "vllm", "langchain", "none"] = Field(
-        "local", description="none: kNN vote only.")
+    backend: Literal["local", "vllm", "none"] = Field(
+        "local", description="none: kNN vote only. A LangChain chat model is passed as an "
+        "object: BehaviorRAG(llm=LangChainBackend(chat_model)).")
     model: str = Field("smollm2-135m", description="local: smollm2-135m, gemma3-270m, an HF "
                        "folder or a .gguf; vllm: the served model (or LoRA adapter) name.")
     base_url: str = "http://127.0.0.1:8000/v1"

@@ -200,4 +200,10 @@ def utc(ts: float | int) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
-JSONDict = dict[str, Any]
+class ChatMessage(BaseModel):
+    """One chat turn sent to an LLM backend (prompt files render to these)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str

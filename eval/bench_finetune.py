@@ -83,7 +83,7 @@ def main() -> None:
         + f"; {res.sec_per_step:.2f} s per training step.",
         f"- Peak RSS {res.peak_rss_mb:.0f} MB (whole process: embedder, index, model).",
         "- Validation macro-F1 (log-loss) by step: "
-        + ", ".join(f"{h['step']}: {h['val_macro_f1']:.3f} ({h.get('val_log_loss', 0):.3f})"
+        + ", ".join(f"{h.step}: {h.val_macro_f1:.3f} ({h.val_log_loss:.3f})"
                     for h in res.history) + ".",
     ]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -91,7 +91,7 @@ def main(args) -> None:
     rows, verified, dropped, abstain = [], 0, 0, 0
     for name, fp in params.items():
         clf.fusion = fp
-        preds = [clf.decide(p, *r) for p, r in zip(prepared, results)]
+        preds = [clf.decide(p, r) for p, r in zip(prepared, results)]
         yhat = [x.label for x in preds]
         rows.append((name, fp, f1_score(y, yhat, labels=labels, average="macro", zero_division=0),
                      accuracy_score(y, yhat)))
@@ -100,7 +100,7 @@ def main(args) -> None:
             dropped = sum(x.evidence_dropped for x in preds)
             abstain = sum(x.abstained for x in preds)
             fused_preds = preds
-    llm_top1 = f1_score(y, [max(r[0], key=r[0].get) for r in results], labels=labels,
+    llm_top1 = f1_score(y, [max(r.scores, key=r.scores.get) for r in results], labels=labels,
                         average="macro", zero_division=0)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

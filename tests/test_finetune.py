@@ -94,7 +94,7 @@ def test_shared_prefix_gives_the_same_loss_as_whole_prompts(embed_home):
     the whole prompts (only the gradient through the prefix positions is dropped)."""
     import torch
 
-    from behavior_rag.finetune_step import _batch_loss, _PrefixKV, _shared_prefix
+    from behavior_rag.finetune.step import PrefixKV, batch_loss, shared_prefix
     from behavior_rag.llm.base import ChatMessage
     from behavior_rag.llm.local import LocalLLM
 
@@ -107,15 +107,15 @@ def test_shared_prefix_gives_the_same_loss_as_whole_prompts(embed_home):
                         ("one view", "no_purchase")]:
         prompt = llm.prompt_text([system, ChatMessage(role="user", content=text)], "Label: ")
         rows.append(llm.split_tokens(prompt, label))
-    prefix = _shared_prefix([p for p, _ in rows])
+    prefix = shared_prefix([p for p, _ in rows])
     assert len(prefix) > 20 and all(torch.equal(p[: len(prefix)], prefix) for p, _ in rows)
     pad = llm.tok.pad_token_id if llm.tok.pad_token_id is not None else llm.tok.eos_token_id
     with torch.no_grad():
-        whole = _batch_loss(llm.model, rows, torch, pad)
+        whole = batch_loss(llm.model, rows, torch, pad)
         # first=0: no layer is frozen below an adapter, so every layer reruns the prefix
-        shared = _batch_loss(llm.model, rows, torch, pad,
-                             _PrefixKV(llm.model, prefix, 0, llm._cache_kw))
-        single = torch.stack([_batch_loss(llm.model, [r], torch, pad) for r in rows]).mean()
+        shared = batch_loss(llm.model, rows, torch, pad,
+                             PrefixKV(llm.model, prefix, 0, llm._cache_kw))
+        single = torch.stack([batch_loss(llm.model, [r], torch, pad) for r in rows]).mean()
     assert float(shared) == pytest.approx(float(whole), abs=1e-3)
     assert float(whole) == pytest.approx(float(single), abs=1e-3)  # padding changes nothing
 
@@ -127,7 +127,7 @@ def test_prefix_kv_below_the_adapter_is_computed_once_and_stays_exact(embed_home
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from behavior_rag.finetune_step import _batch_loss, _PrefixKV, _shared_prefix
+    from behavior_rag.finetune.step import PrefixKV, batch_loss, shared_prefix
     from behavior_rag.llm.base import ChatMessage
     from behavior_rag.llm.local import LocalLLM
 
@@ -138,20 +138,20 @@ def test_prefix_kv_below_the_adapter_is_computed_once_and_stays_exact(embed_home
                                              "Label: "), lab)
             for t, lab in [("viewed 3 phones, carted one", "will_buy"),
                            ("searched 'tv' twice and left", "no_purchase")]]
-    prefix = _shared_prefix([p for p, _ in rows])
+    prefix = shared_prefix([p for p, _ in rows])
     n = llm.model.config.num_hidden_layers
     model = get_peft_model(llm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj",
                                                                        "down_proj"],
                                                  layers_to_transform=[n - 2, n - 1]))
-    pkv = _PrefixKV(model, prefix, n - 2, llm._cache_kw)
+    pkv = PrefixKV(model, prefix, n - 2, llm._cache_kw)
     pad = llm.tok.eos_token_id
     with torch.no_grad():
-        before = _batch_loss(model, rows, torch, pad, pkv)
+        before = batch_loss(model, rows, torch, pad, pkv)
         for name, w in model.named_parameters():  # move the adapter (B starts at zero)
             if "lora_B" in name:
                 w.add_(torch.randn_like(w) * 0.05)
-        whole = _batch_loss(model, rows, torch, pad)
-        kept = _batch_loss(model, rows, torch, pad, pkv)
+        whole = batch_loss(model, rows, torch, pad)
+        kept = batch_loss(model, rows, torch, pad, pkv)
     assert abs(float(whole) - float(before)) > 1e-2  # the adapter changed the prefix's KV too
     assert float(kept) == pytest.approx(float(whole), abs=1e-3)
 
@@ -179,7 +179,7 @@ def test_adapter_brings_its_prompt_settings(tiny_adapter):
 def test_adapter_with_an_edited_prompt_file_is_refused(tiny_adapter, tmp_path):
     """The card records the training prompt's hash: after the prompt file is edited the adapter
     would see a prompt it was never trained on, so it is refused with the file named."""
-    from behavior_rag.finetune import check_adapter
+    from behavior_rag.llm.adapter import check_adapter
     from behavior_rag.prompts import load_prompt
     from behavior_rag.resources import prompts_dir
     from behavior_rag.taxonomy import load_taxonomy
@@ -239,18 +239,18 @@ def test_validation_through_the_lora_layers_only_scores_as_the_backend(embed_hom
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from behavior_rag.finetune_step import _Examples, _PrefixKV
-    from behavior_rag.finetune_val import _ValScorer, slow_scores
+    from behavior_rag.finetune.step import Examples, PrefixKV
+    from behavior_rag.finetune.validate import ValScorer, slow_scores
 
     llm, clf, sp = _zero_shot_setup(embed_home)
-    built = _Examples(llm, clf, sp.train[:6])
+    built = Examples(llm, clf, sp.train[:6])
     n = llm.model.config.num_hidden_layers
     model = get_peft_model(llm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj",
                                                                        "down_proj"],
                                                  layers_to_transform=[n - 2, n - 1]))
-    pkv = _PrefixKV(model, built.prefix, n - 2, llm._cache_kw)
+    pkv = PrefixKV(model, built.prefix, n - 2, llm._cache_kw)
     val = sp.dev[:4]
-    scorer = _ValScorer(llm, clf, val, pkv, model, batch=3)  # a padded batch of 3, then 1
+    scorer = ValScorer(llm, clf, val, pkv, model, batch=3)  # a padded batch of 3, then 1
     assert [len(b.idx) for b in scorer.batches] == [3, 1]
     own = scorer.batches[0].mask[:, 0, -1, pkv.n:].sum(-1)  # each row's unpadded length
     assert len(set(own.tolist())) > 1  # rows of different lengths: padding is exercised
@@ -274,21 +274,21 @@ def test_validation_through_the_lora_layers_only_scores_as_the_backend(embed_hom
 
 
 def test_length_grouped_batches_cover_the_data_once_with_little_padding():
-    from behavior_rag.finetune import _length_batches
+    from behavior_rag.finetune import length_batches
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(40, 260, size=1000).tolist()
-    batches = _length_batches(lengths, 8, np.random.default_rng(1))
+    batches = length_batches(lengths, 8, np.random.default_rng(1))
     flat = [i for b in batches for i in b]
     assert len(batches) == 125 and all(len(b) == 8 for b in batches)
     assert sorted(flat) == list(range(1000))
-    again = _length_batches(lengths, 8, np.random.default_rng(1))
+    again = length_batches(lengths, 8, np.random.default_rng(1))
     assert again == batches  # seeded
 
     def padded(bs):  # tokens a left-padded batch computes
         return sum(len(b) * max(lengths[i] for i in b) for b in bs)
 
-    plain = _length_batches(lengths, 8, np.random.default_rng(1), by_length=False)
+    plain = length_batches(lengths, 8, np.random.default_rng(1), by_length=False)
     assert padded(batches) < 0.8 * padded(plain)
     assert padded(batches) < 1.05 * sum(lengths)
 

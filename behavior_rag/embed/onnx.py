@@ -26,6 +26,7 @@ from behavior_rag.embed.base import EmbedderInfo, Progress, normalise
 from behavior_rag.embed.sentence_transformers import model_id
 from behavior_rag.errors import ConfigError
 from behavior_rag.resources import embedding_model_dir
+from behavior_rag.settings import default_settings
 
 EXPORT_VERSION = 2
 
@@ -36,7 +37,6 @@ def _require(extra: str = "onnx"):
     except ImportError as e:
         raise ImportError(f"the ONNX embedding backend needs onnxruntime and onnx: "
                           f"pip install 'behavior_rag[{extra}]'") from e
-
 
 def export_onnx(model: str, cache_root: Path, quantized: bool) -> Path:
     """Export (and quantise) once into ``cache_root``; returns the .onnx path."""
@@ -59,7 +59,6 @@ def export_onnx(model: str, cache_root: Path, quantized: bool) -> Path:
         quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         os.replace(tmp, int8)
     return target
-
 
 def _export_fp32(src: Path, dest: Path) -> None:
     import torch
@@ -102,7 +101,6 @@ def _export_fp32(src: Path, dest: Path) -> None:
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
-
 class OnnxEmbedder:
     """onnx / onnx-int8 backend on ONNX Runtime (CPU)."""
 
@@ -111,8 +109,6 @@ class OnnxEmbedder:
         _require()
         import onnxruntime as ort
         from tokenizers import Tokenizer
-
-        from behavior_rag.settings import default_settings
 
         src = embedding_model_dir(model)
         cache_root = Path(cache_root) if cache_root else default_settings().home / "models"
@@ -162,7 +158,6 @@ class OnnxEmbedder:
             if progress:
                 progress(min(start + batch_size, len(texts)), len(texts))
         return normalise(out)
-
 
 def check_available() -> None:
     """Raise a clear error when the ONNX backend cannot run here."""

@@ -21,76 +21,31 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
 
+from behavior_rag.embed import get_embedder
+from behavior_rag.errors import ConfigError
+from behavior_rag.evaluation import baselines as b
+from behavior_rag.evaluation.baselines import TaskData
 from behavior_rag.evaluation.loaders import LoadedTask, load_task
+from behavior_rag.evaluation.methods import BASELINES, METHODS
+from behavior_rag.evaluation.metrics import best_threshold, binary_metrics, multiclass_metrics
+from behavior_rag.evaluation.product import ProductScores, Stacked
+from behavior_rag.evaluation.report import write_report
+from behavior_rag.evaluation.result import EvalConfig, EvalResult, MethodResult
+from behavior_rag.finetune import FinetuneConfig, FinetuneResult, finetune
+from behavior_rag.llm.factory import get_llm
+from behavior_rag.llm.local import LocalLLM
+from behavior_rag.llm.vllm import VLLMBackend
+from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
+from behavior_rag.taxonomy import load_taxonomy
 
-BASELINES = ("majority", "bow", "gbm", "embed-lr")
-PRODUCT = ("knn", "llm", "fused", "stacked", "lora")
-METHODS = BASELINES + PRODUCT
-DEFAULT_METHODS = [m for m in METHODS if m != "lora"]  # lora trains a model: opt in
-PRETTY = {"majority": "majority class", "bow": "bag-of-words + LR (seed)",
-          "gbm": "gradient boosting (hand features)", "embed-lr": "LR on embeddings",
-          "knn": "kNN vote (product)", "llm": "few-shot LLM (product)",
-          "fused": "fused LLM + kNN (product)",
-          "stacked": "stacked kNN + GBM + embedding LR (product)",
-          "lora": "LoRA fine-tuned LLM (product)"}
-
-
-class EvalConfig(BaseModel):
-    task: str
-    data: Path | None = None
-    train: Path | None = None
-    test: Path | None = None
-    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
-    lora_steps: int = 125
-    out: Path | None = None
-    seed: int = 0
-    drop: list[str] = Field(default_factory=list)
-    llm_url: str | None = None
-    llm_model: str | None = None
-    llm_limit: int = 200
-    cv_folds: int = 5
-    synth_n: int = 1500
-
-
-class MethodResult(BaseModel):
-    method: str
-    metrics: dict[str, float | int | None]
-    seconds_per_session: float | None = None
-    threshold: float | None = None
-
-
-class EvalResult(BaseModel):
-    task: str
-    config: EvalConfig
-    protocol: str
-    sources: list[str]
-    sizes: dict[str, int]
-    classes: list[str]
-    positive: str | None
-    results: list[MethodResult]
-    llm_sample: list[MethodResult] = Field(default_factory=list)
-    llm_sample_size: int = 0
-    cv: dict[str, dict[str, float]] = Field(default_factory=dict)
-    evidence: dict[str, float] = Field(default_factory=dict)
-    lora: dict = Field(default_factory=dict)
-    stacked: dict = Field(default_factory=dict, description="Parts the stacker chose and the "
-                          "cross-validated log-loss of each subset.")
-    plots: list[str] = Field(default_factory=list)
-    report: str = ""
-    seconds: float = 0.0
-
+__all__ = ["EvalConfig", "EvalResult", "MethodResult", "run_eval"]
 
 def _llm(cfg: EvalConfig, settings: Settings):
     if cfg.llm_url:
-        from behavior_rag.llm.vllm import VLLMBackend
-
         return VLLMBackend(cfg.llm_url, model=cfg.llm_model or settings.llm.model,
                            concurrency=settings.llm.concurrency)
-    from behavior_rag.llm.factory import get_llm
-
     s = settings if settings.llm.backend != "none" else settings.model_copy(
         update={"llm": settings.llm.model_copy(update={"backend": "local"})})
     if cfg.llm_model:
@@ -99,9 +54,6 @@ def _llm(cfg: EvalConfig, settings: Settings):
 
 
 def _data(task: LoadedTask, sessions, embedder, settings):
-    from behavior_rag.evaluation.baselines import TaskData
-    from behavior_rag.render import render
-
     texts = [render(s, settings=settings) for s in sessions]
     vecs = embedder.embed(texts) if texts else None
     return TaskData(sessions=list(sessions), labels=[s.label for s in sessions], texts=texts,
@@ -109,8 +61,6 @@ def _data(task: LoadedTask, sessions, embedder, settings):
 
 
 def _baseline(name: str):
-    from behavior_rag.evaluation import baselines as b
-
     if name == "gbm":
         # One thread: on a shared 2-core box OpenMP oversubscription made a fit ~25x slower.
         return b.GradientBoosting(n_threads=1)
@@ -118,30 +68,20 @@ def _baseline(name: str):
 
 
 def _metrics(task: LoadedTask, y, proba, threshold=None, abstained=None) -> dict:
-    from behavior_rag.evaluation import metrics as m
-
     if task.spec.positive:
         pos = task.classes.index(task.spec.positive)
-        return m.binary_metrics(list(y), proba[:, pos], task.spec.positive,
+        return binary_metrics(list(y), proba[:, pos], task.spec.positive,
                                 threshold=0.5 if threshold is None else threshold,
                                 abstained=abstained)
-    return m.multiclass_metrics(list(y), proba, task.classes, abstained=abstained)
+    return multiclass_metrics(list(y), proba, task.classes, abstained=abstained)
 
 
 def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
     """Run every method in ``cfg.methods`` on one split; write the report and plots."""
-    from behavior_rag.embed import get_embedder
-    from behavior_rag.evaluation.metrics import best_threshold
-    from behavior_rag.evaluation.product import ProductScores, Stacked
-    from behavior_rag.evaluation.report import write_report
-    from behavior_rag.taxonomy import load_taxonomy
-
     t_all = time.perf_counter()
     settings = settings or default_settings()
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
-        from behavior_rag.errors import ConfigError
-
         raise ConfigError(f"unknown methods {unknown}; choose from {list(METHODS)}",
                           field="methods", value=",".join(unknown))
     task = load_task(cfg.task, data=cfg.data, train=cfg.train, test=cfg.test, seed=cfg.seed,
@@ -186,10 +126,10 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
                 val_p[name] = product.proba(name, llm_val, classes)
                 sample_p[name] = product.proba(name, llm_test, classes)
                 secs[name] = product.seconds_per_session(llm_test, with_llm=True)
-    lora_info: dict = {}
-    stacked_info: dict = {}
+    lora_res: FinetuneResult | None = None
+    stacked_info = None
     if "lora" in cfg.methods:
-        lora_p = _lora(cfg, settings, task, embedder, llm_val, llm_test, classes, lora_info)
+        lora_res, *lora_p = _lora(cfg, settings, task, embedder, llm_val, llm_test, classes)
         val_p["lora"], sample_p["lora"], secs["lora"] = lora_p
     if "stacked" in cfg.methods:
         # The stacker learns from out-of-fold scores of the training part (kNN retrieval
@@ -202,8 +142,7 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
         stack = Stacked().fit([np.vstack([oof[p], val_p[p]]) for p in parts],
                               np.concatenate([np.array(train.labels), y_val]), seed=cfg.seed,
                               names=parts, metric=task.spec.metric, positive=pos)
-        stacked_info = {"parts": stack.chosen_names, "metric": stack.metric,
-                        "cv_loss": stack.cv_loss}
+        stacked_info = stack.summary()
         val_p["stacked"] = stack.predict_proba([val_p[p] for p in parts], classes)
         test_p["stacked"] = stack.predict_proba([test_p[p] for p in parts], classes)
         # only the parts it kept run at prediction time
@@ -238,36 +177,22 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
                             "test": len(task.test)},
                      classes=classes, positive=pos, results=results, llm_sample=sample_rows,
                      llm_sample_size=len(llm_test) if sample_p else 0, cv=cv,
-                     evidence=evidence, lora=lora_info, stacked=stacked_info)
+                     evidence=evidence, lora=lora_res, prompt=settings.classify.prompt,
+                     stacked=stacked_info)
     curves = {n: (y_test, p) for n, p in test_p.items()}
     write_report(res, curves, out, seconds=time.perf_counter() - t_all)
     return res
 
 
 def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, embedder, llm_val, llm_test,
-          classes, info: dict):
+          classes):
     """Fine-tune on the task's training part (validation by user for early stopping), then
     score the LLM sample with the adapter (calibrated on the validation sample)."""
-    from behavior_rag.evaluation.product import ProductScores
-    from behavior_rag.finetune import FinetuneConfig, finetune
-    from behavior_rag.llm.local import LocalLLM
-    from behavior_rag.taxonomy import load_taxonomy
-
     tax = load_taxonomy(task.spec.taxonomy)
     out = (cfg.out or Path("eval/reports") / cfg.task) / "lora-adapter"
     res = finetune(task.train, task.val, tax, out=out, settings=settings,
                    model=cfg.llm_model or settings.llm.model,
                    config=FinetuneConfig(max_steps=cfg.lora_steps, seed=cfg.seed))
-    info.update({"adapter": res.adapter, "steps": res.steps, "seconds": round(res.seconds, 1),
-                 "examples": res.n_examples, "batch_size": res.card.config.batch_size,
-                 "top_layers": res.card.config.top_layers, "k_examples": res.card.k_examples,
-                 "prompt": res.card.prompt, "fewshot_prompt": settings.classify.prompt,
-                 "sec_per_step": round(res.sec_per_step, 2),
-                 "peak_rss_mb": round(res.peak_rss_mb), "history": res.history,
-                 "phase_seconds": res.phase_seconds, "max_steps": res.card.config.max_steps,
-                 "validation": res.validation, "prompt_tokens": res.prompt_tokens,
-                 "prefix_tokens": res.prefix_tokens,
-                 "best_step": res.card.metrics.get("best_step")})
     llm = LocalLLM(cfg.llm_model or settings.llm.model, cache_root=settings.home / "models",
                    adapter=res.adapter)
     # the adapter is scored with the prompt it was trained on (prompt file, few-shot count)
@@ -275,7 +200,7 @@ def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, embedder, llm_v
         update={"k_examples": res.card.k_examples, "prompt": res.card.prompt})})
     lp = ProductScores(settings, tax, llm, embedder)
     lp.fit(task.train, task.val, llm_val=llm_val)
-    return (lp.proba("llm", llm_val, classes), lp.proba("llm", llm_test, classes),
+    return (res, lp.proba("llm", llm_val, classes), lp.proba("llm", llm_test, classes),
             lp.seconds_per_session(llm_test, with_llm=True))
 
 
@@ -321,8 +246,6 @@ def _cv(task: LoadedTask, cfg: EvalConfig, settings: Settings, embedder) -> dict
     """k-fold stratified CV over all rows for the cheap methods (auROC / auPR mean and sd)."""
     from sklearn.model_selection import StratifiedKFold
 
-    from behavior_rag.evaluation.metrics import binary_metrics
-
     rows = task.all_rows
     data = _data(task, rows, embedder, settings)
     y = np.array(data.labels)
@@ -344,8 +267,6 @@ def _cv(task: LoadedTask, cfg: EvalConfig, settings: Settings, embedder) -> dict
 
 
 def _subset(data, idx):
-    from behavior_rag.evaluation.baselines import TaskData
-
     return TaskData(sessions=[data.sessions[i] for i in idx],
                     labels=[data.labels[i] for i in idx],
                     texts=[data.texts[i] for i in idx] if data.texts is not None else None,

@@ -27,6 +27,10 @@ import numpy as np
 
 from behavior_rag.errors import ConfigError
 from behavior_rag.evaluation.tasks import purchase_intent, split_by_user
+from behavior_rag.ingest.load import load_events
+from behavior_rag.ingest.store import read_store
+from behavior_rag.settings import default_settings
+from behavior_rag.synth import generate
 from behavior_rag.types import Session
 
 TaskName = Literal["uci-intent", "taobao-intent", "synth-personas"]
@@ -47,7 +51,6 @@ class TaskSpec:
     # the metric the task is judged on; the stacker picks its parts by this metric in CV
     metric: Literal["aupr", "auroc", "log_loss"] = "log_loss"
 
-
 SPECS = {
     "uci-intent": TaskSpec("uci-intent", "uci", "uci_intent", "purchase", "uci", "aupr"),
     "taobao-intent": TaskSpec("taobao-intent", "events", "purchase_intent", "will_buy", "taobao",
@@ -67,12 +70,9 @@ class LoadedTask:
     sources: list[str] = field(default_factory=list)
     all_rows: list[Session] = field(default_factory=list)  # train+val+test, for k-fold CV
 
-
 def _read(spec: TaskSpec, path: Path, drop: Sequence[str]) -> list[Session]:
-    from behavior_rag.ingest.load import load_events
 
     if spec.fmt is None:  # a synthetic session store
-        from behavior_rag.ingest.store import read_store
 
         return read_store(path)
     sessions = load_events(path, spec.fmt).sessions
@@ -84,7 +84,6 @@ def _read(spec: TaskSpec, path: Path, drop: Sequence[str]) -> list[Session]:
                     for s in sessions]
     return sessions
 
-
 def _stratified(sessions: list[Session], frac: float, seed: int):
     from sklearn.model_selection import train_test_split
 
@@ -92,13 +91,11 @@ def _stratified(sessions: list[Session], frac: float, seed: int):
     a, b = train_test_split(sessions, test_size=frac, random_state=seed, stratify=y)
     return list(a), list(b)
 
-
 def _split(spec: TaskSpec, sessions: list[Session], frac: float, seed: int):
     if spec.kind == "uci":
         return _stratified(sessions, frac, seed)
     sp = split_by_user(sessions, seed, dev_frac=0.0, test_frac=frac)
     return sp.train, sp.test
-
 
 def load_task(task: str, *, data: str | Path | None = None, train: str | Path | None = None,
               test: str | Path | None = None, seed: int = 0, drop: Sequence[str] = (),
@@ -118,11 +115,9 @@ def load_task(task: str, *, data: str | Path | None = None, train: str | Path | 
         protocol = "fitted on the --train file, reported on the --test file"
     else:
         if data is None and spec.fmt is not None:
-            from behavior_rag.settings import default_settings
 
             data = Path(data_dir or default_settings().data_dir) / DEFAULT_FILES[task]
         if data is None:
-            from behavior_rag.synth import generate
 
             rows = generate(synth_n, seed=seed).sessions
             sources = [f"SYNTHETIC generate({synth_n}, seed={seed})"]
@@ -143,7 +138,6 @@ def load_task(task: str, *, data: str | Path | None = None, train: str | Path | 
     if len(classes) < 2:
         raise ConfigError(f"task {task}: need two labels or more, found {classes}", field="label")
     return LoadedTask(spec, tr, val, te, classes, protocol, sources, tr + val + te)
-
 
 def label_array(sessions: Sequence[Session]) -> np.ndarray:
     return np.array([s.label for s in sessions])

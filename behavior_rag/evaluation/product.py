@@ -22,8 +22,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
 
+from behavior_rag.classify import Classifier, LLMResult
+from behavior_rag.embed import get_embedder
 from behavior_rag.fusion import DevExample, FusionParams, fit, fuse, knn_vote
+from behavior_rag.index.build import upsert_sessions
+from behavior_rag.index.faiss_index import FaissSessionIndex
 from behavior_rag.llm.base import LLMBackend
 from behavior_rag.settings import Settings
 from behavior_rag.taxonomy import Taxonomy
@@ -32,13 +37,19 @@ from behavior_rag.types import PatternPrediction, Session
 EPS = 1e-6
 
 
+class StackSummary(BaseModel):
+    """What the stacker chose: its parts, the metric and the CV loss of every subset tried."""
+
+    parts: list[str]
+    metric: str = Field(description="log_loss, or aupr/auroc (losses are then 1 - metric).")
+    cv_loss: dict[str, float] = Field(description="Subset ('a+b') -> mean 5-fold CV loss.")
+
+
 class ProductScores:
     """Neighbours + LLM scores per session (computed once), fusion fitted on validation."""
 
     def __init__(self, settings: Settings, taxonomy: Taxonomy, llm: LLMBackend | None,
                  embedder=None) -> None:
-        from behavior_rag.embed import get_embedder
-
         self.settings, self.taxonomy, self.llm = settings, taxonomy, llm
         self.embedder = embedder or get_embedder(settings)
         self.labels = list(taxonomy.names)
@@ -54,10 +65,6 @@ class ProductScores:
         ``llm_val`` (default ``val``) limits the LLM's validation sessions (LLM calls are the
         slow part); kNN parameters always use the whole validation part.
         """
-        from behavior_rag.classify import Classifier
-        from behavior_rag.index.build import upsert_sessions
-        from behavior_rag.index.faiss_index import FaissSessionIndex
-
         t = time.perf_counter()
         index = FaissSessionIndex(self.embedder.info, self.settings.index)
         upsert_sessions(index, self.embedder, list(train), settings=self.settings, split="train")
@@ -81,7 +88,7 @@ class ProductScores:
             t_prep = (time.perf_counter() - t) / max(len(chunk), 1)
             for p in prepared:
                 t = time.perf_counter()
-                scores = self.clf.llm_scores(p)[0] if with_llm else None
+                scores = self.clf.llm_scores(p).scores if with_llm else None
                 self._cache[(p.session.session_id, with_llm)] = (
                     DevExample(llm_scores=scores, neighbors=p.neighbors, label=p.session.label),
                     t_prep + time.perf_counter() - t)
@@ -112,8 +119,8 @@ class ProductScores:
         out = []
         for p in prepared:
             d = self._cache.get((p.session.session_id, with_llm))
-            scores = d[0].llm_scores if d else (self.clf.llm_scores(p)[0] if with_llm else None)
-            out.append(self.clf.decide(p, scores, [], None))
+            scores = d[0].llm_scores if d else (self.clf.llm_scores(p).scores if with_llm else None)
+            out.append(self.clf.decide(p, LLMResult(scores=scores)))
         return out
 
 
@@ -195,6 +202,9 @@ class Stacked:
         self.model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
         self.model.fit(self._features([val_parts[i] for i in self.chosen]), y)
         return self
+
+    def summary(self) -> StackSummary:
+        return StackSummary(parts=self.chosen_names, metric=self.metric, cv_loss=self.cv_loss)
 
     def predict_proba(self, parts: Sequence[np.ndarray], classes: Sequence[str]) -> np.ndarray:
         got = self.model.predict_proba(self._features([parts[i] for i in self.chosen]))

@@ -7,11 +7,17 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from behavior_rag.atomic import replace_file
+from behavior_rag.evaluation.methods import BASELINES, PRETTY, PRODUCT
+from behavior_rag.evaluation.metrics import confusion
+from behavior_rag.evaluation.plots import confusion_plot, pr_roc_plot, reliability_plot
+from behavior_rag.evaluation.product import StackSummary
+from behavior_rag.evaluation.result import EvalResult
 
 # Sakar et al. 2019 (Neural Comput & Applic), the UCI data set's authors: best reported model.
 PUBLISHED_UCI = {"model": "XGBoost + feature selection + oversampling (Sakar et al. 2019)",
@@ -25,8 +31,6 @@ def _fmt(v) -> str:
 
 
 def _table(rows, binary: bool) -> list[str]:
-    from behavior_rag.evaluation.harness import PRETTY
-
     cols = (["accuracy", "macro_f1", "f1_pos", "auroc", "aupr", "ece"] if binary
             else ["accuracy", "macro_f1", "ece"])
     out = ["| method | " + " | ".join(cols) + " | threshold (val) | ms/session | sessions/s |",
@@ -61,8 +65,6 @@ def _best(rows, key, names):
 
 
 def _verdict(res, key: str, curves: dict | None = None) -> list[str]:
-    from behavior_rag.evaluation.harness import BASELINES, PRODUCT
-
     base_v, base_n = _best(res.results, key, BASELINES)
     prod_v, prod_n = _best(res.results, key, PRODUCT)
     if base_v is None or prod_v is None:
@@ -97,10 +99,7 @@ def _paired_ci(res, key: str, curves: dict, a: str, b: str, n_boot: int = 1000) 
             f"[{lo:+.3f}, {hi:+.3f}])")
 
 
-def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
-    from behavior_rag.evaluation.metrics import confusion
-    from behavior_rag.evaluation.plots import confusion_plot, pr_roc_plot, reliability_plot
-
+def write_report(res: EvalResult, curves: dict, out: Path, seconds: float) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     binary = res.positive is not None
@@ -160,52 +159,9 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                      f"by code; {e['evidence_dropped']:.0f} dropped; abstain rate "
                      f"{e['abstain_rate']:.1%}.")
     if res.stacked:
-        st = res.stacked
-        what = {"aupr": "1 - auPR", "auroc": "1 - auROC"}.get(st.get("metric"), "log-loss")
-        losses = ", ".join(f"{k} {v:.4f}" for k, v in st["cv_loss"].items())
-        lines.append(f"- The stacker combines {' + '.join(st['parts'])}: the subset with the "
-                     f"fewest parts whose 5-fold cross-validated {what} on the stacking rows "
-                     f"(out-of-fold train + validation) is within one standard error of the "
-                     f"lowest; {losses}.")
+        lines.append(_stack_line(res.stacked))
     if res.lora:
-        lo = res.lora
-        lines += ["", "## LoRA fine-tune", "",
-                  f"- {lo.get('examples', '?')} training examples, batch "
-                  f"{lo.get('batch_size', '?')}, LoRA on the top {lo.get('top_layers') or 'all'}"
-                  f" layers, {lo.get('k_examples', '?')} few-shot examples in the prompt"
-                  + (f" (prompt file `{lo['prompt']}`; the few-shot rows use "
-                     f"`{lo.get('fewshot_prompt', 'classify')}`)" if lo.get("prompt") else "")
-                  + (f"; prompts average {lo['prompt_tokens']:.0f} tokens, of which "
-                     f"{lo['prefix_tokens']} are a prefix all share (the step cost follows the "
-                     "rest)" if lo.get("prompt_tokens") else "") + ".",
-                  f"- {lo['steps']} steps; the whole fine-tune (prompt building, training, "
-                  f"validation) took {lo['seconds']:.0f} s ({lo['seconds'] / 60:.1f} min; target "
-                  f"<= 15 min: {'met' if lo['seconds'] <= 900 else 'NOT met'}), "
-                  f"{lo['sec_per_step']:.2f} s/step, peak RSS {lo['peak_rss_mb']:.0f} MB.",
-                  *(["- Time by phase (s): " + ", ".join(
-                      f"{k} {v:.0f}" for k, v in lo["phase_seconds"].items())]
-                    if lo.get("phase_seconds") else []),
-                  *([f"- Stopped early at step {lo['steps']} of {lo['max_steps']}: validation "
-                     "macro-F1 (then log-loss) stopped improving."]
-                    if lo.get("max_steps") and lo["steps"] < lo["max_steps"] else []),
-                  *([f"- Kept the adapter of step {lo['best_step']}, the best validation "
-                     "evaluation" + (" (step 0: the base model unchanged; training did not "
-                                     "improve on it)" if lo["best_step"] == 0 else "") + "."]
-                    if lo.get("best_step") is not None else []),
-                  "- Validation macro-F1 (gold-label log-loss) by step"
-                  + (f", scored through the {lo['validation']}" if lo.get("validation") else "")
-                  + ": " + ", ".join(
-                      f"{h['step']}: {h['val_macro_f1']:.3f}"
-                      + (f" ({h['val_log_loss']:.3f})" if "val_log_loss" in h else "")
-                      for h in lo["history"]) + "."]
-        few = next((r for r in res.llm_sample if r.method == "llm"), None)
-        lora = next((r for r in res.llm_sample if r.method == "lora"), None)
-        if few and lora:
-            d = (lora.metrics.get("macro_f1") or 0) - (few.metrics.get("macro_f1") or 0)
-            lines.append(f"- LoRA vs few-shot on the same sample: macro-F1 "
-                         f"{lora.metrics.get('macro_f1'):.3f} vs "
-                         f"{few.metrics.get('macro_f1'):.3f} ({d:+.3f}; target +0.10: "
-                         f"{'met' if d >= 0.10 else 'NOT met'}).")
+        lines += _lora_lines(res)
     if res.cv:
         lines += ["", f"## {next(iter(res.cv.values()))['folds']:.0f}-fold stratified CV (all rows, "
                   "cheap methods)", "", "| method | auROC | auPR |", "|---|---|---|"]
@@ -231,10 +187,53 @@ def write_report(res, curves: dict, out: Path, seconds: float) -> Path:
                      else "PageValues is included, as in the published models.")]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     text = "\n".join(lines) + "\n"
-    for name, body in (("report.md", text),
-                       ("result.json", json.dumps(res.model_dump(mode="json"), indent=1))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(body)
-        os.replace(tmp, out / name)
+    replace_file(out / "report.md", text)
+    replace_file(out / "result.json", json.dumps(res.model_dump(mode="json"), indent=1))
     res.report = str(out / "report.md")
     return out / "report.md"
+
+
+def _stack_line(st: StackSummary) -> str:
+    what = {"aupr": "1 - auPR", "auroc": "1 - auROC"}.get(st.metric, "log-loss")
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in st.cv_loss.items())
+    return (f"- The stacker combines {' + '.join(st.parts)}: the subset with the fewest parts "
+            f"whose 5-fold cross-validated {what} on the stacking rows (out-of-fold train + "
+            f"validation) is within one standard error of the lowest; {losses}.")
+
+
+def _lora_lines(res: EvalResult) -> list[str]:
+    lo, cfg = res.lora, res.lora.card.config
+    best = lo.card.metrics.get("best_step")
+    lines = ["", "## LoRA fine-tune", "",
+             f"- {lo.n_examples} training examples, batch {cfg.batch_size}, LoRA on the top "
+             f"{cfg.top_layers or 'all'} layers, {lo.card.k_examples} few-shot examples in the "
+             f"prompt (prompt file `{lo.card.prompt}`; the few-shot rows use `{res.prompt}`)"
+             + (f"; prompts average {lo.prompt_tokens:.0f} tokens, of which "
+                f"{lo.prefix_tokens} are a prefix all share (the step cost follows the rest)"
+                if lo.prompt_tokens else "") + ".",
+             f"- {lo.steps} steps; the whole fine-tune (prompt building, training, validation) "
+             f"took {lo.seconds:.0f} s ({lo.seconds / 60:.1f} min; target <= 15 min: "
+             f"{'met' if lo.seconds <= 900 else 'NOT met'}), {lo.sec_per_step:.2f} s/step, "
+             f"peak RSS {lo.peak_rss_mb:.0f} MB."]
+    if lo.phase_seconds:
+        lines.append("- Time by phase (s): " + ", ".join(
+            f"{k} {v:.0f}" for k, v in lo.phase_seconds.items()))
+    if lo.steps < cfg.max_steps:
+        lines.append(f"- Stopped early at step {lo.steps} of {cfg.max_steps}: validation "
+                     "macro-F1 (then log-loss) stopped improving.")
+    if best is not None:
+        lines.append(f"- Kept the adapter of step {best}, the best validation evaluation"
+                     + (" (step 0: the base model unchanged; training did not improve on it)"
+                        if best == 0 else "") + ".")
+    lines.append("- Validation macro-F1 (gold-label log-loss) by step, scored through the "
+                 f"{lo.validation}: " + ", ".join(
+                     f"{h.step}: {h.val_macro_f1:.3f} ({h.val_log_loss:.3f})"
+                     for h in lo.history) + ".")
+    few = next((r for r in res.llm_sample if r.method == "llm"), None)
+    lora = next((r for r in res.llm_sample if r.method == "lora"), None)
+    if few and lora:
+        d = (lora.metrics.get("macro_f1") or 0) - (few.metrics.get("macro_f1") or 0)
+        lines.append(f"- LoRA vs few-shot on the same sample: macro-F1 "
+                     f"{lora.metrics.get('macro_f1'):.3f} vs {few.metrics.get('macro_f1'):.3f} "
+                     f"({d:+.3f}; target +0.10: {'met' if d >= 0.10 else 'NOT met'}).")
+    return lines

@@ -31,6 +31,7 @@ from behavior_rag.ingest.pseudonym import Pseudonymizer
 from behavior_rag.ingest.readers import ROW, read_raw, records_frame
 from behavior_rag.ingest.report import raise_strict, reasons_per_row, row_errors
 from behavior_rag.ingest.sessionize import sessionize
+from behavior_rag.ingest.uci import load_uci
 from behavior_rag.ingest.validate import check_types, map_columns
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.types import Event, Session
@@ -53,13 +54,11 @@ def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,
     if mapping is not None:
         spec = spec.model_copy(update={"mapping": mapping})
     if spec.kind == "aggregate":
-        from behavior_rag.ingest.uci import load_uci
 
         return load_uci(path, settings=settings, mode=mode or settings.ingest.mode)
     t0 = time.perf_counter()
     raw = read_raw(path, spec)
     return _from_raw(raw, spec, str(path), settings, mode or settings.ingest.mode, t0)
-
 
 def load_records(records: Iterable[Mapping[str, Any]], *, mapping: ColumnMapping | None = None,
                  settings: Settings | None = None, mode: Mode | None = None,
@@ -70,7 +69,6 @@ def load_records(records: Iterable[Mapping[str, Any]], *, mapping: ColumnMapping
     raw = records_frame(records)
     spec = GENERIC if mapping is None else GENERIC.model_copy(update={"mapping": mapping})
     return _from_raw(raw, spec, name, settings, mode or settings.ingest.mode, t0)
-
 
 def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings, mode: Mode,
               t0: float) -> IngestResult:
@@ -105,7 +103,6 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
         seconds=round(time.perf_counter() - t0, 3))
     return IngestResult(sessions=sessions, report=report)
 
-
 def _attr_value(v: str) -> str | int | float:
     # Attributes arrive as text; numbers become numbers so facts and renders can use them.
     try:
@@ -116,7 +113,6 @@ def _attr_value(v: str) -> str | int | float:
             return f if f == f and f not in (float("inf"), float("-inf")) else v
         except ValueError:
             return v
-
 
 def _build_sessions(typed: pl.DataFrame, source: str) -> tuple[list[Session], list[RowError]]:
     attr_cols = [c for c in typed.columns if c.startswith("a:")]

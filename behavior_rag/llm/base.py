@@ -12,23 +12,32 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from behavior_rag.types import ChatMessage
 
+__all__ = ["ChatMessage", "LLMBackend"]
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    role: Literal["system", "user", "assistant"]
-    content: str
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @runtime_checkable
 class LLMBackend(Protocol):
-    """What classification needs from a language model."""
+    """What classification needs from a language model, capabilities declared, not sniffed.
+
+    Backends subclass it to inherit the defaults (a serial :meth:`map_concurrent`, no
+    concurrency, not thread-safe, can score) and override what they do better.
+    """
 
     name: str
+    #: :meth:`map_concurrent` really runs calls in parallel (a remote server with a pool).
+    concurrent: bool = False
+    #: may be called from several threads at once (else the service serialises calls).
+    thread_safe: bool = False
+    #: :meth:`score_options` works (per-option log-probabilities); else use mode=generate.
+    can_score: bool = True
 
     def score_options(self, messages: list[ChatMessage], options: list[str], *,
                       answer_prefix: str = "") -> list[float]:
@@ -41,3 +50,7 @@ class LLMBackend(Protocol):
         """The assistant's reply (greedy). ``json_schema``: ask for JSON of that shape where the
         engine can enforce it (vLLM); others get the schema in the prompt and may fail."""
         ...
+
+    def map_concurrent(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(x) for x in items]``, in order; concurrent backends run the calls in parallel."""
+        return [fn(x) for x in items]

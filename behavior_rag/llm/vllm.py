@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 
 from behavior_rag.errors import LLMError
-from behavior_rag.llm.base import ChatMessage
+from behavior_rag.llm.base import ChatMessage, LLMBackend
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,8 +37,12 @@ class _Unsupported(Exception):
     """The server ignored ``logprob_token_ids`` (vLLM before it existed)."""
 
 
-class VLLMBackend:
+class VLLMBackend(LLMBackend):
     """Client of a vLLM OpenAI-compatible server. ``model`` may name a LoRA adapter."""
+
+    concurrent = True  # a bounded thread pool of requests
+    thread_safe = True  # httpx.Client is; the option cache only ever gains equal entries
+    can_score = True
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000/v1", *, model: str,
                  api_key: str | None = None, timeout_s: float = 60.0, max_retries: int = 3,

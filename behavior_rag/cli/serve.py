@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from behavior_rag.cli_common import emit
+from behavior_rag.cli.common import emit
 from behavior_rag.errors import ConfigError
 from behavior_rag.settings import Settings
 

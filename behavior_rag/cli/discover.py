@@ -12,7 +12,11 @@ from typing import Optional
 
 import typer
 
-from behavior_rag.cli_common import HUMAN, emit, err, load_sessions
+from behavior_rag.api import BehaviorRAG
+from behavior_rag.cli.common import HUMAN, emit, err, load_sessions
+from behavior_rag.discover import discover, write_taxonomy
+from behavior_rag.embed import get_embedder
+from behavior_rag.llm.factory import get_llm
 from behavior_rag.settings import Settings
 
 
@@ -32,14 +36,11 @@ def discover_cmd(
     human: bool = HUMAN,
 ) -> None:
     """Cluster sessions, describe each cluster by its facts, write an editable taxonomy."""
-    from behavior_rag.discover import discover, write_taxonomy
-    from behavior_rag.embed import get_embedder
 
     s = Settings()
     sessions = load_sessions(source, fmt, s)[:limit]
     llm = None
     if use_llm:
-        from behavior_rag.llm.factory import get_llm
 
         llm = get_llm(s)
     d = discover(sessions, get_embedder(s), k=k, k_range=(k_min, k_max), seed=seed, llm=llm,
@@ -52,7 +53,6 @@ def discover_cmd(
     else:
         emit({"taxonomy": str(path), **d.model_dump(exclude={"assignments"})})
 
-
 def profile_cmd(
     user_id: str = typer.Argument(..., help="Pseudonymised user id (as in the index)."),
     index: Optional[Path] = typer.Option(None, "--index", "-i"),
@@ -63,7 +63,6 @@ def profile_cmd(
     human: bool = HUMAN,
 ) -> None:
     """A user's profile: facts computed by code and a narrative citing them."""
-    from behavior_rag.api import BehaviorRAG
 
     p = BehaviorRAG(Settings(), index).profile(user_id, use_llm=use_llm, patterns=patterns)
     if human:

@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from behavior_rag.api import BehaviorRAG
-from behavior_rag.cli_common import HUMAN, emit, err, load_sessions
+from behavior_rag.cli.common import HUMAN, emit, err, load_sessions
 from behavior_rag.errors import ConfigError
 from behavior_rag.index.base import Filter
 from behavior_rag.settings import Settings

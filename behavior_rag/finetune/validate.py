@@ -1,7 +1,7 @@
 """Validation during the LoRA fine-tune: label scores, macro-F1 and log-loss, cheaply.
 
 The layers below the adapter never change during training, so neither does their output for a
-validation prompt. ``_ValScorer`` runs the whole model once over the validation sessions (the
+validation prompt. ``ValScorer`` runs the whole model once over the validation sessions (the
 step-0 evaluation), keeps the hidden state entering the first LoRA layer for the prompts' own
 tokens and for the label tokens, and each later evaluation runs only the LoRA layers over it
 (top 6 of 30 layers: a fifth of the work). Rows go in batches of similar length (left-padded,
@@ -12,7 +12,7 @@ paths and falls back to the whole model if they disagree (a model whose layers t
 inputs).
 
 Example:
-    >>> scorer = _ValScorer(llm, clf, val, prefix_kv, peft_model)            # doctest: +SKIP
+    >>> scorer = ValScorer(llm, clf, val, prefix_kv, peft_model)            # doctest: +SKIP
     >>> f1, log_loss = val_metrics(scorer.scores(peft_model), gold, labels)  # doctest: +SKIP
 """
 
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from behavior_rag.llm.local import packed_options
 from behavior_rag.types import Session
 
 TOL = 1e-3  # nats: float32 reorderings stay far below this, a wrong layer input far above
@@ -40,13 +41,11 @@ def val_metrics(scores: np.ndarray, gold: Sequence[str], labels: Sequence[str]
     idx = [list(labels).index(g) for g in gold]
     return f1, float(-logp[np.arange(len(idx)), idx].mean())
 
-
 def slow_scores(llm, clf, val: Sequence[Session]) -> np.ndarray:
     """Label scores through the backend itself (models the fast path does not cover)."""
     preps = clf.prepare(list(val), retrieve=bool(clf.settings.classify.k_examples))
     return np.array([llm.score_options(p.messages, clf.labels,
                                        answer_prefix=clf.prompt.answer_prefix) for p in preps])
-
 
 class _Batch:
     """Validation rows scored together: left-padded prompt suffixes, then every label's tokens
@@ -55,11 +54,8 @@ class _Batch:
     __slots__ = ("idx", "opt_ids", "ids", "pos", "mask", "packed", "pos_opt", "mask_opt",
                  "h_suffix", "h_opt")
 
-
 def _make_batch(idx, suffixes, opt_ids, n_pre: int, pad_id: int) -> _Batch:
     import torch
-
-    from behavior_rag.llm.local import packed_options
 
     b = _Batch()
     b.idx, b.opt_ids, b.h_suffix, b.h_opt = idx, opt_ids, None, None
@@ -84,8 +80,7 @@ def _make_batch(idx, suffixes, opt_ids, n_pre: int, pad_id: int) -> _Batch:
         b.mask_opt[:, 0, :, n_pre + L:] = block
     return b
 
-
-class _ValScorer:
+class ValScorer:
     """Validation label scores with the layers below the adapter run once per run, rows
     batched (``batch`` at a time, similar lengths together: batch-1 rows ran at half the
     matmul throughput)."""
@@ -208,7 +203,6 @@ class _ValScorer:
     def scores(self, model) -> np.ndarray:
         """[sessions, labels] log-probs of each label under the model's current adapter."""
         return self._top_layers(model, self.batches) if self.fast else self._whole_model(model)
-
 
 def _additive(allowed, dtype):
     """A bool mask as the additive float mask a model call takes."""

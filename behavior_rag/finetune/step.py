@@ -2,13 +2,13 @@
 
 Each example is inference's own prompt (token ids) plus the label's token ids. Every prompt
 starts with the same static part (instructions + taxonomy); its KV cache is shared by the batch
-and, below the LoRA layers, computed once per run (``_PrefixKV``). The loss is cross-entropy on
+and, below the LoRA layers, computed once per run (``PrefixKV``). The loss is cross-entropy on
 the label tokens only, with logits only at those positions.
 
 Example:
-    >>> rows = _Examples(llm, clf, sessions)                                  # doctest: +SKIP
-    >>> loss = _batch_loss(peft_model, rows.rows[:8], torch, pad_id,
-    ...                    _PrefixKV(peft_model, rows.prefix, 24, "cache"))  # doctest: +SKIP
+    >>> rows = Examples(llm, clf, sessions)                                  # doctest: +SKIP
+    >>> loss = batch_loss(peft_model, rows.rows[:8], torch, pad_id,
+    ...                    PrefixKV(peft_model, rows.prefix, 24, "cache"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from behavior_rag.types import Session
 
 
-class _Examples:
+class Examples:
     """Prompt token ids + label token ids per training session (inference's own prompt)."""
 
     def __init__(self, llm, clf, sessions: Sequence[Session]) -> None:
@@ -30,10 +30,10 @@ class _Examples:
             text = llm.prompt_text(p.messages, answer)
             prompt_ids, label_ids = llm.split_tokens(text, p.session.label)
             self.rows.append((prompt_ids, label_ids))
-        self.prefix = _shared_prefix([r[0] for r in self.rows])
+        self.prefix = shared_prefix([r[0] for r in self.rows])
 
 
-def _shared_prefix(prompts):
+def shared_prefix(prompts):
     """The token prefix every prompt starts with (instructions + taxonomy), leaving each
     prompt at least one token of its own."""
     if not prompts:
@@ -46,7 +46,7 @@ def _shared_prefix(prompts):
     return first[:max(n, 0)]
 
 
-class _PrefixKV:
+class PrefixKV:
     """The static prefix's KV cache, rebuilt each step for the LoRA layers only.
 
     Layers below the first LoRA layer carry no adapter, so their KV for the prefix never
@@ -116,10 +116,10 @@ def gqa_sdpa():
             os.environ[key] = old
 
 
-def _batch_loss(model, rows, torch, pad_id: int, prefix_kv: _PrefixKV | None = None):
+def batch_loss(model, rows, torch, pad_id: int, prefix_kv: PrefixKV | None = None):
     """Mean cross-entropy over the label tokens of ``rows`` (left-padded batch).
 
-    ``prefix_kv``: the static prompt prefix all rows share, as a ``_PrefixKV``. Its KV cache is
+    ``prefix_kv``: the static prompt prefix all rows share, as a ``PrefixKV``. Its KV cache is
     rebuilt each step under the current adapter without gradient and reused by every row, so
     only the tokens after it are trained through (inference runs the same prefix through the
     same adapter; the adapter just gets no gradient from the prefix positions). The loss is the

@@ -11,8 +11,11 @@ from typing import Optional
 
 import typer
 
-from behavior_rag.cli_common import HUMAN, emit, err, load_sessions, progress
+from behavior_rag.cli.common import HUMAN, emit, err, load_sessions, progress
+from behavior_rag.evaluation import split_by_user
+from behavior_rag.finetune import FinetuneConfig, finetune
 from behavior_rag.settings import Settings
+from behavior_rag.taxonomy import load_taxonomy
 
 
 def finetune_cmd(
@@ -39,9 +42,6 @@ def finetune_cmd(
     human: bool = HUMAN,
 ) -> None:
     """Fine-tune with cross-entropy on the label tokens; early stop on validation macro-F1."""
-    from behavior_rag.evaluation import split_by_user
-    from behavior_rag.finetune import FinetuneConfig, finetune
-    from behavior_rag.taxonomy import load_taxonomy
 
     s = Settings()
     sessions = [x for x in load_sessions(data, fmt, s) if x.label]

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from behavior_rag.api import BehaviorRAG
-from behavior_rag.cli_common import HUMAN, emit, err, load_sessions, progress
+from behavior_rag.cli.common import HUMAN, emit, err, load_sessions, progress
 from behavior_rag.settings import Settings
 
 

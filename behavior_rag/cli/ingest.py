@@ -1,5 +1,5 @@
-"""The ``behavior-rag`` command. JSON on stdout by default (``--human`` for people); errors are
-JSON on stderr with exit code 2.
+"""``behavior-rag ingest`` / ``render`` / ``synth``: event logs and synthetic data in, session
+stores and text out.
 
 Example:
     $ behavior-rag ingest ../shared/data/taobao_userbehavior/UserBehavior.dev.csv --out data/taobao
@@ -9,42 +9,21 @@ Example:
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 import yaml
 
-from behavior_rag.cli_classify import classify_cmd
-from behavior_rag.cli_common import HUMAN, err
-from behavior_rag.cli_common import emit as _emit
-from behavior_rag.cli_common import load_sessions as _load_sessions
-from behavior_rag.cli_common import progress as _progress
-from behavior_rag.cli_discover import discover_cmd, profile_cmd
-from behavior_rag.cli_eval import eval_cmd
-from behavior_rag.cli_finetune import finetune_cmd
-from behavior_rag.cli_index import index_app, similar_cmd
-from behavior_rag.cli_serve import serve_cmd
-from behavior_rag.errors import BehaviorRagError, ConfigError
+from behavior_rag.cli.common import HUMAN, emit, err, load_sessions, progress
+from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.formats import FORMATS
 from behavior_rag.ingest.load import load_events
 from behavior_rag.ingest.models import ColumnMapping
 from behavior_rag.ingest.store import write_store
 from behavior_rag.render import render
 from behavior_rag.settings import Settings
-
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Recognise and explain e-commerce shopper behaviour.")
-app.add_typer(index_app, name="index")
-app.command("similar")(similar_cmd)
-app.command("classify")(classify_cmd)
-app.command("eval")(eval_cmd)
-app.command("discover")(discover_cmd)
-app.command("profile")(profile_cmd)
-app.command("finetune")(finetune_cmd)
-app.command("serve")(serve_cmd)
+from behavior_rag.synth import generate
 
 
 def _settings(gap_minutes: float | None = None, mode: str | None = None,
@@ -77,8 +56,7 @@ def _mapping(path: Path | None, pairs: list[str]) -> ColumnMapping | None:
         raise ConfigError(f"invalid column mapping: {e}", file=str(path) if path else None) from e
 
 
-@app.command()
-def ingest(
+def ingest_cmd(
     path: Path = typer.Argument(..., help="Event log: CSV, JSONL, Parquet, or a built-in format."),
     out: Path = typer.Option(..., "--out", "-o", help="Session store folder to write."),
     fmt: str = typer.Option("auto", "--format", "-f",
@@ -88,14 +66,15 @@ def ingest(
     gap_minutes: Optional[float] = typer.Option(None, help="Inactivity gap that splits sessions."),
     mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="YAML/JSON column mapping."),
     map_: list[str] = typer.Option([], "--map", help="FIELD=COLUMN, repeatable."),
-    no_pseudonymize: bool = typer.Option(False, help="Keep raw user ids (not recommended)."),
+    no_pseudonymize: bool = typer.Option(False, "--no-pseudonymize",
+                                         help="Keep raw user ids (not recommended)."),
     human: bool = HUMAN,
 ) -> None:
     """Read an event log, sessionise it and write a parquet session store."""
     if mode not in (None, "strict", "lenient"):
         raise ConfigError("mode must be strict or lenient", field="mode", value=mode)
     settings = _settings(gap_minutes, mode, False if no_pseudonymize else None)
-    with _progress("ingesting") as bar:
+    with progress("ingesting") as bar:
         task = bar.add_task("ingest", total=None)
         result = load_events(path, fmt, mapping=_mapping(mapping_file, map_), settings=settings)
         bar.update(task, total=1, completed=1)
@@ -108,10 +87,9 @@ def ingest(
         if r.rows_skipped:
             err.print(f"skipped {r.rows_skipped} rows: {r.skipped_by_reason}")
     else:
-        _emit(report)
+        emit(report)
 
 
-@app.command("render")
 def render_cmd(
     source: Path = typer.Argument(..., help="Session store folder, or an event log to ingest."),
     fmt: str = typer.Option("auto", "--format", "-f"),
@@ -122,7 +100,7 @@ def render_cmd(
 ) -> None:
     """Print sessions as text (JSON lines: session_id, user_id, label, text)."""
     settings = _settings(max_tokens=max_tokens)
-    sessions = _load_sessions(source, fmt, settings)
+    sessions = load_sessions(source, fmt, settings)
     if session:
         wanted = set(session)
         sessions = [s for s in sessions if s.session_id in wanted]
@@ -131,7 +109,7 @@ def render_cmd(
             raise ConfigError("session id(s) not found", value=sorted(missing)[:5])
     if limit:
         sessions = sessions[:limit]
-    with _progress("rendering") as bar:
+    with progress("rendering") as bar:
         task = bar.add_task("render", total=len(sessions))
         for s in sessions:
             text = render(s, settings=settings)
@@ -139,13 +117,12 @@ def render_cmd(
                 print(f"## {s.session_id} (user {s.user_id}"
                       + (f", label {s.label}" if s.label else "") + f")\n{text}\n")
             else:
-                _emit({"session_id": s.session_id, "user_id": s.user_id, "label": s.label,
+                emit({"session_id": s.session_id, "user_id": s.user_id, "label": s.label,
                        "text": text})
             bar.advance(task)
 
 
-@app.command()
-def synth(
+def synth_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Session store folder to write."),
     n: int = typer.Option(1000, "--n", help="Number of sessions."),
     seed: int = typer.Option(0),
@@ -153,8 +130,6 @@ def synth(
     human: bool = HUMAN,
 ) -> None:
     """Write a SYNTHETIC labelled dataset (persona sessions) as a session store."""
-    from behavior_rag.synth import generate
-
     weights = None
     if mix:
         weights = {}
@@ -171,39 +146,4 @@ def synth(
         err.print(f"wrote {manifest.sessions} synthetic sessions of {manifest.users} users to "
                   f"{out}: {manifest.labels}")
     else:
-        _emit(manifest.model_dump() | {"store": str(out)})
-
-
-@app.command()
-def demo(
-    data_dir: Optional[Path] = typer.Option(None, help="Folder with the real datasets "
-                                            "(default: BEHAVIOR_RAG_DATA_DIR or ../shared/data)."),
-    as_json: bool = typer.Option(False, "--json", help="JSON instead of text."),
-    index_dir: Optional[Path] = typer.Option(None, "--index", help="Where the demo index goes "
-                                             "(default: indexes/demo)."),
-) -> None:
-    """End-to-end demo on the embedded defaults: ingest, sessionise, render, index, similar."""
-    from behavior_rag.demo import run_demo
-
-    run_demo(data_dir=data_dir, as_json=as_json, index_dir=index_dir)
-
-
-def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except BehaviorRagError as e:
-        sys.stderr.write(json.dumps(e.to_dict(), ensure_ascii=False, default=str) + "\n")
-        sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        sys.exit(130)
-    except Exception as e:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
-
-
-if __name__ == "__main__":
-    main()
+        emit(manifest.model_dump() | {"store": str(out)})

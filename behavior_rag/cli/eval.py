@@ -12,7 +12,8 @@ from typing import Optional
 
 import typer
 
-from behavior_rag.cli_common import HUMAN, emit, err
+from behavior_rag.cli.common import HUMAN, emit, err
+from behavior_rag.evaluation.harness import EvalConfig, run_eval
 from behavior_rag.settings import Settings
 
 
@@ -42,7 +43,6 @@ def eval_cmd(
     human: bool = HUMAN,
 ) -> None:
     """Evaluate every method on the same split; write report.md, result.json and PNG plots."""
-    from behavior_rag.evaluation.harness import EvalConfig, run_eval
 
     cfg = EvalConfig(task=task, data=data, train=train, test=test,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], out=out,

@@ -1,4 +1,4 @@
-"""Behaviour models of the eight synthetic shopper personas (internal to :mod:`behavior_rag.synth`).
+"""Behaviour models of the eight synthetic shopper personas (used by :func:`behavior_rag.synth.generate`).
 
 Each persona is a small script that, given a user's state and a catalog, plans one session as a
 list of :class:`Action` s. Timestamps are added later by the generator from each action's median
@@ -22,12 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-if TYPE_CHECKING:  # synth imports this module; only the type is needed here.
-    from behavior_rag.synth import Catalog
+from behavior_rag.synth.catalog import Catalog
+
+PERSONAS: tuple[str, ...] = (
+    "focused_buyer", "comparison_shopper", "deal_hunter", "window_shopper",
+    "cart_abandoner", "impulse_buyer", "loyal_repeat_buyer", "gift_shopper",
+)
 
 
 class Action(NamedTuple):

@@ -1,0 +1,57 @@
+"""The ``behavior-rag`` command: one module per command group, registered here. JSON on stdout
+by default (``--human`` for people); errors are JSON on stderr with exit code 2.
+
+Example:
+    $ behavior-rag --help
+    $ python -m behavior_rag.cli --help
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import typer
+
+from behavior_rag.cli.classify import classify_cmd
+from behavior_rag.cli.demo import demo_cmd
+from behavior_rag.cli.discover import discover_cmd, profile_cmd
+from behavior_rag.cli.eval import eval_cmd
+from behavior_rag.cli.finetune import finetune_cmd
+from behavior_rag.cli.index import index_app, similar_cmd
+from behavior_rag.cli.ingest import ingest_cmd, render_cmd, synth_cmd
+from behavior_rag.cli.serve import serve_cmd
+from behavior_rag.errors import BehaviorRagError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Recognise and explain e-commerce shopper behaviour.")
+app.command("ingest")(ingest_cmd)
+app.command("render")(render_cmd)
+app.command("synth")(synth_cmd)
+app.add_typer(index_app, name="index")
+app.command("similar")(similar_cmd)
+app.command("classify")(classify_cmd)
+app.command("eval")(eval_cmd)
+app.command("discover")(discover_cmd)
+app.command("profile")(profile_cmd)
+app.command("finetune")(finetune_cmd)
+app.command("serve")(serve_cmd)
+app.command("demo")(demo_cmd)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except BehaviorRagError as e:
+        sys.stderr.write(json.dumps(e.to_dict(), ensure_ascii=False, default=str) + "\n")
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except click.exceptions.ClickException as e:  # usage errors carry their own exit code
+        e.show()
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()
