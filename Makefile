@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 VLLM_VENV := .cache/vllm-venv
 
-.PHONY: demo test test-slow install clean vllm vllm-server eval
+.PHONY: demo test test-slow install clean vllm vllm-server eval lint
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ vllm: $(VLLM_VENV)/.installed
 VLLM_PORT ?= 8000
 vllm-server: $(STAMP) $(VLLM_VENV)/.installed
 	$(BIN)/python -m behavior_rag.llm.vllm_server --port $(VLLM_PORT)
+
+# ruff (its rules are in pyproject.toml); `.ci/run` runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check behavior_rag tests eval
 
 test: $(STAMP) $(VLLM_VENV)/.installed
 	$(BIN)/python -m pytest -q

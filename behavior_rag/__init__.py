@@ -24,14 +24,15 @@ from behavior_rag.ingest.models import ColumnMapping, FormatSpec, IngestReport, 
 from behavior_rag.ingest.store import read_store, write_store
 from behavior_rag.ingest.uci import load_uci
 from behavior_rag.render import render
+from behavior_rag.resources import __version__
 from behavior_rag.retrieve import Neighbor
 from behavior_rag.settings import Settings
 from behavior_rag.synth import generate
 from behavior_rag.taxonomy import Taxonomy, load_taxonomy
 from behavior_rag.types import Event, Fact, Session, SessionFacts
 
-__version__ = "0.1.0"
 __all__ = [
+    "__version__",
     "AsyncClient", "BehaviorRAG", "Client", "Filter", "Neighbor", "SessionMeta", "BehaviorRagError", "ColumnMapping", "ConfigError", "DataError", "Event", "Fact", "FormatSpec",
     "IngestError", "IngestReport", "IngestResult", "RenderError", "Session", "SessionFacts",
     "Settings", "StoreError", "Taxonomy", "TaxonomyError", "compute_facts", "generate",

@@ -1,6 +1,8 @@
-"""``BehaviorRAG``: the in-process facade users call (the HTTP client mirrors it later).
+"""``BehaviorRAG``: the in-process facade users call; :class:`behavior_rag.client.Client` offers
+the same methods over HTTP.
 
-It wires settings -> embedder -> index folder; each step lives in its own module.
+It wires settings -> embedder -> index folder -> classifier / profiles / fine-tune; each step
+lives in its own module.
 
 Example:
     >>> from behavior_rag import BehaviorRAG, generate
@@ -25,9 +27,9 @@ from behavior_rag.embed.base import EmbedderInfo, Progress
 from behavior_rag.errors import TaxonomyError
 from behavior_rag.finetune import finetune
 from behavior_rag.fusion import FusionParams, fit
-from behavior_rag.index.base import Filter
+from behavior_rag.index.base import Filter, VectorIndex
 from behavior_rag.index.build import UpsertReport, upsert_sessions
-from behavior_rag.index.faiss_index import FaissSessionIndex
+from behavior_rag.index.factory import create_index, open_index
 from behavior_rag.index.storage import IndexConfig, read_config
 from behavior_rag.ingest.store import read_store, write_store
 from behavior_rag.llm.factory import get_llm
@@ -47,7 +49,7 @@ class IndexInfo(BaseModel):
     users: int
 
 class BehaviorRAG:
-    """Index sessions and find similar shoppers. Later: classify, profile, discover.
+    """Index sessions, find similar shoppers, classify, profile and fine-tune.
 
     If ``index_path`` holds an index, it is loaded lazily and queries use the embedding backend
     it was built with (vectors from another model are refused on load).
@@ -65,7 +67,7 @@ class BehaviorRAG:
                 self.settings = self.settings.model_copy(update={
                     "embed": self.settings.embed.model_copy(update={"backend": built.backend})})
         self._embedder: Embedder | None = None
-        self._index: FaissSessionIndex | None = None
+        self._index: VectorIndex | None = None
         self._classifier = None
         self._llm = llm  # an LLMBackend object overrides settings.llm (e.g. LangChainBackend)
         self._sessions: dict[str, Session] | None = None  # the events, for profiles
@@ -88,18 +90,22 @@ class BehaviorRAG:
         return self._embedder
 
     @property
-    def index(self) -> FaissSessionIndex:
+    def index(self) -> VectorIndex:
         if self._index is None:
             if not self._fresh and (self.index_path / "config.json").exists():
-                self._index = FaissSessionIndex.load(self.index_path, expect=self.embedder.info,
-                                                     spec=self.settings.index)
+                self._index = open_index(self.index_path, expect=self.embedder.info,
+                                         spec=self.settings.index)
             else:
-                self._index = FaissSessionIndex(self.embedder.info, self.settings.index)
+                self._index = create_index(self.embedder.info, self.settings.index)
         return self._index
 
     def index_sessions(self, sessions: Sequence[Session], *, split: str | None = None,
                        progress: Progress | None = None) -> UpsertReport:
-        """Render, embed and upsert sessions (unchanged ones are skipped). Call :meth:`save`."""
+        """Render, embed and upsert sessions (unchanged ones are skipped). Call :meth:`save`.
+
+        A session's label, when it has one, must be in the configured taxonomy (checked before
+        anything is embedded)."""
+        self._check_labels(sessions, required=False)
         report = upsert_sessions(self.index, self.embedder, sessions, settings=self.settings,
                                  split=split, progress=progress)
         self.sessions.update({s.session_id: s for s in sessions})
@@ -132,14 +138,17 @@ class BehaviorRAG:
                 raise TaxonomyError(f"{len(labels)} labels for {len(sessions)} sessions",
                                     field="labels")
             sessions = [s.model_copy(update={"label": lab}) for s, lab in zip(sessions, labels)]
+        self._check_labels(sessions, required=True)
+        return self.index_sessions(sessions, split=split, progress=progress)
+
+    def _check_labels(self, sessions: Sequence[Session], *, required: bool) -> None:
         tax = load_taxonomy(self.settings.classify.taxonomy)
-        for row, s in enumerate(sessions, 1):
-            if s.label not in tax:
+        for i, s in enumerate(sessions):
+            if (s.label is not None or required) and s.label not in tax:
                 raise TaxonomyError(
                     f"session {s.session_id!r} has label {s.label!r}, not one of the taxonomy "
-                    f"{tax.name!r} labels {list(tax.names)}", row=row, field="label",
-                    value=s.label)
-        return self.index_sessions(sessions, split=split, progress=progress)
+                    f"{tax.name!r} labels {list(tax.names)}", row=i + 1,
+                    field=f"sessions.{i}.label", value=s.label)
 
     def delete_sessions(self, session_ids: Sequence[str]) -> int:
         ids = [m.id for s in session_ids if (m := self.index.get(s)) is not None]
@@ -242,7 +251,7 @@ class BehaviorRAG:
 
     def info(self) -> IndexInfo:
         cfg = read_config(self.index_path)
-        frame = self.index.meta.frame()
+        frame = self.index.metadata()
         labels = frame["label"].drop_nulls().value_counts()
         return IndexInfo(path=str(self.index_path), config=cfg,
                          labels={r["label"]: r["count"] for r in labels.iter_rows(named=True)},

@@ -71,7 +71,29 @@ def replace_file(path: str | Path, data: str | bytes) -> Path:
     return Path(path)
 
 
-def _fsync_tree(root: Path) -> None:
+def create_file_once(path: str | Path, data: str | bytes, mode: int = 0o600) -> bool:
+    """Create ``path`` with ``data`` (file mode ``mode``) only if it does not exist yet, all or
+    nothing: two racing writers never both win. Returns whether this call created it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # fails if another process created it first
+        fsync_path(path.parent)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (before a rename makes them visible)."""
     for dirpath, _, files in os.walk(root):
         for f in files:
             fsync_path(Path(dirpath) / f)
@@ -99,7 +121,7 @@ def replace_dir(path: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if not path.exists():
             os.replace(tmp, path)
         elif path.is_dir() and _exchange(tmp, path):

@@ -24,7 +24,7 @@ from behavior_rag.evidence import evidence_for, explanation, verify
 from behavior_rag.facts import compute_facts
 from behavior_rag.fusion import DevExample, FusionParams, fuse, knn_vote
 from behavior_rag.guard import guard_session
-from behavior_rag.index.faiss_index import FaissSessionIndex
+from behavior_rag.index.base import VectorIndex
 from behavior_rag.llm.base import ChatMessage, LLMBackend
 from behavior_rag.prompts import PromptFile, load_prompt
 from behavior_rag.render import render
@@ -78,7 +78,7 @@ class Prepared:
 class Classifier:
     """Few-shot classifier over a labelled index. ``llm=None`` classifies by kNN vote alone."""
 
-    def __init__(self, index: FaissSessionIndex, embedder: Embedder, llm: LLMBackend | None,
+    def __init__(self, index: VectorIndex, embedder: Embedder, llm: LLMBackend | None,
                  taxonomy: Taxonomy, *, settings: Settings | None = None,
                  fusion: FusionParams | None = None, prompt: PromptFile | None = None) -> None:
         self.index, self.embedder, self.llm, self.taxonomy = index, embedder, llm, taxonomy
@@ -144,6 +144,9 @@ class Classifier:
     def _ask(self, p: Prepared) -> LLMResult:
         if self.llm is None:
             return LLMResult()
+        if self.settings.classify.mode == "score" and not self.llm.can_score:
+            return LLMResult(fallback=f"LLM {self.llm.name!r} gives no per-option "
+                                      "log-probabilities: set classify.mode=generate")
         try:
             if self.settings.classify.mode == "score":
                 scores = self.llm.score_options(p.messages, self.labels,

@@ -1,8 +1,10 @@
 """Python client of the HTTP service: the same methods and return types as :class:`BehaviorRAG`.
 
 ``Client`` (sync) and ``AsyncClient`` (asyncio) share everything but the transport loop. Errors
-come back as the class the service raised (:mod:`behavior_rag.service.errors` rebuilds them),
-so ``except TaxonomyError`` works the same in-process and over HTTP.
+come back as the class the service raised (:func:`behavior_rag.wire.rebuild_error` rebuilds
+them), so ``except TaxonomyError`` works the same in-process and over HTTP. Request bodies are
+built, and answers parsed, with the service's own models (:mod:`behavior_rag.wire`); a request
+those models refuse raises :class:`~behavior_rag.wire.InvalidRequest` before it is sent.
 
 Retries: 429/503 answers (honouring ``Retry-After``) and connection failures are retried with
 exponential backoff and jitter, ``max_retries`` times. Every endpoint is idempotent (upserts
@@ -25,23 +27,31 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any, overload
+from urllib.parse import quote
 
 import httpx
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from behavior_rag.errors import TaxonomyError
 from behavior_rag.index.base import Filter
 from behavior_rag.index.build import UpsertReport
 from behavior_rag.profile import UserProfile
 from behavior_rag.retrieve import Neighbor
-from behavior_rag.service.errors import (
-    BatchTooLarge,
-    RequestTimeout,
-    ServiceUnavailable,
-    rebuild_error,
-)
 from behavior_rag.taxonomy import Taxonomy
 from behavior_rag.types import PatternPrediction, Session
+from behavior_rag.wire import (
+    BatchTooLarge,
+    ClassifyRequest,
+    DeleteReport,
+    DeleteRequest,
+    Ready,
+    RequestTimeout,
+    ServiceUnavailable,
+    SimilarRequest,
+    UpsertRequest,
+    invalid_request,
+    rebuild_error,
+)
 
 Progress = Callable[[int, int], None]
 RETRY_STATUS = (429, 503)
@@ -136,8 +146,8 @@ class _Base:
 
         def send(start, chunk):
             lab = None if labels is None else list(labels[start: start + len(chunk)])
-            report = UpsertReport.model_validate((yield from self._exchange(
-                "POST", "/v1/sessions", _upsert_body(chunk, lab, labelled, split))))
+            report = UpsertReport.model_validate((yield from self._exchange("POST", "/v1/sessions",
+                _body(UpsertRequest, sessions=chunk, labels=lab, labelled=labelled, split=split))))
             if progress:
                 progress(start + len(chunk), len(sessions))
             return report
@@ -149,15 +159,15 @@ class _Base:
             if not chunk:
                 return 0
             answer = yield from self._exchange("DELETE", "/v1/sessions",
-                                               {"session_ids": list(chunk)})
-            return answer["deleted"]
+                                               _body(DeleteRequest, session_ids=chunk))
+            return DeleteReport.model_validate(answer).deleted
 
         return sum((yield from self._batched(list(session_ids), send)))
 
     def _classify(self, session):
         if isinstance(session, Session):
             return PatternPrediction.model_validate((yield from self._exchange(
-                "POST", "/v1/classify", {"session": session.model_dump(mode="json")})))
+                "POST", "/v1/classify", _body(ClassifyRequest, session=session))))
         return (yield from self._classify_many(list(session), None))
 
     def _classify_many(self, sessions, progress):
@@ -167,25 +177,25 @@ class _Base:
             if not chunk:
                 return []
             preds = _PREDICTIONS.validate_python((yield from self._exchange(
-                "POST", "/v1/classify", {"sessions": _sessions(chunk)})))
+                "POST", "/v1/classify", _body(ClassifyRequest, sessions=chunk))))
             if progress:
                 progress(start + len(chunk), len(sessions))
             return preds
 
         return [p for batch in (yield from self._batched(sessions, send)) for p in batch]
 
-    def _similar(self, *args):
+    def _similar(self, **query: Any):
         return _NEIGHBORS.validate_python((yield from self._exchange(
-            "POST", "/v1/similar", _similar_body(*args))))
+            "POST", "/v1/similar", _body(SimilarRequest, **query))))
 
-    def _get(self, path: str, model=None):
-        data = yield from self._exchange("GET", path)
-        return model.model_validate(data) if model is not None else data
+    def _get(self, path: str, model: type[BaseModel]):
+        return model.model_validate((yield from self._exchange("GET", path)))
+
+    def _ready(self):
+        return (yield from self._get("/readyz", Ready)).model_dump()
 
 
 def _profile_path(user_id: str, use_llm: bool, patterns: bool) -> str:
-    from urllib.parse import quote
-
     return (f"/v1/profiles/{quote(user_id, safe='')}?use_llm={str(use_llm).lower()}"
             f"&patterns={str(patterns).lower()}")
 
@@ -203,13 +213,23 @@ def _retry_after(r: httpx.Response) -> float | None:
             return None
 
 
-def _sessions(sessions: Sequence[Session]) -> list[dict]:
-    return [s.model_dump(mode="json") for s in sessions]
+def _body(model: type[BaseModel], **fields: Any) -> dict:
+    """The JSON body of one request, validated by the model the service validates it with.
 
-
-def _upsert_body(sessions, labels, labelled: bool, split: str | None) -> dict:
-    return {"sessions": _sessions(sessions), "labels": None if labels is None else list(labels),
-            "labelled": labelled, "split": split}
+    Example:
+        >>> _body(DeleteRequest, session_ids=("s1",))
+        {'session_ids': ['s1']}
+        >>> _body(SimilarRequest, text="gifts", k=0)
+        Traceback (most recent call last):
+        ...
+        behavior_rag.wire.errors.InvalidRequest: field 'k': Input should be greater than or equal to 1
+    """
+    try:
+        request = model(**fields)
+    except ValidationError as e:  # what the service would answer (422), without the round trip
+        raise invalid_request([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
+                              ) from None
+    return request.model_dump(mode="json")
 
 
 def _merge(reports: list[UpsertReport]) -> UpsertReport:
@@ -217,13 +237,6 @@ def _merge(reports: list[UpsertReport]) -> UpsertReport:
                         embedded=sum(r.embedded for r in reports),
                         unchanged=sum(r.unchanged for r in reports),
                         index_size=reports[-1].index_size)
-
-
-def _similar_body(session, session_id, user_id, text, k, filter, with_text) -> dict:
-    return {"session": session.model_dump(mode="json") if session is not None else None,
-            "session_id": session_id, "user_id": user_id, "text": text, "k": k,
-            "filter": filter.model_dump(mode="json") if filter is not None else None,
-            "with_text": with_text}
 
 
 class Client(_Base):
@@ -289,8 +302,9 @@ class Client(_Base):
                 user_id: str | None = None, text: str | None = None, k: int = 10,
                 filter: Filter | None = None, with_text: bool = False) -> list[Neighbor]:
         """Similar sessions (or shoppers, for ``user_id``), as :meth:`BehaviorRAG.similar`."""
-        return self._drive(self._similar(session, session_id, user_id, text, k, filter,
-                                         with_text))
+        return self._drive(self._similar(
+            session=session, session_id=session_id, user_id=user_id, text=text, k=k,
+            filter=filter, with_text=with_text))
 
     def taxonomy(self) -> Taxonomy:
         """The labels the service's classifier uses."""
@@ -303,7 +317,7 @@ class Client(_Base):
 
     def ready(self) -> dict:
         """``/readyz``: index size, embedder and LLM backend (raises NotReady while loading)."""
-        return self._drive(self._get("/readyz"))
+        return self._drive(self._ready())
 
     def close(self) -> None:
         self._http.close()
@@ -364,8 +378,9 @@ class AsyncClient(_Base):
     async def similar(self, *, session: Session | None = None, session_id: str | None = None,
                       user_id: str | None = None, text: str | None = None, k: int = 10,
                       filter: Filter | None = None, with_text: bool = False) -> list[Neighbor]:
-        return await self._drive(self._similar(session, session_id, user_id, text, k, filter,
-                                               with_text))
+        return await self._drive(self._similar(
+            session=session, session_id=session_id, user_id=user_id, text=text, k=k,
+            filter=filter, with_text=with_text))
 
     async def taxonomy(self) -> Taxonomy:
         return await self._drive(self._get("/v1/taxonomy", Taxonomy))
@@ -376,7 +391,7 @@ class AsyncClient(_Base):
                                            UserProfile))
 
     async def ready(self) -> dict:
-        return await self._drive(self._get("/readyz"))
+        return await self._drive(self._ready())
 
     async def aclose(self) -> None:
         await self._http.aclose()

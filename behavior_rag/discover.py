@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
+from behavior_rag.atomic import replace_file
 from behavior_rag.errors import BehaviorRagError, ConfigError
 from behavior_rag.facts import compute_facts
 from behavior_rag.llm.base import ChatMessage, LLMBackend
@@ -194,8 +194,4 @@ def write_taxonomy(d: Discovery, path: str | Path, name: str = "discovered") -> 
     reps = "".join(f"# {c.name}: representative sessions {', '.join(c.representatives)}\n"
                    for c in d.clusters)
     Taxonomy.model_validate(data)  # a draft that would not load is never written
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(head + reps + body, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return replace_file(path, head + reps + body)

@@ -1,6 +1,6 @@
 """Compute :class:`SessionFacts` from a session: numbers by code, each citing its event indices.
 
-Explanations (later) may only state facts found here, and evidence is checked against these
+Explanations may only state facts found here, and evidence is checked against these
 values and indices — so every fact records exactly which events it rests on.
 
 Example:

@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from sklearn.metrics import f1_score, log_loss
 
+from behavior_rag.atomic import replace_file
 from behavior_rag.errors import ConfigError
 
 
@@ -42,13 +43,7 @@ class FusionParams(BaseModel):
     dev_macro_f1: float | None = None
 
     def save(self, path: str | Path) -> None:
-        import os
-        import uuid
-
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-        tmp.write_text(self.model_dump_json(indent=2))
-        os.replace(tmp, path)
+        replace_file(path, self.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> FusionParams:

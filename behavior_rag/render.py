@@ -74,11 +74,6 @@ def _num(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".")
 
 
-def facts_line(session: Session, facts: SessionFacts, tz: str = "UTC") -> str:
-    """The header: what code knows about the session, in a few compact clauses."""
-    return "facts: " + "; ".join(facts_clauses(session, facts, tz))
-
-
 def facts_clauses(session: Session, facts: SessionFacts, tz: str = "UTC") -> list[str]:
     """The header's clauses, most important first (a tight budget drops them from the end)."""
     if not session.events:

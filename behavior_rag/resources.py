@@ -1,4 +1,4 @@
-"""Find files shipped with the package: prompt templates, taxonomies and packaged models.
+"""What ships with the package: its version, prompt templates, taxonomies and packaged models.
 
 ``prompts/`` lives at the repository top level and is force-included into the wheel as
 ``behavior_rag/_prompts``; :func:`prompts_dir` finds whichever is present.
@@ -15,6 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from behavior_rag.errors import ConfigError
+
+__version__ = "0.1.0"  # the one place; pyproject.toml reads it (tool.hatch.version)
 
 _PKG = Path(__file__).resolve().parent
 

@@ -18,8 +18,7 @@ from pydantic import BaseModel
 
 from behavior_rag.embed.base import Embedder
 from behavior_rag.errors import ConfigError
-from behavior_rag.index.base import Filter, SearchHit, SessionMeta
-from behavior_rag.index.faiss_index import FaissSessionIndex
+from behavior_rag.index.base import Filter, SearchHit, SessionMeta, VectorIndex
 from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.types import Session
@@ -45,15 +44,15 @@ def _neighbors(hits: list[SearchHit], with_text: bool) -> list[Neighbor]:
     return out
 
 
-def user_vector(index: FaissSessionIndex, user_id: str) -> np.ndarray:
-    ids = index.meta.ids_of_user(user_id)
+def user_vector(index: VectorIndex, user_id: str) -> np.ndarray:
+    ids = index.ids_of_user(user_id)
     if not ids:
         raise ConfigError("user has no sessions in the index", field="user_id", value=user_id)
     v = index.vectors(ids).mean(axis=0)
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
-def similar(index: FaissSessionIndex, embedder: Embedder, *, session: Session | None = None,
+def similar(index: VectorIndex, embedder: Embedder, *, session: Session | None = None,
             session_id: str | None = None, user_id: str | None = None, text: str | None = None,
             k: int = 10, flt: Filter | None = None, with_text: bool = False,
             settings: Settings | None = None) -> list[Neighbor]:
@@ -90,7 +89,7 @@ def similar(index: FaissSessionIndex, embedder: Embedder, *, session: Session | 
     return _neighbors(index.search(q, k, flt)[0], with_text)
 
 
-def _distinct_users(index: FaissSessionIndex, q: np.ndarray, k: int, flt: Filter,
+def _distinct_users(index: VectorIndex, q: np.ndarray, k: int, flt: Filter,
                     with_text: bool) -> list[Neighbor]:
     # Ask for more sessions until k distinct users are found or the index is exhausted.
     want = k * 4
@@ -113,7 +112,7 @@ class Example(BaseModel):
     text: str
 
 
-def labelled_neighbors(index: FaissSessionIndex, vector: np.ndarray, k: int, *,
+def labelled_neighbors(index: VectorIndex, vector: np.ndarray, k: int, *,
                        session_id: str | None = None, user_id: str | None = None
                        ) -> list[SearchHit]:
     """k nearest labelled sessions, never the query session or the same user's sessions

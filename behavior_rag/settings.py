@@ -43,7 +43,7 @@ class RenderSettings(BaseModel):
 
 
 class EmbedSettings(BaseModel):
-    """Which sentence embedding model renders are sized for (the embed step itself comes later)."""
+    """Which sentence embedding model embeds (and sizes) renderings, on which backend."""
 
     model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (the packaged model) "
                        "or a path to a local sentence-transformers folder.")

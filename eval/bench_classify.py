@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from behavior_rag.atomic import replace_file  # noqa: E402
 from behavior_rag.classify import Classifier  # noqa: E402
 from behavior_rag.embed import get_embedder  # noqa: E402
 from behavior_rag.evaluation import split_by_user  # noqa: E402
@@ -263,7 +264,7 @@ def write(args, rows, notes, n_train) -> None:
               "scoring requests with a bare httpx client at the same concurrency, prefix "
               "cache reset first. Our pipeline adds rendering, embedding, FAISS retrieval, "
               "prompt building, one /tokenize call per session, fusion and evidence checks."]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    replace_file(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

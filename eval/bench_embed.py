@@ -23,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from behavior_rag.atomic import replace_file  # noqa: E402
 from behavior_rag.embed.onnx import OnnxEmbedder  # noqa: E402
 from behavior_rag.embed.sentence_transformers import SentenceTransformerEmbedder  # noqa: E402
 from behavior_rag.ingest.load import load_events  # noqa: E402
@@ -89,7 +90,7 @@ def main(args) -> None:
         "unchanged session costs its rendering only (see tests/test_similar.py).",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    replace_file(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

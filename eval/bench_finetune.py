@@ -39,6 +39,7 @@ def main() -> None:
                     "stopping (default: off, so the run covers all 1,000 examples)")
     args = ap.parse_args()
 
+    from behavior_rag.atomic import replace_file
     from behavior_rag.evaluation.loaders import load_task
     from behavior_rag.finetune import FinetuneConfig, finetune
     from behavior_rag.settings import default_settings
@@ -86,7 +87,7 @@ def main() -> None:
         + ", ".join(f"{h.step}: {h.val_macro_f1:.3f} ({h.val_log_loss:.3f})"
                     for h in res.history) + ".",
     ]
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    replace_file(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from behavior_rag.atomic import replace_file  # noqa: E402
 from behavior_rag.embed.base import EmbedderInfo  # noqa: E402
 from behavior_rag.index.base import SessionMeta  # noqa: E402
 from behavior_rag.index.faiss_index import FaissSessionIndex  # noqa: E402
@@ -238,7 +239,7 @@ def write_report(rows, notes) -> None:
                  "holds the benchmark's own copy of the vectors and ground truth.")
     lines += [f"- {n}" for n in notes]
     Path(ARGS.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(ARGS.out).write_text("\n".join(lines) + "\n")
+    replace_file(ARGS.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

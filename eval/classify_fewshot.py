@@ -27,6 +27,7 @@ from sklearn.metrics import accuracy_score, f1_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from behavior_rag.atomic import replace_file  # noqa: E402
 from behavior_rag.classify import Classifier  # noqa: E402
 from behavior_rag.embed import get_embedder  # noqa: E402
 from behavior_rag.evaluation import balanced_sample, purchase_intent, split_by_user  # noqa: E402
@@ -157,7 +158,7 @@ def write(args, train, dev, test, rows, llm_top1, verified, dropped, abstain, la
     for p in fused_preds[:5]:
         lines.append(f"- `{p.session_id}`: **{p.label}** — {p.explanation}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    replace_file(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

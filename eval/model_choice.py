@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from behavior_rag.atomic import replace_file
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "eval" / "reports" / "model_choice"
 TIE = 0.02
@@ -65,7 +67,7 @@ def main() -> None:
               "finished before the kNN-calibration change to fusion (16:25 UTC) show kNN "
               "numbers without it; the LLM-alone numbers the rule uses do not depend on it."]
     out = ROOT / "eval" / "reports" / "model_choice.md"
-    out.write_text("\n".join(lines) + "\n")
+    replace_file(out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

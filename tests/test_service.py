@@ -20,7 +20,11 @@ import pytest
 
 from behavior_rag import AsyncClient, BehaviorRAG, Client, Filter, Settings
 from behavior_rag.errors import ConfigError, DataError, TaxonomyError
-from behavior_rag.service.errors import (
+from behavior_rag.service.limits import ModelSlots
+from behavior_rag.service.run import serve_in_background
+from behavior_rag.synth import generate
+from behavior_rag.taxonomy import load_taxonomy
+from behavior_rag.wire.errors import (
     AuthError,
     InvalidRequest,
     NotFoundError,
@@ -29,10 +33,6 @@ from behavior_rag.service.errors import (
     RequestTooLarge,
     ServiceUnavailable,
 )
-from behavior_rag.service.limits import ModelSlots
-from behavior_rag.service.run import serve_in_background
-from behavior_rag.synth import generate
-from behavior_rag.taxonomy import load_taxonomy
 
 KEY = "test-key-0123456789abcdef"
 MAX_BODY = 256 * 1024

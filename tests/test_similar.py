@@ -90,3 +90,27 @@ def test_cli_index_build_info_similar_delete(tmp_path, embed_home):
     assert deleted == {"deleted": 1, "requested": 1, "index_size": 119}
     (added,) = run("index", "add", str(tmp_path / "st"), "--index", ix)
     assert (added["embedded"], added["unchanged"], added["index_size"]) == (1, 119, 120)
+
+
+def test_naive_filter_times_mean_utc_in_process_as_over_http(rag, synth_sessions):
+    from datetime import timezone
+
+    first = min(s.start for s in synth_sessions)
+    naive = Filter(start_from=first.replace(tzinfo=None))
+    aware = Filter(start_from=first.astimezone(timezone.utc))
+    assert naive == aware
+    q = "views of discounted items"
+    assert [h.session_id for h in rag.similar(text=q, k=5, filter=naive)] == \
+        [h.session_id for h in rag.similar(text=q, k=5, filter=aware)]
+
+
+def test_index_sessions_refuses_a_label_outside_the_taxonomy(rag, synth_sessions):
+    from behavior_rag.errors import TaxonomyError
+
+    before = len(rag.index)
+    plain = synth_sessions[3].model_copy(update={"session_id": "plain_x", "label": None})
+    bad = plain.model_copy(update={"session_id": "bad_x", "label": "martian"})
+    with pytest.raises(TaxonomyError) as e:
+        rag.index_sessions([plain, bad])
+    assert e.value.context["field"] == "sessions.1.label" and e.value.context["row"] == 2
+    assert len(rag.index) == before and rag.index.get("plain_x") is None  # nothing embedded

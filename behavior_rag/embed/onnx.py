@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from behavior_rag.atomic import writing_file
 from behavior_rag.embed.base import EmbedderInfo, Progress, normalise
 from behavior_rag.embed.sentence_transformers import model_id
-from behavior_rag.errors import ConfigError
 from behavior_rag.resources import embedding_model_dir
 from behavior_rag.settings import default_settings
 
@@ -53,11 +51,11 @@ def export_onnx(model: str, cache_root: Path, quantized: bool) -> Path:
     if quantized and not int8.exists():
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        tmp = folder / f".tmp-{uuid.uuid4().hex[:8]}.onnx"
-        # Per-channel weight scales: per-tensor int8 drops mean cosine to ~0.94 on session texts;
-        # per-channel keeps it at ~0.992 (measured in eval/bench_embed.py).
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(tmp, int8)
+        # Per-channel weight scales: per-tensor int8 loses much more cosine similarity on
+        # session texts (eval/reports/bench_embed.md).
+        with writing_file(int8) as tmp:
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8,
+                             per_channel=True)
     return target
 
 def _export_fp32(src: Path, dest: Path) -> None:
@@ -80,10 +78,7 @@ def _export_fp32(src: Path, dest: Path) -> None:
                           token_type_ids=token_type_ids).last_hidden_state
 
     ids = torch.ones((2, 16), dtype=torch.long)
-    tmp_dir = dest.parent / f".export-{uuid.uuid4().hex[:8]}"
-    tmp_dir.mkdir()
-    try:
-        tmp = tmp_dir / "model.onnx"
+    with writing_file(dest) as tmp:
         # The TorchScript exporter gives a single self-contained file with dynamic axes and no
         # extra dependency (the dynamo exporter needs onnxscript).
         import warnings
@@ -97,9 +92,6 @@ def _export_fp32(src: Path, dest: Path) -> None:
                               dynamic_axes={n: {0: "batch", 1: "seq"} for n in
                                             ("input_ids", "attention_mask", "token_type_ids",
                                              "last_hidden_state")})
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 class OnnxEmbedder:
     """onnx / onnx-int8 backend on ONNX Runtime (CPU)."""
@@ -158,10 +150,3 @@ class OnnxEmbedder:
             if progress:
                 progress(min(start + batch_size, len(texts)), len(texts))
         return normalise(out)
-
-def check_available() -> None:
-    """Raise a clear error when the ONNX backend cannot run here."""
-    try:
-        _require()
-    except ImportError as e:
-        raise ConfigError(str(e)) from e

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from behavior_rag.errors import ConfigError
 from behavior_rag.evaluation.tasks import purchase_intent, split_by_user
 from behavior_rag.ingest.load import load_events
@@ -33,7 +31,6 @@ from behavior_rag.settings import default_settings
 from behavior_rag.synth import generate
 from behavior_rag.types import Session
 
-TaskName = Literal["uci-intent", "taobao-intent", "synth-personas"]
 TASKS: tuple[str, ...] = ("uci-intent", "taobao-intent", "synth-personas")
 DEFAULT_FILES = {
     "uci-intent": Path("uci_online_shoppers") / "online_shoppers_intention.dev.csv",
@@ -138,6 +135,3 @@ def load_task(task: str, *, data: str | Path | None = None, train: str | Path | 
     if len(classes) < 2:
         raise ConfigError(f"task {task}: need two labels or more, found {classes}", field="label")
     return LoadedTask(spec, tr, val, te, classes, protocol, sources, tr + val + te)
-
-def label_array(sessions: Sequence[Session]) -> np.ndarray:
-    return np.array([s.label for s in sessions])

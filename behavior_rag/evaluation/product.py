@@ -28,7 +28,7 @@ from behavior_rag.classify import Classifier, LLMResult
 from behavior_rag.embed import get_embedder
 from behavior_rag.fusion import DevExample, FusionParams, fit, fuse, knn_vote
 from behavior_rag.index.build import upsert_sessions
-from behavior_rag.index.faiss_index import FaissSessionIndex
+from behavior_rag.index.factory import create_index
 from behavior_rag.llm.base import LLMBackend
 from behavior_rag.settings import Settings
 from behavior_rag.taxonomy import Taxonomy
@@ -66,7 +66,7 @@ class ProductScores:
         slow part); kNN parameters always use the whole validation part.
         """
         t = time.perf_counter()
-        index = FaissSessionIndex(self.embedder.info, self.settings.index)
+        index = create_index(self.embedder.info, self.settings.index)
         upsert_sessions(index, self.embedder, list(train), settings=self.settings, split="train")
         self.seconds["index"] = time.perf_counter() - t
         self.clf = Classifier(index, self.embedder, self.llm, self.taxonomy,

@@ -103,8 +103,8 @@ def gqa_sdpa():
     """Let transformers' SDPA attention read grouped-query KV heads as they are
     (``enable_gqa``) when a mask is passed too. Without it, a padded batch copies every
     layer's keys and values once per query head group (``repeat_kv``: 3x for SmolLM2, over the
-    ~1,000-token prefix of every row); with it the same kernel reads them in place. Same
-    output (max diff 0 in a check); measured ~5% of a persona step (7.9 -> 7.5 s)."""
+    prefix of every row); with it the same kernel reads them in place, with the same output
+    (the saving is in eval/reports/bench_finetune_synth.md's history)."""
     key, old = "TRANSFORMERS_SDPA_FORCE_GQA", os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
     os.environ[key] = "1"
     try:

@@ -42,7 +42,7 @@ from behavior_rag.finetune.config import Evaluation, FinetuneCard, FinetuneConfi
 from behavior_rag.finetune.step import Examples, PrefixKV, batch_loss, gqa_sdpa
 from behavior_rag.finetune.validate import ValScorer, slow_scores, val_metrics
 from behavior_rag.index.build import upsert_sessions
-from behavior_rag.index.faiss_index import FaissSessionIndex
+from behavior_rag.index.factory import create_index
 from behavior_rag.llm.adapter import CARD, data_hash
 from behavior_rag.llm.local import LocalLLM
 from behavior_rag.settings import Settings, default_settings
@@ -85,7 +85,7 @@ def finetune(train: Sequence[Session], val: Sequence[Session], taxonomy: Taxonom
     rng = np.random.default_rng(cfg.seed)
     t0 = time.perf_counter()
     emb = get_embedder(settings)
-    index = FaissSessionIndex(emb.info, settings.index)
+    index = create_index(emb.info, settings.index)
     if cfg.k_examples:  # a zero-shot prompt retrieves nothing: no index to build
         upsert_sessions(index, emb, list(train), settings=settings, split="train")
     llm = LocalLLM(model, cache_root=settings.home / "models", threads=settings.llm.threads)

@@ -8,17 +8,29 @@ Example:
     True
     >>> Filter(labelled=True, exclude_users=["u_1"]).is_empty()
     False
+    >>> Filter(start_from="2024-11-01T00:00").start_from.tzinfo
+    datetime.timezone.utc
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from behavior_rag.embed.base import EmbedderInfo
+from behavior_rag.errors import ConfigError
+from behavior_rag.index.storage import IndexConfig
+
+
+class EmbedderMismatch(ConfigError):
+    """The index was built with another embedding model (or dimension) than the one in use."""
 
 
 def session_key(session_id: str) -> int:
@@ -64,6 +76,12 @@ class Filter(BaseModel):
     has_purchase: bool | None = None
     split: str | None = None
 
+    @field_validator("start_from", "start_to")
+    @classmethod
+    def _utc(cls, d: datetime | None) -> datetime | None:
+        # Naive times mean UTC, as for events (the index stores aware UTC start times).
+        return d.replace(tzinfo=timezone.utc) if d is not None and d.tzinfo is None else d
+
     def is_empty(self) -> bool:
         return self == Filter()
 
@@ -84,9 +102,14 @@ class SearchHit:
 
 @runtime_checkable
 class VectorIndex(Protocol):
-    """Stable-id vector index with metadata and pre-filtered search."""
+    """Stable-id vector index with metadata and pre-filtered search, saved as a folder.
+
+    Build one with :func:`behavior_rag.index.factory.create_index` or open a saved folder with
+    :func:`behavior_rag.index.factory.open_index`; callers hold this Protocol, not a backend.
+    """
 
     dim: int
+    embedder: EmbedderInfo  # the model the vectors came from (queries must use the same)
 
     def __len__(self) -> int: ...
 
@@ -107,4 +130,16 @@ class VectorIndex(Protocol):
 
     def vectors(self, ids: list[int]) -> np.ndarray:
         """Stored vectors of ids (as the index holds them; SQ8 is lossy)."""
+        ...
+
+    def ids_of_user(self, user_id: str) -> list[int]:
+        """Ids of every indexed session of ``user_id`` (empty if none)."""
+        ...
+
+    def metadata(self) -> pl.DataFrame:
+        """Every indexed session's :class:`SessionMeta`, one row each."""
+        ...
+
+    def save(self, path: str | Path) -> IndexConfig:
+        """Commit the index as a self-describing folder at ``path``, atomically."""
         ...

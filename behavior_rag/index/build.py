@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 
 from behavior_rag.embed.base import Embedder, Progress
-from behavior_rag.index.base import SessionMeta, session_key
-from behavior_rag.index.faiss_index import EmbedderMismatch, FaissSessionIndex
+from behavior_rag.index.base import EmbedderMismatch, SessionMeta, VectorIndex, session_key
 from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.types import Session
@@ -43,7 +42,7 @@ def meta_for(session: Session, text: str, split: str | None = None,
         text=text if store_text else None)
 
 
-def upsert_sessions(index: FaissSessionIndex, embedder: Embedder, sessions: Sequence[Session],
+def upsert_sessions(index: VectorIndex, embedder: Embedder, sessions: Sequence[Session],
                     *, settings: Settings | None = None, split: str | None = None,
                     store_text: bool = True, progress: Progress | None = None) -> UpsertReport:
     """Render, embed and upsert ``sessions``; an unchanged session (same text, same label) costs

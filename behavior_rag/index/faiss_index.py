@@ -18,10 +18,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import ConfigError, StoreError
-from behavior_rag.index.base import Filter, SearchHit, SessionMeta
+from behavior_rag.index.base import (
+    EmbedderMismatch,
+    Filter,
+    SearchHit,
+    SessionMeta,
+    VectorIndex,
+)
 from behavior_rag.index.faiss_vectors import FaissVectors
 from behavior_rag.index.metadata import MetadataStore
 from behavior_rag.index.storage import (
@@ -34,12 +41,8 @@ from behavior_rag.index.storage import (
 from behavior_rag.settings import IndexSettings
 
 
-class EmbedderMismatch(ConfigError):
-    """The index was built with another embedding model (or dimension) than the one in use."""
-
-
-class FaissSessionIndex:
-    """Session vectors with stable ids, metadata and filter-before-scoring search."""
+class FaissSessionIndex(VectorIndex):
+    """Session vectors with stable ids, metadata and filter-before-scoring search (FAISS)."""
 
     def __init__(self, embedder: EmbedderInfo, spec: IndexSettings | None = None) -> None:
         self.embedder = embedder
@@ -88,6 +91,12 @@ class FaissSessionIndex:
 
     def vectors(self, ids: list[int]) -> np.ndarray:
         return self.vectors_.vectors(ids)
+
+    def ids_of_user(self, user_id: str) -> list[int]:
+        return self.meta.ids_of_user(user_id)
+
+    def metadata(self) -> pl.DataFrame:
+        return self.meta.frame()
 
     # ---- persistence --------------------------------------------------------------------
     def save(self, path: str | Path) -> IndexConfig:

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from behavior_rag.atomic import fsync_path
+from behavior_rag.atomic import fsync_path, fsync_tree, replace_file, temp_name
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import StoreError
 from behavior_rag.settings import IndexSettings
@@ -56,7 +55,7 @@ def read_config(root: Path) -> IndexConfig:
 def new_data_dir(root: Path) -> Path:
     """A fresh temp folder inside ``root`` to write the next version into."""
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{uuid.uuid4().hex[:10]}"
+    tmp = temp_name(root / "v", "tmp")  # hidden, unique: swept by the next commit if orphaned
     tmp.mkdir()
     return tmp
 
@@ -66,19 +65,14 @@ def commit(root: Path, tmp: Path, config: IndexConfig) -> IndexConfig:
     versions = sorted(p.name for p in root.glob("v-*"))
     n = int(versions[-1][2:]) + 1 if versions else 1
     name = f"v-{n:06d}"
-    for f in tmp.iterdir():
-        fsync_path(f)
-    os.replace(tmp, root / name)
+    fsync_tree(tmp)
+    os.replace(tmp, root / name)  # a new name: nothing is replaced yet
     fsync_path(root)
     config = config.model_copy(update={"data": name, "updated": datetime.now(timezone.utc)})
-    cfg_tmp = root / f".config-{uuid.uuid4().hex[:8]}.json"
-    cfg_tmp.write_text(config.model_dump_json(indent=2))
-    fsync_path(cfg_tmp)
-    os.replace(cfg_tmp, root / "config.json")  # the commit point
-    fsync_path(root)
+    replace_file(root / "config.json", config.model_dump_json(indent=2))  # the commit point
     for old in root.iterdir():  # older versions and leftovers of interrupted saves
-        if old.name != name and (old.name.startswith("v-") or old.name.startswith(".tmp-")
-                                 or old.name.startswith(".config-")):
+        if old.name != name and (old.name.startswith(("v-", ".v.tmp-", ".tmp-", ".config-",
+                                                      ".config.json.tmp-"))):
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
             else:

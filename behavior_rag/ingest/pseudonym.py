@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
+from behavior_rag.atomic import create_file_once
 from behavior_rag.settings import Settings
 
 
@@ -47,19 +47,6 @@ def _installation_key(home: Path) -> bytes:
     path = home / "pseudonym.key"
     if path.exists():
         return bytes.fromhex(path.read_text().strip())
-    home.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex())
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        # link() fails if another process created the key first; then we use theirs.
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
+    # if another process created the key first, theirs is used
+    create_file_once(path, secrets.token_bytes(32).hex(), mode=0o600)
     return bytes.fromhex(path.read_text().strip())

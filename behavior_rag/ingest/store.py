@@ -16,9 +16,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ValidationError
 
-from behavior_rag.atomic import fsync_path
+from behavior_rag.atomic import replace_dir
 from behavior_rag.errors import StoreError
 from behavior_rag.types import Event, Session
 
@@ -76,19 +73,14 @@ def write_store(sessions: list[Session], path: str | Path, info: dict[str, Any] 
     manifest = StoreManifest(sessions=len(sessions), events=events.height,
                              users=len({s.user_id for s in sessions}), labels=labels,
                              created=datetime.now(timezone.utc), info=info or {})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    if path.exists() and not (path / "manifest.json").exists() and \
+            (not path.is_dir() or any(path.iterdir())):
+        raise StoreError("refusing to replace a folder that is not a session store",
+                         file=str(path))
+    with replace_dir(path) as tmp:
         events.write_parquet(tmp / "events.parquet")
         sess.write_parquet(tmp / "sessions.parquet")
         (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2))
-        for f in tmp.iterdir():
-            fsync_path(f)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -128,18 +120,3 @@ def read_manifest(path: str | Path) -> StoreManifest:
         raise StoreError("not a session store (no manifest.json)", file=str(path)) from e
     except ValidationError as e:
         raise StoreError(f"invalid manifest: {e}", file=str(path)) from e
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    # rename() cannot replace a non-empty folder: move the old one aside first, then drop it.
-    old = None
-    if target.exists():
-        if not (target / "manifest.json").exists() and any(target.iterdir()):
-            raise StoreError("refusing to replace a folder that is not a session store",
-                             file=str(target))
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, old)
-    os.replace(tmp, target)
-    fsync_path(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

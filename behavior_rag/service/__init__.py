@@ -1,7 +1,7 @@
 """The HTTP service (``behavior-rag serve``; needs the ``serve`` extra: FastAPI + uvicorn).
 
-Nothing here imports FastAPI until it is used, so :mod:`behavior_rag.client` (which shares
-:mod:`behavior_rag.service.errors`) works without the extra.
+Nothing here imports FastAPI until it is used. The contract it serves (request models, errors,
+statuses) is :mod:`behavior_rag.wire`, which the client shares without needing the extra.
 
 Example:
     >>> from behavior_rag.service import create_app, serve_in_background   # doctest: +SKIP

@@ -34,13 +34,18 @@ from fastapi.responses import PlainTextResponse
 from behavior_rag.api import BehaviorRAG
 from behavior_rag.index.build import UpsertReport
 from behavior_rag.profile import UserProfile
+from behavior_rag.resources import __version__
 from behavior_rag.retrieve import Neighbor
 from behavior_rag.service import errors
 from behavior_rag.service.auth import check_auth_config, key_dependency
-from behavior_rag.service.errors import InvalidRequest
 from behavior_rag.service.limits import BodyLimitMiddleware, ModelSlots, check_batch
 from behavior_rag.service.metrics import Metrics, MetricsMiddleware
-from behavior_rag.service.schemas import (
+from behavior_rag.service.state import ServiceState
+from behavior_rag.settings import ServeSettings
+from behavior_rag.taxonomy import Taxonomy
+from behavior_rag.types import PatternPrediction, Session
+from behavior_rag.wire.errors import InvalidRequest
+from behavior_rag.wire.schemas import (
     ClassifyRequest,
     DeleteReport,
     DeleteRequest,
@@ -51,10 +56,6 @@ from behavior_rag.service.schemas import (
     UpsertRequest,
     bad_text,
 )
-from behavior_rag.service.state import ServiceState
-from behavior_rag.settings import ServeSettings
-from behavior_rag.taxonomy import Taxonomy
-from behavior_rag.types import PatternPrediction, Session
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
     Raises :class:`~behavior_rag.errors.ConfigError` for a configuration without an API key
     (see :mod:`behavior_rag.service.auth`).
     """
-    from behavior_rag import __version__
-
     check_auth_config(settings)
     metrics = Metrics()
     state = ServiceState(rag, settings)

@@ -21,8 +21,8 @@ import hmac
 import ipaddress
 
 from behavior_rag.errors import ConfigError
-from behavior_rag.service.errors import AuthError
 from behavior_rag.settings import ServeSettings
+from behavior_rag.wire.errors import AuthError
 
 
 def is_loopback(host: str) -> bool:

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 from starlette.exceptions import HTTPException
 
-from behavior_rag.service.errors import BatchTooLarge, Overloaded, RequestTimeout, RequestTooLarge
 from behavior_rag.service.metrics import Metrics
+from behavior_rag.wire.errors import BatchTooLarge, Overloaded, RequestTimeout, RequestTooLarge
 
 T = TypeVar("T")
 
@@ -37,7 +37,7 @@ def check_batch(field: str, n: int, limit: int) -> None:
         >>> check_batch("sessions", 3, 2)
         Traceback (most recent call last):
         ...
-        behavior_rag.service.errors.BatchTooLarge: field 'sessions' (value '3'): at most 2 items per request
+        behavior_rag.wire.errors.BatchTooLarge: field 'sessions' (value '3'): at most 2 items per request
     """
     if n > limit:
         raise BatchTooLarge(f"at most {limit} items per request", field=field, value=n,

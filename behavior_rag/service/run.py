@@ -21,8 +21,8 @@ from contextlib import contextmanager
 
 from behavior_rag.api import BehaviorRAG
 from behavior_rag.errors import BehaviorRagError
-from behavior_rag.service.errors import NotReady
 from behavior_rag.settings import ServeSettings
+from behavior_rag.wire.errors import NotReady
 
 
 def serve_forever(rag: BehaviorRAG, settings: ServeSettings, *, log_level: str = "info") -> None:

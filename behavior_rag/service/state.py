@@ -21,14 +21,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 from behavior_rag.api import BehaviorRAG
-from behavior_rag.errors import TaxonomyError
 from behavior_rag.index.build import UpsertReport
 from behavior_rag.retrieve import Neighbor
-from behavior_rag.service.errors import NotFoundError, NotReady
-from behavior_rag.service.schemas import DeleteReport, SimilarRequest, UpsertRequest
 from behavior_rag.settings import ServeSettings
 from behavior_rag.taxonomy import Taxonomy
 from behavior_rag.types import PatternPrediction, Session
+from behavior_rag.wire.errors import NotFoundError, NotReady
+from behavior_rag.wire.schemas import DeleteReport, SimilarRequest, UpsertRequest
 
 log = logging.getLogger(__name__)
 
@@ -117,21 +116,10 @@ class ServiceState:
             if req.labelled or req.labels is not None:
                 report = self.rag.add_labelled(req.sessions, req.labels, split=req.split)
             else:
-                self._check_labels(req.sessions)
                 report = self.rag.index_sessions(req.sessions, split=req.split)
             if report.embedded:
                 self.rag.save()
             return report
-
-    def _check_labels(self, sessions: Sequence[Session]) -> None:
-        # In-process index_sessions stores any label; a label outside the taxonomy would then
-        # vote in kNN for a class the classifier cannot name, so the service refuses it.
-        for i, s in enumerate(sessions):
-            if s.label is not None and s.label not in self.taxonomy:
-                raise TaxonomyError(f"session {s.session_id!r} has label {s.label!r}, not one "
-                                    f"of the taxonomy {self.taxonomy.name!r} labels "
-                                    f"{list(self.taxonomy.names)}", row=i + 1,
-                                    field=f"sessions.{i}.label", value=s.label)
 
     def delete(self, session_ids: Sequence[str]) -> DeleteReport:
         ids = list(dict.fromkeys(session_ids))
@@ -155,7 +143,7 @@ class ServiceState:
             if req.session_id is not None and index.get(req.session_id) is None:
                 raise NotFoundError("session is not in the index", field="session_id",
                                     value=req.session_id)
-            if req.user_id is not None and not index.meta.ids_of_user(req.user_id):
+            if req.user_id is not None and not index.ids_of_user(req.user_id):
                 raise NotFoundError("user has no sessions in the index", field="user_id",
                                     value=req.user_id)
             return self.rag.similar(session=req.session, session_id=req.session_id,

@@ -1,10 +1,10 @@
-"""Request and response models of the HTTP API; the OpenAPI schema is generated from them.
-
-Payloads reuse the library's own models — :class:`~behavior_rag.types.Session`,
+"""Request and response models of the HTTP API: the service validates requests with them (its
+OpenAPI schema is generated from them) and the client builds requests and parses answers with
+the same classes. Payloads reuse the library's own models — :class:`~behavior_rag.types.Session`,
 :class:`~behavior_rag.types.PatternPrediction`, :class:`~behavior_rag.retrieve.Neighbor`,
 :class:`~behavior_rag.index.base.Filter`, :class:`~behavior_rag.index.build.UpsertReport`,
-:class:`~behavior_rag.taxonomy.Taxonomy` — so the service and the in-process facade speak the
-same types and the client parses answers back into them.
+:class:`~behavior_rag.taxonomy.Taxonomy` — so both ends and the in-process facade speak the
+same types.
 
 Example:
     >>> SimilarRequest(text="buys gifts", k=3).k
@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-from datetime import timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -92,15 +91,6 @@ class SimilarRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one(self) -> SimilarRequest:
-        f = self.filter
-        if f is not None and any(d is not None and d.tzinfo is None
-                                 for d in (f.start_from, f.start_to)):
-            # Naive times mean UTC, as for events. (In-process, a naive Filter time fails in
-            # polars against the UTC column: a library gap this request model papers over.)
-            self.filter = f.model_copy(update={
-                k: d.replace(tzinfo=timezone.utc) for k, d in
-                (("start_from", f.start_from), ("start_to", f.start_to))
-                if d is not None and d.tzinfo is None})
         given = [n for n in ("session", "session_id", "user_id", "text")
                  if getattr(self, n) is not None]
         if len(given) != 1:
