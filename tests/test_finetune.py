@@ -114,7 +114,7 @@ def test_shared_prefix_gives_the_same_loss_as_whole_prompts(embed_home):
         whole = batch_loss(llm.model, rows, torch, pad)
         # first=0: no layer is frozen below an adapter, so every layer reruns the prefix
         shared = batch_loss(llm.model, rows, torch, pad,
-                             PrefixKV(llm.model, prefix, 0, llm._cache_kw))
+                             PrefixKV(llm.model, prefix, 0, llm.cache_kw))
         single = torch.stack([batch_loss(llm.model, [r], torch, pad) for r in rows]).mean()
     assert float(shared) == pytest.approx(float(whole), abs=1e-3)
     assert float(whole) == pytest.approx(float(single), abs=1e-3)  # padding changes nothing
@@ -143,7 +143,7 @@ def test_prefix_kv_below_the_adapter_is_computed_once_and_stays_exact(embed_home
     model = get_peft_model(llm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj",
                                                                        "down_proj"],
                                                  layers_to_transform=[n - 2, n - 1]))
-    pkv = PrefixKV(model, prefix, n - 2, llm._cache_kw)
+    pkv = PrefixKV(model, prefix, n - 2, llm.cache_kw)
     pad = llm.tok.eos_token_id
     with torch.no_grad():
         before = batch_loss(model, rows, torch, pad, pkv)
@@ -248,14 +248,14 @@ def test_validation_through_the_lora_layers_only_scores_as_the_backend(embed_hom
     model = get_peft_model(llm.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj",
                                                                        "down_proj"],
                                                  layers_to_transform=[n - 2, n - 1]))
-    pkv = PrefixKV(model, built.prefix, n - 2, llm._cache_kw)
+    pkv = PrefixKV(model, built.prefix, n - 2, llm.cache_kw)
     val = sp.dev[:4]
     scorer = ValScorer(llm, clf, val, pkv, model, batch=3)  # a padded batch of 3, then 1
     assert [len(b.idx) for b in scorer.batches] == [3, 1]
     own = scorer.batches[0].mask[:, 0, -1, pkv.n:].sum(-1)  # each row's unpadded length
     assert len(set(own.tolist())) > 1  # rows of different lengths: padding is exercised
     assert scorer.fast and scorer.base_scores.shape == (4, 2)
-    llm.model, llm._last = model, None
+    llm.use_model(model)
     model.eval()
     with torch.no_grad():  # the batched whole-model pass scores as the backend does
         np.testing.assert_allclose(scorer.base_scores, slow_scores(llm, clf, val), atol=1e-3)
@@ -266,7 +266,7 @@ def test_validation_through_the_lora_layers_only_scores_as_the_backend(embed_hom
                 w.add_(torch.randn_like(w) * 0.05)
     fast = scorer.scores(model)
     model.eval()
-    llm.model, llm._last = model, None
+    llm.use_model(model)
     with torch.no_grad():
         whole = slow_scores(llm, clf, val)
     assert np.abs(fast - scorer.base_scores).max() > 1e-2  # the adapter moved the scores

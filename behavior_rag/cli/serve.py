@@ -8,14 +8,19 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from behavior_rag.api import BehaviorRAG
 from behavior_rag.cli.common import emit
 from behavior_rag.errors import ConfigError
+from behavior_rag.service.auth import api_key as configured_key
+from behavior_rag.service.auth import check_auth_config
+from behavior_rag.service.run import serve_forever
 from behavior_rag.settings import Settings
 
 
@@ -34,15 +39,10 @@ def serve_cmd(
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve classification and similarity over HTTP (JSON; OpenAPI at /docs)."""
-    try:
-        from behavior_rag.service.run import serve_forever
-    except ImportError as e:  # fastapi/uvicorn missing
-        raise ConfigError(f"the HTTP service needs the 'serve' extra ({e}): "
-                          "pip install 'behavior_rag[serve]'") from e
-    from behavior_rag.api import BehaviorRAG
-    from behavior_rag.service.auth import api_key as configured_key
-    from behavior_rag.service.auth import check_auth_config
-
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"the HTTP service needs the 'serve' extra ({', '.join(missing)} "
+                          "missing): pip install 'behavior_rag[serve]'")
     s = Settings()
     serve = {k: v for k, v in {"host": host, "port": port, "api_key": api_key,
                                "max_concurrency": max_concurrency}.items() if v is not None}
