@@ -29,7 +29,7 @@ from behavior_rag.errors import (
     StoreError,
     TaxonomyError,
 )
-from behavior_rag.index.faiss_index import EmbedderMismatch
+from behavior_rag.index.base import EmbedderMismatch
 
 
 class ServiceError(BehaviorRagError):
