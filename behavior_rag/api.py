@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import overload
 
@@ -26,7 +26,11 @@ from behavior_rag.embed import Embedder, get_embedder
 from behavior_rag.embed.base import EmbedderInfo, Progress
 from behavior_rag.errors import TaxonomyError
 from behavior_rag.finetune import finetune
+from behavior_rag.fitting import fit_model
 from behavior_rag.fusion import FusionParams, fit
+from behavior_rag.heads.cascade import CascadeParams
+from behavior_rag.heads.model import FitStats
+from behavior_rag.heads.store import load_model, save_model
 from behavior_rag.index.base import Filter, VectorIndex
 from behavior_rag.index.build import UpsertReport, upsert_sessions
 from behavior_rag.index.factory import create_index, open_index
@@ -47,6 +51,17 @@ class IndexInfo(BaseModel):
     config: IndexConfig
     labels: dict[str, int]
     users: int
+
+class FitReport(BaseModel):
+    """What :meth:`BehaviorRAG.fit` fitted and measured on dev."""
+
+    path: str
+    chosen: list[str]
+    metric: str
+    cv_loss: dict[str, float]
+    dev: FitStats
+    cascade: CascadeParams
+
 
 class BehaviorRAG:
     """Index sessions, find similar shoppers, classify, profile and fine-tune.
@@ -201,12 +216,38 @@ class BehaviorRAG:
 
             fusion_path = self.index_path / "fusion.json"
             fusion = FusionParams.load(fusion_path) if fusion_path.exists() else None
+            tax = load_taxonomy(self.settings.classify.taxonomy)
+            model_dir = self.index_path / "model"
+            model = load_model(model_dir, taxonomy=tax, embedder=self.index.embedder) \
+                if not self._fresh and (model_dir / "manifest.json").exists() else None
             self._classifier = Classifier(
                 self.index, self.embedder,
-                self._llm if self._llm is not None else get_llm(self.settings),
-                load_taxonomy(self.settings.classify.taxonomy), settings=self.settings,
-                fusion=fusion)
+                self._llm if self._llm is not None else get_llm(self.settings), tax,
+                settings=self.settings, fusion=fusion, model=model)
         return self._classifier
+
+    def fit(self, train: Sequence[Session], dev: Sequence[Session], *,
+            progress: Callable[[str], None] | None = None) -> FitReport:
+        """Fit the classifier on labelled sessions: index ``train`` as labelled examples, fit
+        the facts, embedding and kNN heads and their stack (heads chosen by CV on the
+        taxonomy's metric), the abstain threshold and the LLM cascade on ``dev``; save it all
+        (``<index>/model/`` and the index). :meth:`classify` then uses it.
+
+        Example:
+            >>> rag.fit(train_sessions, dev_sessions).chosen                  # doctest: +SKIP
+            ['facts', 'knn']
+        """
+        self._check_labels(dev, required=True)
+        self.add_labelled(train)
+        self.save()
+        clf = self.classifier
+        clf.model = None  # a previous model must not shape the new one
+        model = fit_model(clf, list(train), list(dev), progress=progress)
+        manifest = save_model(model, self.index_path / "model")
+        clf.model = model
+        return FitReport(path=str(self.index_path / "model"), chosen=manifest.chosen,
+                         cv_loss=manifest.cv_loss, metric=manifest.metric, dev=manifest.dev,
+                         cascade=manifest.cascade)
 
     @overload
     def classify(self, session: Session) -> PatternPrediction: ...

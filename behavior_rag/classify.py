@@ -1,4 +1,9 @@
-"""The classification step: retrieve -> prompt -> LLM -> fusion -> evidence check.
+"""The classification step: embed + retrieve -> cheap heads -> stack -> (unsure?) LLM -> evidence.
+
+With a fitted model (:mod:`behavior_rag.heads`, ``behavior-rag fit``) the facts, embedding and
+kNN heads decide through the stack, and the LLM is asked only as ``classify.llm`` says (the
+cascade: where the stacked confidence is below the threshold fitted on dev). Without one, the
+kNN vote is fused with the LLM's label scores (:mod:`behavior_rag.fusion`).
 
 Example:
     >>> clf = Classifier(index, embedder, llm, load_taxonomy())          # doctest: +SKIP
@@ -12,7 +17,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +29,9 @@ from behavior_rag.evidence import evidence_for, explanation, verify
 from behavior_rag.facts import compute_facts
 from behavior_rag.fusion import DevExample, FusionParams, fuse, knn_vote
 from behavior_rag.guard import guard_session
+from behavior_rag.heads.cascade import asks, combine
+from behavior_rag.heads.model import HeadInputs, HeadOutputs
+from behavior_rag.heads.store import FittedModel
 from behavior_rag.index.base import VectorIndex
 from behavior_rag.llm.base import ChatMessage, LLMBackend
 from behavior_rag.prompts import PromptFile, load_prompt
@@ -52,6 +60,7 @@ class LLMResult(BaseModel):
     proposed: list[Evidence] = []
     fallback: str | None = None
     seconds: float = 0.0
+    asked: bool = False
 
 
 class LLMDecision(BaseModel):
@@ -69,6 +78,7 @@ class Prepared:
     session: Session
     text: str
     facts: SessionFacts
+    vector: np.ndarray
     neighbors: list[tuple[str, float]]
     examples: list[Example]
     messages: list[ChatMessage]
@@ -80,8 +90,10 @@ class Classifier:
 
     def __init__(self, index: VectorIndex, embedder: Embedder, llm: LLMBackend | None,
                  taxonomy: Taxonomy, *, settings: Settings | None = None,
-                 fusion: FusionParams | None = None, prompt: PromptFile | None = None) -> None:
+                 fusion: FusionParams | None = None, prompt: PromptFile | None = None,
+                 model: FittedModel | None = None) -> None:
         self.index, self.embedder, self.llm, self.taxonomy = index, embedder, llm, taxonomy
+        self.model = model
         self.settings = settings or default_settings()
         self.fusion = fusion or FusionParams()
         self.prompt = prompt or load_prompt(self.settings.classify.prompt)
@@ -95,12 +107,14 @@ class Classifier:
         self._label_re = re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE)
 
     # ---- steps --------------------------------------------------------------------------
-    def prepare(self, sessions: Sequence[Session], *, retrieve: bool = True) -> list[Prepared]:
+    def prepare(self, sessions: Sequence[Session], *, retrieve: bool = True,
+                prompts: bool = True) -> list[Prepared]:
         """Render, embed (one batch), retrieve neighbours and build prompts.
 
         ``retrieve=False`` (only with ``k_examples=0``): prompts without the embedding and the
         index search, which a zero-shot prompt does not need (the fine-tune builds 1,000 such
-        prompts); ``Prepared.neighbors`` is then empty."""
+        prompts); ``Prepared.neighbors`` is then empty. ``prompts=False``: no LLM prompt yet
+        (:meth:`with_prompt` builds it for the sessions the LLM is asked about)."""
         cs = self.settings.classify
         if not retrieve and cs.k_examples:
             raise ConfigError("prompts with few-shot examples need retrieval",
@@ -120,28 +134,35 @@ class Classifier:
             np.zeros((len(texts), self.index.dim), dtype=np.float32)
         out = []
         for s, f, text, v, warn in zip(sessions, facts, texts, vecs, warnings):
-            short = self._neutralise(render(s, settings=self.settings, facts=f,
-                                            max_tokens=cs.query_max_tokens))
             hits = labelled_neighbors(self.index, v, max(cs.knn_k, cs.k_examples * 4),
                                       session_id=s.session_id, user_id=s.user_id) \
                 if retrieve else []
             examples = [e.model_copy(update={"text": self._neutralise(e.text)}) for e in
                         balanced_examples(hits, cs.k_examples, cs.per_label_max,
                                           cs.example_max_chars)]
-            msgs = self.prompt.messages(taxonomy=self.taxonomy, examples=examples,
-                                        session_text=short)
-            out.append(Prepared(s, text, f,
-                                [(h.meta.label, h.score) for h in hits[: cs.knn_k]],
-                                examples, msgs, warn))
+            p = Prepared(s, text, f, v, [(h.meta.label, h.score) for h in hits[: cs.knn_k]],
+                         examples, [], warn)
+            out.append(self.with_prompt(p) if prompts else p)
         return out
+
+    def with_prompt(self, p: Prepared) -> Prepared:
+        """``p`` with its LLM prompt (the session in its shorter budget, label names masked)."""
+        if p.messages:
+            return p
+        short = self._neutralise(render(p.session, settings=self.settings, facts=p.facts,
+                                        max_tokens=self.settings.classify.query_max_tokens))
+        return replace(p, messages=self.prompt.messages(taxonomy=self.taxonomy,
+                                                        examples=p.examples,
+                                                        session_text=short))
 
     def llm_scores(self, p: Prepared) -> LLMResult:
         """Label log-probs (score mode) or a structured decision (generate mode), timed."""
         t0 = time.perf_counter()
-        res = self._ask(p)
-        return res.model_copy(update={"seconds": time.perf_counter() - t0})
+        res = self._call(p)
+        return res.model_copy(update={"seconds": time.perf_counter() - t0,
+                                      "asked": self.llm is not None})
 
-    def _ask(self, p: Prepared) -> LLMResult:
+    def _call(self, p: Prepared) -> LLMResult:
         if self.llm is None:
             return LLMResult()
         if self.settings.classify.mode == "score" and not self.llm.can_score:
@@ -186,24 +207,68 @@ class Classifier:
                                                                            error=error))]
         raise LLMOutputError(error, raw_output=raw[:2000], attempts=attempt)
 
-    def decide(self, p: Prepared, llm: LLMResult | None = None) -> PatternPrediction:
-        """Fuse the kNN vote with the LLM step's scores (None: kNN alone); check evidence."""
-        llm = llm or LLMResult()
-        scores, proposed, fallback = llm.scores, llm.proposed, llm.fallback
-        knn = knn_vote(p.neighbors, self.labels, self.fusion)
-        probs = fuse(scores, knn, self.fusion)
+    def _predict(self, p: Prepared, probs: dict[str, float], abstain_below: float,
+                 llm: LLMResult, **extra) -> PatternPrediction:
         label = max(probs, key=probs.get)
         conf = probs[label]
-        abstained = conf < self.fusion.abstain_below
-        candidates = proposed + evidence_for(label, p.facts, self.taxonomy)
+        abstained = conf < abstain_below
+        candidates = llm.proposed + evidence_for(label, p.facts, self.taxonomy)
         kept, dropped = verify(candidates, p.session, p.facts)
-        source = "knn" if scores is None else ("fused" if self.fusion.w_llm < 1 else "llm")
         return PatternPrediction(
             session_id=p.session.session_id, label=label, probabilities=probs, confidence=conf,
             abstained=abstained, explanation=explanation(label, conf, abstained, kept),
             evidence=kept, evidence_dropped=dropped,
-            neighbors=[e.session_id for e in p.examples], source=source,
-            fallback_reason=fallback, llm_scores=scores, knn_vote=knn, warnings=p.warnings)
+            neighbors=[e.session_id for e in p.examples], fallback_reason=llm.fallback,
+            llm_scores=llm.scores, warnings=p.warnings,
+            timings={"llm_s": round(llm.seconds, 4)}, **extra)
+
+    def decide(self, p: Prepared, llm: LLMResult | None = None) -> PatternPrediction:
+        """Fuse the kNN vote with the LLM step's scores (None: kNN alone); check evidence."""
+        llm = llm or LLMResult()
+        knn = knn_vote(p.neighbors, self.labels, self.fusion)
+        probs = fuse(llm.scores, knn, self.fusion)
+        source = "knn" if llm.scores is None else ("fused" if self.fusion.w_llm < 1 else "llm")
+        return self._predict(p, probs, self.fusion.abstain_below, llm, source=source,
+                             knn_vote=knn, llm_asked=llm.asked,
+                             decided_by=["knn"] + (["llm"] if llm.scores is not None else []))
+
+    def heads(self, prepared: Sequence[Prepared]) -> HeadOutputs:
+        """The fitted model's per-head and stacked probabilities of prepared sessions."""
+        rows = HeadInputs(sessions=[p.session for p in prepared],
+                          vectors=np.array([p.vector for p in prepared]),
+                          neighbors=[p.neighbors for p in prepared])
+        return self.model.heads.predict(rows)
+
+    def _ask(self, stacked: np.ndarray) -> np.ndarray:
+        """Which sessions the LLM is asked for, by ``classify.llm``."""
+        mode = self.settings.classify.llm
+        if self.llm is None or mode == "never":
+            return np.zeros(len(stacked), dtype=bool)
+        if mode == "always" or self.model is None:
+            return np.ones(len(stacked), dtype=bool)
+        return asks(stacked, self.model.cascade)
+
+    def _decide_batch(self, prepared: list[Prepared]) -> list[PatternPrediction]:
+        if self.model is None:
+            ask = self._ask(np.zeros((len(prepared), 1)))
+            results = self._llm_where(prepared, ask)
+            return [self.decide(p, r) for p, r in zip(prepared, results)]
+        out = self.heads(prepared)
+        ask = self._ask(out.stacked)
+        results = self._llm_where(prepared, ask)
+        m, chosen = self.model, self.model.heads.stack.chosen
+        preds = []
+        for i, (p, r) in enumerate(zip(prepared, results)):
+            row = out.stacked[i: i + 1]
+            if r.scores is not None:
+                row = combine(row, [r.scores], self.labels, m.cascade)
+            heads = {h: dict(zip(self.labels, v[i].tolist())) for h, v in out.heads.items()}
+            preds.append(self._predict(
+                p, dict(zip(self.labels, row[0].tolist())), m.heads.abstain_below, r,
+                source="stack+llm" if r.scores is not None else "stack", llm_asked=r.asked,
+                decided_by=chosen + (["llm"] if r.scores is not None else []),
+                head_probabilities=heads, knn_vote=heads["knn"]))
+        return preds
 
     # ---- public -------------------------------------------------------------------------
     def classify(self, session: Session) -> PatternPrediction:
@@ -216,11 +281,10 @@ class Classifier:
         out: list[PatternPrediction] = []
         for start in range(0, len(sessions), batch):
             t0 = time.perf_counter()
-            prepared = self.prepare(sessions[start: start + batch])
+            prepared = self.prepare(sessions[start: start + batch], prompts=False)
             t_prep = time.perf_counter() - t0
-            for p, r in zip(prepared, self.llm_many(prepared)):
-                pred = self.decide(p, r)
-                pred.timings = {"prepare_s": round(t_prep, 4), "llm_s": round(r.seconds, 4)}
+            for pred in self._decide_batch(prepared):
+                pred.timings = {"prepare_s": round(t_prep, 4), **pred.timings}
                 out.append(pred)
             if progress:
                 progress(len(out), len(sessions))
@@ -230,7 +294,13 @@ class Classifier:
         """:meth:`llm_scores` for each, in order (concurrently where the backend can)."""
         if self.llm is None:
             return [LLMResult() for _ in prepared]
-        return self.llm.map_concurrent(self.llm_scores, prepared)
+        return self.llm.map_concurrent(self.llm_scores, [self.with_prompt(p) for p in prepared])
+
+    def _llm_where(self, prepared: list[Prepared], ask: np.ndarray) -> list[LLMResult]:
+        """LLM results for the asked sessions (prompts built only for them), empty others."""
+        idx = [i for i, a in enumerate(ask) if a]
+        got = dict(zip(idx, self.llm_many([prepared[i] for i in idx])))
+        return [got.get(i, LLMResult()) for i in range(len(prepared))]
 
     def _neutralise(self, text: str) -> str:
         return self._label_re.sub("[label name removed]", text)

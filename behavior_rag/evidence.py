@@ -73,6 +73,12 @@ def _phrases() -> dict[str, Any]:
     return yaml.safe_load((prompts_dir() / "explain.yaml").read_text())
 
 
+@lru_cache(maxsize=256)
+def _template(source: str):
+    # compiling a template costs ~100x rendering it; the phrase table is small and fixed
+    return _ENV.from_string(source)
+
+
 def evidence_for(label: str, facts: SessionFacts, taxonomy: Taxonomy) -> list[Evidence]:
     """Evidence for ``label`` from the facts its taxonomy entry names (or key facts)."""
     names = list(taxonomy.get(label).evidence_facts) if label in taxonomy else []
@@ -82,7 +88,7 @@ def evidence_for(label: str, facts: SessionFacts, taxonomy: Taxonomy) -> list[Ev
         fact = facts.get(name)
         if fact is None or fact.value is None or (isinstance(fact.value, list) and not fact.value):
             continue
-        text = _ENV.from_string(table[name]).render(value=fact.value) if name in table else \
+        text = _template(table[name]).render(value=fact.value) if name in table else \
             f"{name} = {fact.value}"
         out.append(Evidence(fact=name, value=fact.value, events=fact.events, text=text))
     return out
@@ -92,5 +98,5 @@ def explanation(label: str, confidence: float, abstained: bool, evidence: list[E
     """One sentence from verified evidence only."""
     p = _phrases()
     tpl = p["abstain_template"] if abstained else p["template"]
-    return _ENV.from_string(tpl).render(label=label, confidence=confidence,
+    return _template(tpl).render(label=label, confidence=confidence,
                                         phrases=[e.text for e in evidence if e.text]).strip()

@@ -109,6 +109,17 @@ class ClassifySettings(BaseModel):
     strip_instructions: bool = Field(True, description="Cut instruction-like spans ('ignore the "
                                      "instructions...', '</session>', 'Label: x') out of free "
                                      "text before embedding and prompting (behavior_rag.guard).")
+    llm: Literal["always", "cascade", "never"] = Field(
+        "cascade", description="When the LLM is asked. With a fitted model (`behavior-rag "
+        "fit`): cascade asks it only where the stacked confidence is below the threshold "
+        "fitted on dev (never, if it did not help there); always asks for every session; never "
+        "uses the heads alone. Without a fitted model, cascade is always.")
+    cascade_dev_max: int = Field(100, ge=0, description="Dev sessions the LLM is asked for "
+                                 "while fitting the cascade (the least confident ones).")
+    cascade_max_rate: float = Field(0.2, ge=0, le=1, description="The cascade asks the LLM for "
+                                    "at most this share of sessions (measured on dev).")
+    abstain_cost: float = Field(1.0, ge=0, description="Fitting the abstain threshold: a wrong "
+                                "answer costs this much, a right one gains 1, abstaining 0.")
 
 
 class ServeSettings(BaseModel):

@@ -18,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from behavior_rag.errors import TaxonomyError
 from behavior_rag.resources import prompts_dir
@@ -68,6 +68,18 @@ class Taxonomy(BaseModel):
     version: int = Field(1, ge=1)
     description: str = ""
     labels: list[Label] = Field(min_length=1)
+    metric: Literal["log_loss", "aupr", "auroc"] = Field(
+        "log_loss", description="What fitting optimises (the stack's choice of heads): "
+        "log-loss, or for two-label taxonomies the auPR / auROC of `positive`.")
+    positive: str | None = Field(None, description="The label auPR / auROC are about.")
+
+    @model_validator(mode="after")
+    def _metric(self) -> Taxonomy:
+        if self.metric != "log_loss" and self.positive is None:
+            raise ValueError(f"metric {self.metric!r} needs `positive` (one of the labels)")
+        if self.positive is not None and self.positive not in self.names:
+            raise ValueError(f"positive {self.positive!r} is not one of the labels")
+        return self
 
     @field_validator("labels")
     @classmethod
@@ -102,7 +114,11 @@ class Taxonomy(BaseModel):
         Fine-tuned adapters record this hash, so any edit (even to a description, which changes
         prompts) is detected when an adapter is loaded against a different taxonomy.
         """
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True,
+        body = self.model_dump(mode="json")
+        for key, default in (("metric", "log_loss"), ("positive", None)):
+            if body[key] == default:  # unset: the hash of taxonomies from before these fields
+                del body[key]
+        canonical = json.dumps(body, sort_keys=True,
                                separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

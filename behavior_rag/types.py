@@ -183,7 +183,14 @@ class PatternPrediction(BaseModel):
     evidence_dropped: int = 0
     neighbors: list[str] = Field(default_factory=list, description="Session ids of the "
                                  "labelled examples used.")
-    source: Literal["fused", "knn", "llm"] = "fused"
+    source: Literal["fused", "knn", "llm", "stack", "stack+llm"] = Field(
+        "fused", description="stack: the fitted heads decided; stack+llm: the LLM was asked "
+        "too (cascade); knn / llm / fused: no fitted model, the kNN vote and LLM scores.")
+    decided_by: list[str] = Field(default_factory=list, description="The heads whose outputs "
+                                  "made the probabilities (the stack's chosen heads, + llm).")
+    llm_asked: bool = False
+    head_probabilities: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Each fitted head's own probabilities.")
     fallback_reason: str | None = None
     llm_scores: dict[str, float] | None = None
     knn_vote: dict[str, float] = Field(default_factory=dict)

@@ -14,9 +14,9 @@ from behavior_rag.evaluation.baselines import (
     Method,
     TaskData,
 )
-from behavior_rag.evaluation.features import UNSEEN, UCIEncoder, facts_features, uci_features
 from behavior_rag.evaluation.metrics import binary_metrics, multiclass_metrics
 from behavior_rag.evaluation.tasks import split_by_user
+from behavior_rag.heads.features import UNSEEN, UCIEncoder, facts_features, uci_features
 from tests.conftest import UCI, need
 
 POS = "purchase"

@@ -19,6 +19,7 @@ from behavior_rag.cli.demo import demo_cmd
 from behavior_rag.cli.discover import discover_cmd, profile_cmd
 from behavior_rag.cli.eval import eval_cmd
 from behavior_rag.cli.finetune import finetune_cmd
+from behavior_rag.cli.fit import fit_cmd
 from behavior_rag.cli.index import index_app, similar_cmd
 from behavior_rag.cli.ingest import ingest_cmd, render_cmd, synth_cmd
 from behavior_rag.cli.serve import serve_cmd
@@ -31,6 +32,7 @@ app.command("render")(render_cmd)
 app.command("synth")(synth_cmd)
 app.add_typer(index_app, name="index")
 app.command("similar")(similar_cmd)
+app.command("fit")(fit_cmd)
 app.command("classify")(classify_cmd)
 app.command("eval")(eval_cmd)
 app.command("discover")(discover_cmd)

@@ -11,7 +11,6 @@ from behavior_rag.evaluation.tasks import Split, balanced_sample, purchase_inten
 _LAZY = {
     "binary_metrics": "metrics", "multiclass_metrics": "metrics", "confusion": "metrics",
     "expected_calibration_error": "metrics", "best_threshold": "metrics",
-    "facts_features": "features", "uci_features": "features", "UCIEncoder": "features",
     "TaskData": "baselines", "Method": "baselines", "Majority": "baselines",
     "BowLogReg": "baselines", "GradientBoosting": "baselines", "EmbeddingLogReg": "baselines",
     "pr_roc_plot": "plots", "reliability_plot": "plots", "confusion_plot": "plots",

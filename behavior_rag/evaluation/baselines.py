@@ -32,7 +32,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from behavior_rag.evaluation.features import UCIEncoder, facts_features
+from behavior_rag.heads.features import UCIEncoder, facts_features
 from behavior_rag.render import render
 from behavior_rag.types import Session
 

@@ -1,4 +1,4 @@
-"""Numeric feature matrices for the tabular baselines.
+"""Numeric feature vectors of sessions: the facts head's input (and the tabular baselines').
 
 Event sessions become the scalar facts of :func:`~behavior_rag.facts.compute_facts` (the same
 numbers the LLM's explanations may cite, so the baselines see no more than the facts do).
@@ -19,7 +19,9 @@ import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from pydantic import BaseModel, Field
 
+from behavior_rag.errors import ConfigError
 from behavior_rag.facts import WEEKDAYS, compute_facts
 from behavior_rag.ingest.uci import BOOL_COLS, FLOAT_COLS, INT_COLS, LABEL_COL, TEXT_COLS
 from behavior_rag.types import Session
@@ -127,6 +129,16 @@ class UCIEncoder:
         self._fitted = True
         return self
 
+    @classmethod
+    def from_vocab(cls, names: Sequence[str], categorical: Sequence[bool],
+                   vocab: dict[str, Sequence]) -> UCIEncoder:
+        """A fitted encoder rebuilt from its columns and vocabularies (values in code order)."""
+        enc = cls()
+        enc.feature_names_, enc.categorical_mask_ = list(names), list(categorical)
+        enc.vocab_ = {n: {v: i for i, v in enumerate(vals)} for n, vals in vocab.items()}
+        enc._fitted = True
+        return enc
+
     def transform(self, sessions: Iterable[Session]) -> np.ndarray:
         if not self._fitted:
             raise ValueError("UCIEncoder.transform called before fit")
@@ -167,3 +179,49 @@ def uci_features(sessions: Iterable[Session], drop: Sequence[str] = ()
     enc = UCIEncoder(drop=drop)
     X = enc.fit_transform(sessions)
     return X, list(enc.feature_names_), list(enc.categorical_mask_)
+
+
+class FeatureSpec(BaseModel):
+    """The facts head's feature vector, learnt from the training sessions and saved with the
+    fitted model: the scalar facts of :data:`FACT_FEATURES` (when sessions have events) then
+    a source's aggregate columns (e.g. UCI's), categorical ones coded by a vocabulary.
+
+    Example:
+        >>> from behavior_rag.synth import generate
+        >>> spec = FeatureSpec.fit(generate(20, seed=0).sessions)
+        >>> spec.names[:2], spec.transform(generate(3, seed=1).sessions).shape
+        (['n_events', 'n_view'], (3, 27))
+    """
+
+    facts: bool = Field(description="The FACT_FEATURES block is included (sessions have events).")
+    columns: list[str] = Field(default_factory=list, description="Aggregate columns, in order.")
+    categorical: list[bool] = Field(default_factory=list, description="Per column: coded by "
+                                    "its vocabulary (codes 0..k-1, unseen -1) or a number.")
+    vocab: dict[str, list[str | bool | int | float]] = Field(
+        default_factory=dict, description="Per categorical column, its values in code order.")
+
+    @classmethod
+    def fit(cls, sessions: Sequence[Session], drop: Sequence[str] = ()) -> FeatureSpec:
+        if not sessions:
+            raise ConfigError("no training sessions to learn features from", field="train")
+        enc = UCIEncoder(drop=drop).fit(sessions)
+        return cls(facts=any(s.events for s in sessions), columns=enc.feature_names_,
+                   categorical=enc.categorical_mask_,
+                   vocab={n: list(v) for n, v in enc.vocab_.items()})
+
+    @property
+    def names(self) -> list[str]:
+        return [*(FACT_FEATURES if self.facts else ()), *self.columns]
+
+    @property
+    def categorical_index(self) -> list[int]:
+        """Positions of the categorical columns in :attr:`names`."""
+        off = len(FACT_FEATURES) if self.facts else 0
+        return [off + i for i, c in enumerate(self.categorical) if c]
+
+    def transform(self, sessions: Sequence[Session]) -> np.ndarray:
+        """One float row per session (NaN: undefined or absent)."""
+        enc = UCIEncoder.from_vocab(self.columns, self.categorical, self.vocab)
+        parts = [facts_features(sessions)[0]] if self.facts else []
+        parts.append(enc.transform(sessions))
+        return np.hstack(parts) if parts else np.zeros((len(sessions), 0))

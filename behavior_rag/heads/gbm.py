@@ -1,0 +1,116 @@
+"""The facts head: LightGBM over a session's feature vector (:class:`FeatureSpec`).
+
+LightGBM rather than scikit-learn's boosting because it gives exact per-feature contributions
+(TreeSHAP, ``pred_contrib``) that explanations can cite, and saves as a plain text model that
+loads without pickle.
+
+Example:
+    >>> import numpy as np
+    >>> X = np.array([[0.0], [1.0], [0.1], [0.9]] * 10)
+    >>> head = FactsHead(["no", "yes"], ["x"]).fit(X, np.array(["no", "yes", "no", "yes"] * 10))
+    >>> int(head.predict_proba(np.array([[0.95]])).argmax())
+    1
+    >>> FactsHead.from_text(head.to_text(), ["no", "yes"], ["x"]).predict_proba(X[:1]).shape
+    (1, 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from behavior_rag.errors import ConfigError
+
+
+class GBMParams(BaseModel):
+    """LightGBM settings of the facts head (small data, CPU: few leaves, early-ish rounds)."""
+
+    n_estimators: int = Field(200, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(15, ge=2)
+    min_data_in_leaf: int = Field(10, ge=1)
+    feature_fraction: float = Field(0.9, gt=0, le=1)
+    lambda_l2: float = Field(1.0, ge=0)
+    threads: int = Field(1, ge=1, description="One thread: on a shared 2-core box OpenMP "
+                         "threads wait on each other at every node.")
+    seed: int = 0
+
+
+def _lgb():
+    try:
+        import lightgbm
+    except ImportError as e:
+        raise ImportError("the facts head needs lightgbm: pip install lightgbm") from e
+    return lightgbm
+
+
+class FactsHead:
+    """Gradient boosting from features to label probabilities (columns in ``classes`` order)."""
+
+    name = "facts"
+
+    def __init__(self, classes: Sequence[str], feature_names: Sequence[str],
+                 params: GBMParams | None = None, categorical: Sequence[int] = ()) -> None:
+        self.classes, self.feature_names = list(classes), list(feature_names)
+        self.params, self.categorical = params or GBMParams(), list(categorical)
+        self.booster = None
+
+    def _lgb_params(self) -> dict:
+        p, k = self.params, len(self.classes)
+        return {"objective": "binary" if k == 2 else "multiclass",
+                **({} if k == 2 else {"num_class": k}), "learning_rate": p.learning_rate,
+                "num_leaves": p.num_leaves, "min_data_in_leaf": p.min_data_in_leaf,
+                "feature_fraction": p.feature_fraction, "lambda_l2": p.lambda_l2,
+                "num_threads": p.threads, "seed": p.seed, "deterministic": True,
+                "force_col_wise": True, "verbosity": -1}
+
+    def fit(self, X: np.ndarray, y: Sequence[str]) -> FactsHead:
+        lgb = _lgb()
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({v for v in y if v not in index})
+        if unknown:
+            raise ConfigError(f"labels {unknown} are not among the head's classes",
+                              field="label", value=unknown[0])
+        data = lgb.Dataset(np.asarray(X, dtype=float), label=[index[v] for v in y],
+                           feature_name=[f"f{i}" for i in range(X.shape[1])],
+                           categorical_feature=self.categorical or "auto", free_raw_data=True)
+        self.booster = lgb.train(self._lgb_params(), data, num_boost_round=self.params.n_estimators)
+        return self
+
+    def _raw(self, X: np.ndarray, **kw) -> np.ndarray:
+        if self.booster is None:
+            raise ConfigError("the facts head is not fitted", field="model")
+        return self.booster.predict(np.asarray(X, dtype=float), num_threads=self.params.threads,
+                                    **kw)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p = self._raw(X)
+        return np.column_stack([1 - p, p]) if len(self.classes) == 2 else p
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """TreeSHAP per feature toward each class's raw score: ``[n, classes, features]``
+        (the last column of LightGBM's output, the bias, is dropped). For two classes the
+        positive class gets the model's contributions and the negative one their negation."""
+        c = self._raw(X, pred_contrib=True)
+        d = len(self.feature_names)
+        if len(self.classes) == 2:
+            return np.stack([-c[:, :d], c[:, :d]], axis=1)
+        return c.reshape(len(c), len(self.classes), d + 1)[:, :, :d]
+
+    def to_text(self) -> str:
+        if self.booster is None:
+            raise ConfigError("the facts head is not fitted", field="model")
+        return self.booster.model_to_string()
+
+    @classmethod
+    def from_text(cls, text: str, classes: Sequence[str], feature_names: Sequence[str],
+                  params: GBMParams | None = None) -> FactsHead:
+        head = cls(classes, feature_names, params)
+        head.booster = _lgb().Booster(model_str=text)
+        n = head.booster.num_feature()
+        if n != len(head.feature_names):
+            raise ConfigError(f"the saved facts model reads {n} features, the manifest names "
+                              f"{len(head.feature_names)}", field="features")
+        return head

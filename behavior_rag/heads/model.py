@@ -1,0 +1,180 @@
+"""The cheap part of the classifier: three heads and the stack that combines them.
+
+* ``facts``: LightGBM over the session's feature vector (:mod:`behavior_rag.heads.gbm`);
+* ``embed``: logistic regression on the session's embedding (:mod:`behavior_rag.heads.linear`);
+* ``knn``: the similarity-weighted vote of the nearest labelled sessions of other users, its
+  temperature and label calibration fitted on the training rows (:func:`behavior_rag.fusion.fit`).
+
+:meth:`HeadsModel.fit` trains the facts and embedding heads on the training sessions and gets
+their out-of-fold probabilities by grouped K-fold (a user's sessions stay in one fold); the kNN
+vote is out-of-fold by construction (never the session's own user). The stack is fitted on
+those rows plus the dev rows, and the abstain threshold on the stack's out-of-fold
+probabilities of the dev rows.
+
+Example:
+    >>> model = HeadsModel.fit(train_rows, dev_rows, taxonomy)          # doctest: +SKIP
+    >>> model.predict(rows).stacked.argmax(1)                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from behavior_rag.errors import ConfigError
+from behavior_rag.fusion import DevExample, FusionParams, fit, knn_vote
+from behavior_rag.heads.features import FeatureSpec
+from behavior_rag.heads.gbm import FactsHead, GBMParams
+from behavior_rag.heads.linear import LinearHead
+from behavior_rag.heads.stack import Metric, Stack
+from behavior_rag.types import Session
+
+HEADS = ("facts", "embed", "knn")
+
+
+class HeadInputs(BaseModel):
+    """Sessions with what the heads read besides the events: their embedding vectors and their
+    labelled neighbours ``(label, cosine)`` (never the session's own user)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    sessions: list[Session]
+    vectors: np.ndarray
+    neighbors: list[list[tuple[str, float]]]
+
+    @property
+    def labels(self) -> list[str | None]:
+        return [s.label for s in self.sessions]
+
+    def subset(self, idx: Sequence[int]) -> HeadInputs:
+        return HeadInputs(sessions=[self.sessions[i] for i in idx], vectors=self.vectors[idx],
+                          neighbors=[self.neighbors[i] for i in idx])
+
+
+class HeadOutputs(BaseModel):
+    """Per-head probabilities ``[sessions, classes]`` and the stack's."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    heads: dict[str, np.ndarray]
+    stacked: np.ndarray
+
+
+class FitStats(BaseModel):
+    """What fitting measured on the dev rows (stack out-of-fold, so not in-sample)."""
+
+    n_train: int
+    n_dev: int
+    dev_metrics: dict[str, float] = Field(default_factory=dict)
+    abstain_below: float = 0.0
+
+
+def _folds(sessions: Sequence[Session], k: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import GroupKFold
+
+    users = [s.user_id for s in sessions]
+    k = min(k, len(set(users)))
+    if k < 2:
+        raise ConfigError("fitting needs labelled sessions of at least two users",
+                          field="train")
+    return list(GroupKFold(k).split(np.zeros(len(users)), groups=users))
+
+
+def fit_abstain(p: np.ndarray, y: Sequence[str], classes: Sequence[str],
+                cost: float = 1.0) -> float:
+    """The confidence below which answering loses more than it wins on dev: a right answer
+    counts +1, a wrong one ``-cost``, an abstention 0."""
+    conf, right = p.max(1), np.asarray(classes)[p.argmax(1)] == np.asarray(list(y))
+    order = np.argsort(conf)
+    gain = np.where(right[order], 1.0, -cost)
+    # abstaining on the i lowest-confidence rows keeps gain[i:]
+    kept = np.concatenate([[gain.sum()], gain.sum() - np.cumsum(gain)])
+    i = int(np.argmax(kept))
+    return 0.0 if i == 0 else float(conf[order][i - 1]) + 1e-9
+
+
+class HeadsModel:
+    """Feature spec, facts head, embedding head, kNN vote parameters and the stack."""
+
+    def __init__(self, classes: Sequence[str], spec: FeatureSpec, facts: FactsHead,
+                 embed: LinearHead, knn: FusionParams, stack: Stack,
+                 abstain_below: float = 0.0) -> None:
+        self.classes, self.spec, self.facts, self.embed = list(classes), spec, facts, embed
+        self.knn, self.stack, self.abstain_below = knn, stack, abstain_below
+
+    def knn_probs(self, neighbors: Sequence[Sequence[tuple[str, float]]]) -> np.ndarray:
+        return np.array([[v[c] for c in self.classes]
+                         for v in (knn_vote(n, self.classes, self.knn) for n in neighbors)])
+
+    def predict_heads(self, rows: HeadInputs) -> dict[str, np.ndarray]:
+        return {"facts": self.facts.predict_proba(self.spec.transform(rows.sessions)),
+                "embed": self.embed.predict_proba(rows.vectors),
+                "knn": self.knn_probs(rows.neighbors)}
+
+    def predict(self, rows: HeadInputs) -> HeadOutputs:
+        heads = self.predict_heads(rows)
+        return HeadOutputs(heads=heads, stacked=self.stack.predict_proba(heads))
+
+    @classmethod
+    def fit(cls, train: HeadInputs, dev: HeadInputs, classes: Sequence[str], *,
+            metric: Metric = "log_loss", positive: str | None = None,
+            gbm: GBMParams | None = None, abstain_cost: float = 1.0, seed: int = 0
+            ) -> tuple[HeadsModel, FitStats]:
+        classes = list(classes)
+        _check_labels(train, classes, "train")
+        _check_labels(dev, classes, "dev")
+        spec = FeatureSpec.fit(train.sessions)
+        x_tr, y_tr = spec.transform(train.sessions), np.array(train.labels)
+
+        def new_facts() -> FactsHead:
+            return FactsHead(classes, spec.names, gbm, spec.categorical_index)
+
+        oof = {"facts": np.zeros((len(y_tr), len(classes))),
+               "embed": np.zeros((len(y_tr), len(classes)))}
+        for tr, te in _folds(train.sessions):
+            oof["facts"][te] = new_facts().fit(x_tr[tr], y_tr[tr]).predict_proba(x_tr[te])
+            oof["embed"][te] = LinearHead(classes, seed=seed).fit(
+                train.vectors[tr], y_tr[tr]).predict_proba(train.vectors[te])
+        knn = fit([DevExample(llm_scores=None, neighbors=n, label=lab) for n, lab in
+                   zip(train.neighbors, y_tr)], classes, weights=[0.0])
+        model = cls(classes, spec, new_facts().fit(x_tr, y_tr),
+                    LinearHead(classes, seed=seed).fit(train.vectors, y_tr), knn,
+                    Stack(classes, metric, positive, seed=seed))
+        oof["knn"] = model.knn_probs(train.neighbors)
+        dev_heads = model.predict_heads(dev)
+        y_dev = np.array(dev.labels)
+        model.stack.fit({h: np.vstack([oof[h], dev_heads[h]]) for h in HEADS},
+                        np.concatenate([y_tr, y_dev]))
+        dev_p = model.stack.oof[len(y_tr):]
+        model.abstain_below = fit_abstain(dev_p, y_dev, classes, abstain_cost)
+        return model, FitStats(n_train=len(y_tr), n_dev=len(y_dev),
+                               dev_metrics=dev_metrics(y_dev, dev_p, classes, positive),
+                               abstain_below=model.abstain_below)
+
+def _check_labels(rows: HeadInputs, classes: Sequence[str], part: str) -> None:
+    for i, lab in enumerate(rows.labels):
+        if lab not in classes:
+            raise ConfigError(f"{part} session {rows.sessions[i].session_id!r} has label "
+                              f"{lab!r}, not one of {list(classes)}", row=i + 1,
+                              field=f"{part}.{i}.label", value=lab)
+    if not rows.sessions:
+        raise ConfigError(f"no {part} sessions", field=part)
+
+
+def dev_metrics(y: Sequence[str], p: np.ndarray, classes: Sequence[str],
+                positive: str | None) -> dict[str, float]:
+    """Macro-F1 and accuracy (and auPR / auROC of ``positive``) of probabilities ``p``."""
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
+
+    y = np.asarray(list(y))
+    pred = np.asarray(classes)[p.argmax(1)]
+    out = {"macro_f1": float(f1_score(y, pred, labels=list(classes), average="macro",
+                                      zero_division=0)),
+           "accuracy": float(accuracy_score(y, pred))}
+    if positive is not None and 0 < (y == positive).sum() < len(y):
+        col = p[:, list(classes).index(positive)]
+        out |= {"aupr": float(average_precision_score(y == positive, col)),
+                "auroc": float(roc_auc_score(y == positive, col))}
+    return out
