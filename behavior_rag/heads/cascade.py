@@ -3,8 +3,10 @@
 On dev sessions the LLM was asked for, :func:`fit_cascade` fits how to combine its label
 scores with the stack (a weight and a temperature on calibrated LLM probabilities, in log
 space) and the stacked confidence below which to ask it. A threshold of 0 means never: the
-LLM did not improve the dev metric by at least ``min_gain``, or not within the budget of
-``max_rate`` of the sessions.
+LLM did not improve the dev metric by at least ``min_gain`` within the budget of ``max_rate``
+of the sessions, or its improvement of the gold label's log-loss on the sessions it was asked
+about was not at least two standard errors (a searched grid would otherwise find a "gain" in
+noise).
 
 Example:
     >>> import numpy as np
@@ -63,6 +65,15 @@ def combine(stacked: np.ndarray, scores: Sequence[dict[str, float]], classes: Se
     return e / e.sum(1, keepdims=True)
 
 
+def _gold_logp(p: np.ndarray, y: np.ndarray, classes: list[str]) -> np.ndarray:
+    return np.log(np.clip(p[np.arange(len(y)), [classes.index(v) for v in y]], EPS, 1))
+
+
+def _robust(d: np.ndarray) -> bool:
+    """Per-row log-loss improvements: mean at least two standard errors above zero."""
+    return len(d) > 1 and d.mean() > 2 * d.std(ddof=1) / np.sqrt(len(d))
+
+
 def _score(y: np.ndarray, p: np.ndarray, classes: list[str], positive: str | None) -> float:
     from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
@@ -74,6 +85,34 @@ def _score(y: np.ndarray, p: np.ndarray, classes: list[str], positive: str | Non
                           average="macro", zero_division=0))
 
 
+GRID = [(w, t) for w in (0.1, 0.2, 0.3, 0.5, 0.7, 1.0) for t in (0.5, 1.0, 2.0, 4.0)]
+
+
+def _best_mix(stacked: np.ndarray, got: list[dict[str, float]], y: np.ndarray,
+              classes: list[str], bias: dict[str, float]) -> CascadeParams:
+    """The (weight, temperature) with the highest gold-label log-likelihood on these rows."""
+    def loglik(w: float, t: float) -> float:
+        params = CascadeParams(w_llm=w, llm_temperature=t, llm_bias=bias)
+        return float(_gold_logp(combine(stacked, got, classes, params), y, classes).sum())
+
+    w, t = max(GRID, key=lambda wt: loglik(*wt))
+    return CascadeParams(w_llm=w, llm_temperature=t, llm_bias=bias)
+
+
+def _out_of_sample_gain(stacked: np.ndarray, got: list[dict[str, float]], y: np.ndarray,
+                        classes: list[str], bias: dict[str, float]) -> np.ndarray:
+    """Per-row gold log-likelihood gain of combining, each half scored with the mix fitted on
+    the other half (so the grid search cannot find a gain in noise)."""
+    halves = [np.arange(len(y))[i::2] for i in (0, 1)]
+    gain = np.zeros(len(y))
+    for fit_on, score_on in (halves, halves[::-1]):
+        params = _best_mix(stacked[fit_on], [got[i] for i in fit_on], y[fit_on], classes, bias)
+        moved = combine(stacked[score_on], [got[i] for i in score_on], classes, params)
+        gain[score_on] = _gold_logp(moved, y[score_on], classes) - \
+            _gold_logp(stacked[score_on], y[score_on], classes)
+    return gain
+
+
 def fit_cascade(stacked: np.ndarray, scores: Sequence[dict[str, float] | None],
                 y: Sequence[str], classes: Sequence[str], *, positive: str | None = None,
                 max_rate: float = 0.2, min_gain: float = 0.005) -> CascadeParams:
@@ -81,33 +120,29 @@ def fit_cascade(stacked: np.ndarray, scores: Sequence[dict[str, float] | None],
     LLM was not asked (or failed). Rows are all dev rows, so rates are over all of them."""
     classes, y = list(classes), np.asarray(list(y))
     asked = np.array([s is not None for s in scores])
-    n = len(y)
-    if not asked.any():
-        return CascadeParams(dev_sessions=n)
+    never = CascadeParams(dev_sessions=len(y))
+    if asked.sum() < 4:
+        return never
     got = [s for s in scores if s is not None]
     m = np.array([[s[c] for c in classes] for s in got])
     m = m - m.mean(axis=1, keepdims=True)
     bias = {c: -float(v) for c, v in zip(classes, m.mean(axis=0))}
+    if not _robust(_out_of_sample_gain(stacked[asked], got, y[asked], classes, bias)):
+        return never  # the LLM's scores do not help on the sessions the stack is unsure of
+    params = _best_mix(stacked[asked], got, y[asked], classes, bias)
+    moved = stacked.copy()
+    moved[asked] = combine(stacked[asked], got, classes, params)
     base = _score(y, stacked, classes, positive)
-    conf = stacked.max(1)
-    best = CascadeParams(dev_sessions=n)
-    best_key = (base, 0.0)
-    cuts = sorted({float(c) + 1e-9 for c in conf[asked]})
-    for w in (0.1, 0.2, 0.3, 0.5, 0.7, 1.0):
-        for t in (0.5, 1.0, 2.0, 4.0):
-            params = CascadeParams(w_llm=w, llm_temperature=t, llm_bias=bias)
-            moved = stacked.copy()
-            moved[asked] = combine(stacked[asked], got, classes, params)
-            for cut in cuts:
-                use = asked & (conf < cut)
-                rate = float(use.mean())
-                if rate > max_rate:
-                    break
-                p = np.where(use[:, None], moved, stacked)
-                key = (_score(y, p, classes, positive), -rate)
-                if key[0] >= base + min_gain and key > best_key:
-                    best_key = key
-                    best = params.model_copy(update={
-                        "threshold": min(cut, 1.0), "dev_sessions": n, "dev_llm_rate": rate,
-                        "dev_gain": key[0] - base})
+    conf, best, best_key = stacked.max(1), never, (base + min_gain, 0.0)
+    for cut in sorted({float(c) + 1e-9 for c in conf[asked]}):
+        use = asked & (conf < cut)
+        rate = float(use.mean())
+        if rate > max_rate:
+            break
+        key = (_score(y, np.where(use[:, None], moved, stacked), classes, positive), -rate)
+        if key >= best_key:
+            best_key = key
+            best = params.model_copy(update={"threshold": min(cut, 1.0),
+                                             "dev_sessions": len(y), "dev_llm_rate": rate,
+                                             "dev_gain": key[0] - base})
     return best

@@ -1,0 +1,179 @@
+"""The classifier users call: ``BehaviorRAG.fit`` -> heads, stack, cascade, saved with the index,
+reloaded and checked; the LLM asked exactly as ``classify.llm`` says (requests counted at the
+HTTP transport of a real VLLMBackend, the outside seam)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+
+from behavior_rag.api import BehaviorRAG
+from behavior_rag.embed.base import EmbedderInfo
+from behavior_rag.errors import ConfigError, StoreError
+from behavior_rag.evaluation import split_by_user
+from behavior_rag.heads.cascade import CascadeParams, fit_cascade
+from behavior_rag.heads.store import load_model, read_manifest
+from behavior_rag.ingest.store import write_store
+from behavior_rag.llm.vllm import VLLMBackend
+from behavior_rag.settings import Settings
+from behavior_rag.synth import generate
+from behavior_rag.taxonomy import load_taxonomy
+from tests.conftest import cli_json
+
+
+def _settings(home, **classify) -> Settings:
+    return Settings(home=home, embed={"backend": "onnx-int8"}, llm={"backend": "none"},
+                    classify=classify)
+
+
+@pytest.fixture(scope="module")
+def fitted(embed_home, tmp_path_factory):
+    sp = split_by_user(generate(700, seed=21).sessions, seed=0)
+    ix = tmp_path_factory.mktemp("fit") / "ix"
+    rag = BehaviorRAG(_settings(embed_home), ix)
+    report = rag.fit(sp.train, sp.dev)
+    return rag, report, sp, ix
+
+
+class ChatServer:
+    """An OpenAI-compatible chat endpoint that always answers a valid label; counts requests."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.requests = label, 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        content = json.dumps({"label": self.label, "evidence": []})
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": {
+            "role": "assistant", "content": content}}]})
+
+
+def _with_llm(embed_home, ix, server, llm_mode):
+    s = _settings(embed_home, mode="generate", llm=llm_mode)
+    backend = VLLMBackend("http://vllm.test/v1", model="m", concurrency=1, max_retries=0,
+                          transport=httpx.MockTransport(server))
+    return BehaviorRAG(s, ix, llm=backend)
+
+
+def test_fit_reaches_the_personas_and_says_which_heads_decided(fitted):
+    rag, report, sp, _ = fitted
+    preds = rag.classify(sp.test)
+    accuracy = np.mean([p.label == s.label for p, s in zip(preds, sp.test)])
+    assert accuracy > 0.85  # 8 personas: chance is 1/8
+    assert set(report.chosen) <= {"facts", "embed", "knn"} and report.chosen
+    p = preds[0]
+    assert p.source == "stack" and p.decided_by == report.chosen and not p.llm_asked
+    assert set(p.head_probabilities) == {"facts", "embed", "knn"}
+    assert abs(sum(p.probabilities.values()) - 1) < 1e-9
+
+
+def test_the_manifest_records_the_heads_cv_chose(fitted):
+    rag, report, _, ix = fitted
+    man = read_manifest(ix / "model")
+    assert man.chosen == report.chosen == rag.classifier.model.heads.stack.chosen
+    assert len(man.cv_loss) == 7  # every non-empty subset of 3 heads was scored
+    assert man.feature_names[:2] == ["n_events", "n_view"] and man.taxonomy == "shopper-personas"
+    assert {"lightgbm", "scikit-learn", "numpy"} <= set(man.versions)
+
+
+def test_a_new_process_loads_the_model_and_gives_identical_probabilities(fitted, embed_home,
+                                                                          tmp_path):
+    rag, _, sp, ix = fitted
+    write_store(sp.test[:40], tmp_path / "new")
+    here = rag.classify(sp.test[:40])
+    env = {"BEHAVIOR_RAG_HOME": str(embed_home), "BEHAVIOR_RAG_EMBED__BACKEND": "onnx-int8"}
+    there = cli_json(env, "classify", str(tmp_path / "new"), "--index", str(ix), "--llm", "none")
+    assert [p["session_id"] for p in there] == [p.session_id for p in here]
+    for a, b in zip(here, there):
+        assert b["probabilities"] == pytest.approx(a.probabilities, abs=1e-12)
+        assert b["decided_by"] == a.decided_by
+
+
+def _copy(ix, tmp_path):
+    dst = tmp_path / "model"
+    shutil.copytree(ix / "model", dst)
+    return dst
+
+
+def test_a_model_for_another_taxonomy_or_embedder_is_refused(fitted, tmp_path):
+    rag, _, _, ix = fitted
+    info = rag.embedder.info
+    with pytest.raises(ConfigError) as e:
+        load_model(ix / "model", taxonomy=load_taxonomy("purchase_intent"), embedder=info)
+    assert e.value.context["field"] == "taxonomy_hash"
+    other = EmbedderInfo(id="other-model", dim=info.dim, backend="torch", max_tokens=256)
+    with pytest.raises(ConfigError) as e:
+        load_model(ix / "model", taxonomy=load_taxonomy("personas"), embedder=other)
+    assert e.value.context["field"] == "embedder" and "manifest.json" in e.value.context["file"]
+
+
+def test_a_tampered_file_or_feature_set_is_refused(fitted, tmp_path):
+    rag, _, _, ix = fitted
+    tax, info = load_taxonomy("personas"), rag.embedder.info
+    model = _copy(ix, tmp_path)
+    (model / "facts_gbm.txt").write_text((model / "facts_gbm.txt").read_text() + "\n")
+    with pytest.raises(StoreError) as e:
+        load_model(model, taxonomy=tax, embedder=info)
+    assert e.value.context["file"].endswith("facts_gbm.txt")
+    model = _copy(ix, tmp_path / "b")
+    man = json.loads((model / "manifest.json").read_text())
+    man["feature_names"] = man["feature_names"][::-1]
+    (model / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ConfigError) as e:
+        load_model(model, taxonomy=tax, embedder=info)
+    assert e.value.context["field"] == "feature_names"
+
+
+def test_a_pickled_array_is_never_loaded(fitted, tmp_path):
+    rag, _, _, ix = fitted
+    model = _copy(ix, tmp_path)
+    np.save(model / "embed_coef.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    man = json.loads((model / "manifest.json").read_text())
+    import hashlib
+
+    man["files"]["embed_coef.npy"] = hashlib.sha256(
+        (model / "embed_coef.npy").read_bytes()).hexdigest()
+    (model / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(StoreError) as e:
+        load_model(model, taxonomy=load_taxonomy("personas"), embedder=rag.embedder.info)
+    assert "embed" in e.value.message
+
+
+@pytest.mark.parametrize(("mode", "expect"), [("never", 0), ("always", 12)])
+def test_the_llm_is_asked_exactly_as_classify_llm_says(fitted, embed_home, mode, expect):
+    _, _, sp, ix = fitted
+    server = ChatServer("deal_hunter")
+    preds = _with_llm(embed_home, ix, server, mode).classify(sp.test[:12])
+    assert server.requests == expect
+    assert all(p.llm_asked == (mode == "always") for p in preds)
+    assert all(("llm" in p.decided_by) == (mode == "always") for p in preds)
+
+
+def test_the_cascade_asks_only_below_its_threshold(fitted, embed_home):
+    _, _, sp, ix = fitted
+    server = ChatServer("deal_hunter")
+    rag = _with_llm(embed_home, ix, server, "cascade")
+    rag.classifier.model.cascade = CascadeParams(threshold=0.9, w_llm=0.5)
+    never = BehaviorRAG(_settings(embed_home, llm="never"), ix).classify(sp.test[:30])
+    unsure = sum(p.confidence < 0.9 for p in never)
+    preds = rag.classify(sp.test[:30])
+    assert server.requests == unsure == sum(p.llm_asked for p in preds)
+    assert all(p.source == ("stack+llm" if p.llm_asked else "stack") for p in preds)
+
+
+def test_fit_cascade_asks_only_where_the_llm_helps():
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    y = rng.choice(classes, size=300)
+    stacked = rng.dirichlet([1, 1, 1], size=300)  # an unsure stack
+    sure = rng.random(300) < 0.7
+    stacked[sure] = np.where(np.array(classes) == y[sure, None], 0.9, 0.05)
+    oracle = [{c: (0.0 if c == t else -4.0) for c in classes} for t in y]
+    noise = [{c: float(rng.normal()) for c in classes} for _ in y]
+    helps = fit_cascade(stacked, oracle, y, classes, max_rate=0.4)
+    assert 0 < helps.dev_llm_rate <= 0.4 and helps.threshold > 0 and helps.dev_gain > 0
+    assert fit_cascade(stacked, noise, y, classes).threshold == 0.0
