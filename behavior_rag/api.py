@@ -220,9 +220,11 @@ class BehaviorRAG:
             model_dir = self.index_path / "model"
             model = load_model(model_dir, taxonomy=tax, embedder=self.index.embedder) \
                 if not self._fresh and (model_dir / "manifest.json").exists() else None
+            # classify.llm=never: the LLM is never asked, so it is not loaded either
+            llm = self._llm if self._llm is not None else None if \
+                self.settings.classify.llm == "never" else get_llm(self.settings)
             self._classifier = Classifier(
-                self.index, self.embedder,
-                self._llm if self._llm is not None else get_llm(self.settings), tax,
+                self.index, self.embedder, llm, tax,
                 settings=self.settings, fusion=fusion, model=model)
         return self._classifier
 

@@ -32,7 +32,7 @@ def test_uci_slice_with_and_without_page_values(tmp_path, settings):
     for drop in ([], ["PageValues"]):
         out = tmp_path / ("no-pv" if drop else "pv")
         res = run_eval(EvalConfig(task="uci-intent", data=data, out=out, seed=3, drop=drop,
-                                  methods=["majority", "bow", "gbm", "knn", "stacked"],
+                                  methods=["majority", "bow", "gbm", "knn", "product"],
                                   cv_folds=2), settings)
         runs[bool(drop)] = {r.method: r.metrics for r in res.results}
         report = (out / "report.md").read_text()
@@ -79,11 +79,11 @@ def test_taobao_train_test_files_split_nothing_and_report_base_rate(tmp_path, se
 def test_synth_personas_with_the_embedded_llm(tmp_path, settings):
     pytest.importorskip("gguf", reason="the 'local' extra is not installed")
     res = run_eval(EvalConfig(task="synth-personas", synth_n=360, out=tmp_path / "s", seed=2,
-                              methods=["majority", "bow", "knn", "llm", "fused"],
+                              methods=["majority", "bow", "knn", "llm", "cascade"],
                               llm_limit=6), settings)
     by = {r.method: r.metrics for r in res.results}
     assert by["knn"]["macro_f1"] > by["majority"]["macro_f1"]
-    assert {r.method for r in res.llm_sample} >= {"llm", "fused", "knn"}
+    assert {r.method for r in res.llm_sample} >= {"llm", "cascade", "knn"}
     assert res.llm_sample_size == 6
     assert res.evidence["evidence_kept"] > 0 and res.evidence["evidence_dropped"] == 0
     assert (tmp_path / "s" / "confusion.png").stat().st_size > 1000
@@ -96,13 +96,13 @@ def test_lora_method_trains_on_the_train_split_and_is_reported_next_to_few_shot(
     res = run_eval(EvalConfig(task="synth-personas", synth_n=240, out=tmp_path / "s", seed=4,
                               methods=["knn", "llm", "lora"], llm_limit=4, lora_steps=2),
                    settings)
-    lo = res.lora
-    assert lo["steps"] == 2 and lo["examples"] > 0 and lo["sec_per_step"] > 0
-    assert lo["peak_rss_mb"] > 0 and lo["k_examples"] == 0
-    assert lo["phase_seconds"]["train"] > 0 and lo["phase_seconds"]["validate"] > 0
+    lo = res.lora  # the FinetuneResult itself
+    assert lo.steps == 2 and lo.n_examples > 0 and lo.sec_per_step > 0
+    assert lo.peak_rss_mb > 0 and lo.card.k_examples == 0
+    assert lo.phase_seconds["train"] > 0 and lo.phase_seconds["validate"] > 0
     assert (tmp_path / "s" / "lora-adapter" / "adapter_config.json").exists()
     assert {r.method for r in res.llm_sample} >= {"llm", "lora"}  # same sample, side by side
     report = (tmp_path / "s" / "report.md").read_text()
     assert "## LoRA fine-tune" in report and "few-shot LLM" in report
-    assert lo["validation"] == "lora-layers" and "scored through the lora-layers" in report
+    assert lo.validation == "lora-layers" and "scored through the lora-layers" in report
     assert "Kept the adapter of step" in report

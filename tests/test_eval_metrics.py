@@ -129,49 +129,6 @@ def test_plots_write_png(tmp_path):
         "cm.png", "pr.png", "rel.png", "roc.png"]
 
 
-def test_stacker_drops_a_method_that_only_adds_noise_and_keeps_complementary_ones():
-    from behavior_rag.evaluation.product import Stacked
-
-    rng = np.random.default_rng(0)
-    n = 2000
-    y = rng.random(n) < 0.3
-    labels = np.where(y, "buy", "no")
-
-    def proba(signal):
-        p = 1 / (1 + np.exp(-signal))
-        return np.stack([p, 1 - p], axis=1)  # classes ["buy", "no"]
-
-    strong = proba(2.5 * (y - 0.5) * 2 + rng.normal(0, 1.2, n))
-    noise = proba(rng.normal(0, 1.0, n))
-    st = Stacked().fit([noise, strong], labels, names=["noise", "strong"])
-    assert st.chosen_names == ["strong"]
-    assert set(st.cv_loss) == {"noise", "strong", "noise+strong"}
-    other = proba(2.0 * (y - 0.5) * 2 + rng.normal(0, 1.2, n))  # independent evidence
-    both = Stacked().fit([strong, other], labels, names=["strong", "other"])
-    assert both.chosen_names == ["strong", "other"]
-    p = both.predict_proba([strong, other], ["buy", "no"])
-    assert p.shape == (n, 2) and np.allclose(p.sum(1), 1)
-
-
-def test_stacker_keeps_the_smaller_subset_when_a_part_wins_cv_by_less_than_its_noise():
-    from behavior_rag.evaluation.product import Stacked
-
-    y = np.random.default_rng(0).random(2000) < 0.3
-    labels = np.where(y, "buy", "no")
-    rng = np.random.default_rng(0)
-
-    def proba(signal):
-        p = 1 / (1 + np.exp(-signal))
-        return np.stack([p, 1 - p], axis=1)
-
-    strong = proba(5.0 * (y - 0.5) + rng.normal(0, 1.2, len(y)))
-    tiny = proba(0.3 * (y - 0.5) + rng.normal(0, 1.0, len(y)))  # real but negligible signal
-    st = Stacked().fit([strong, tiny], labels, names=["strong", "tiny"])
-    # the pair has the lower mean CV loss on this draw, by less than one standard error
-    assert min(st.cv_loss, key=st.cv_loss.get) == "strong+tiny"
-    assert st.chosen_names == ["strong"]
-
-
 def test_report_gap_interval_separates_real_gaps_from_noise():
     from types import SimpleNamespace
 
@@ -193,22 +150,3 @@ def test_report_gap_interval_separates_real_gaps_from_noise():
     lo, hi = (float(x) for x in _paired_ci(res, "auroc", {"g": (y, good), "h": (y, good)}, "g",
                                              "h").split("[")[1].rstrip("])").split(","))
     assert lo == hi == 0  # identical rankings
-
-
-def test_stacker_scores_subsets_by_the_task_metric_in_cross_validation():
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
-
-    from behavior_rag.evaluation.product import Stacked
-
-    rng = np.random.default_rng(3)
-    y = np.where(rng.random(1500) < 0.2, "buy", "no")
-    s = 1 / (1 + np.exp(-((y == "buy") * 2.0 + rng.normal(0, 1.0, len(y)))))
-    part = np.stack([s, 1 - s], axis=1)
-    st = Stacked().fit([part], y, seed=0, names=["a"], metric="auroc", positive="buy")
-    folds = StratifiedKFold(5, shuffle=True, random_state=0).split(y, y)
-    # one part: the stacker is monotone in its score, so each fold's auROC is the part's own
-    want = np.mean([1 - roc_auc_score(y[te] == "buy", s[te]) for _, te in folds])
-    assert st.metric == "auroc" and abs(st.cv_loss["a"] - want) < 1e-9
-    with pytest.raises(ValueError, match="positive"):
-        Stacked().fit([part], y, metric="aupr")

@@ -22,8 +22,8 @@ LAYERS: list[set[str]] = [
     {"heads"},
     {"classify", "fitting", "profile", "discover"},
     {"finetune"},
-    {"evaluation"},
     {"api", "client", "wire"},
+    {"evaluation"},  # above the facade: its product rows call what users call (BehaviorRAG)
     {"service", "cli"},
     {"__init__"},  # the package's public face: `from behavior_rag import ...`
 ]

@@ -1,9 +1,12 @@
 """``behavior-rag eval``: every method on the same honest split, metrics, plots, a report.
 
 Baselines (majority, the seed's bag-of-words + logistic regression, gradient boosting on hand
-features, logistic regression on embeddings) and the product's methods (kNN vote, few-shot
-LLM, fused, stacked) are fitted on the training part; thresholds, fusion weights and stacking
-are fitted on the validation part; everything is reported once on the test part.
+features, logistic regression on embeddings) are fitted on the training part. The product
+rows are what users get: :meth:`BehaviorRAG.fit` on the training part with the validation
+part as dev, then :meth:`BehaviorRAG.classify` (``classify.llm`` never / cascade / always);
+the heads' and the LLM's own rows are read from those same predictions
+(:mod:`behavior_rag.evaluation.product`). Thresholds are fitted on the validation part;
+everything is reported once on the test part.
 
 LLM calls are the slow part on CPU, so the LLM-based methods run on a seeded random sample of
 ``llm_limit`` validation and test sessions; the report compares *all* methods on that sample
@@ -27,14 +30,14 @@ from behavior_rag.errors import ConfigError
 from behavior_rag.evaluation import baselines as b
 from behavior_rag.evaluation.baselines import TaskData
 from behavior_rag.evaluation.loaders import LoadedTask, load_task
-from behavior_rag.evaluation.methods import BASELINES, METHODS
+from behavior_rag.evaluation.methods import BASELINES, METHODS, NEEDS_FIT
 from behavior_rag.evaluation.metrics import best_threshold, binary_metrics, multiclass_metrics
-from behavior_rag.evaluation.product import ProductScores, Stacked
+from behavior_rag.evaluation.product import ProductRun, evidence_summary, llm_proba, proba
 from behavior_rag.evaluation.report import write_report
 from behavior_rag.evaluation.result import EvalConfig, EvalResult, MethodResult
-from behavior_rag.finetune import FinetuneConfig, FinetuneResult, finetune
+from behavior_rag.finetune import FinetuneConfig, finetune
+from behavior_rag.heads.stack import StackSummary
 from behavior_rag.llm.factory import get_llm
-from behavior_rag.llm.local import LocalLLM
 from behavior_rag.llm.vllm import VLLMBackend
 from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
@@ -88,143 +91,150 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
                      drop=cfg.drop, synth_n=cfg.synth_n, data_dir=settings.data_dir)
     settings = settings.model_copy(update={"classify": settings.classify.model_copy(
         update={"taxonomy": task.spec.taxonomy})})
-    embedder = get_embedder(settings)
-    train, val, test = (_data(task, p, embedder, settings) for p in (task.train, task.val,
-                                                                     task.test))
-    classes, pos = task.classes, task.spec.positive
-    y_val, y_test = np.array(val.labels), np.array(test.labels)
-    val_p: dict[str, np.ndarray] = {}
-    test_p: dict[str, np.ndarray] = {}
-    secs: dict[str, float] = {}
-
-    for name in [m for m in cfg.methods if m in BASELINES]:
-        model = _baseline(name)
-        model.fit(train)
-        val_p[name] = model.predict_proba(val)[:, [model.classes.index(c) for c in classes]]
-        t = time.perf_counter()
-        test_p[name] = model.predict_proba(test)[:, [model.classes.index(c) for c in classes]]
-        secs[name] = (time.perf_counter() - t) / len(test.sessions)
-
-    wants_llm = bool({"llm", "fused", "lora"} & set(cfg.methods))
-    product = None
-    rng = np.random.default_rng(cfg.seed)
-    llm_val = _sample(task.val, cfg.llm_limit, rng)
-    llm_test_idx = sorted(rng.choice(len(task.test), size=min(cfg.llm_limit, len(task.test)),
-                                     replace=False).tolist())
-    llm_test = [task.test[i] for i in llm_test_idx]
-    if {"knn", "stacked"} & set(cfg.methods) or wants_llm:
-        product = ProductScores(settings, load_taxonomy(task.spec.taxonomy),
-                                _llm(cfg, settings) if wants_llm else None, embedder)
-        product.fit(task.train, task.val, llm_val=llm_val)
-        val_p["knn"] = product.proba("knn", task.val, classes)
-        test_p["knn"] = product.proba("knn", task.test, classes)
-        secs["knn"] = product.seconds_per_session(task.test, with_llm=False)
-    sample_p: dict[str, np.ndarray] = {}
-    if wants_llm:
-        for name in ("llm", "fused"):
-            if name in cfg.methods:
-                val_p[name] = product.proba(name, llm_val, classes)
-                sample_p[name] = product.proba(name, llm_test, classes)
-                secs[name] = product.seconds_per_session(llm_test, with_llm=True)
-    lora_res: FinetuneResult | None = None
-    stacked_info = None
+    rows = _Rows(task, cfg)
+    if set(cfg.methods) & set(BASELINES):
+        _baselines(cfg, settings, task, rows)
+    fit, lora_res, evidence = None, None, {}
+    if set(cfg.methods) & set(NEEDS_FIT):
+        fit, evidence = _product(cfg, settings, task, rows)
     if "lora" in cfg.methods:
-        lora_res, *lora_p = _lora(cfg, settings, task, embedder, llm_val, llm_test, classes)
-        val_p["lora"], sample_p["lora"], secs["lora"] = lora_p
-    if "stacked" in cfg.methods:
-        # The stacker learns from out-of-fold scores of the training part (kNN retrieval
-        # already leaves the session's own user out; baselines refit per fold) plus the
-        # validation part: many more rows than validation alone, and still no test rows.
-        parts = [p for p in ("knn", "gbm", "embed-lr") if p in val_p]
-        oof = {"knn": product.proba("knn", task.train, classes)} if "knn" in parts else {}
-        for name in [p for p in parts if p in BASELINES]:
-            oof[name] = _out_of_fold(name, train, classes, task, cfg.seed)
-        stack = Stacked().fit([np.vstack([oof[p], val_p[p]]) for p in parts],
-                              np.concatenate([np.array(train.labels), y_val]), seed=cfg.seed,
-                              names=parts, metric=task.spec.metric, positive=pos)
-        stacked_info = stack.summary()
-        val_p["stacked"] = stack.predict_proba([val_p[p] for p in parts], classes)
-        test_p["stacked"] = stack.predict_proba([test_p[p] for p in parts], classes)
-        # only the parts it kept run at prediction time
-        secs["stacked"] = sum(secs.get(p, 0.0) for p in stack.chosen_names)
-
-    # Thresholds (binary): fitted on validation, for threshold metrics on test.
-    thresholds: dict[str, float | None] = {}
-    for name, p in val_p.items():
-        yv = y_val if name not in sample_p else np.array([s.label for s in llm_val])
-        thresholds[name] = best_threshold((yv == pos).astype(int), p[:, classes.index(pos)]) \
-            if pos else None
-
-    results = [MethodResult(method=n, metrics=_metrics(task, y_test, p, thresholds.get(n)),
-                            seconds_per_session=secs.get(n), threshold=thresholds.get(n))
-               for n, p in test_p.items()]
-    sample_rows: list[MethodResult] = []
-    if sample_p:
-        y_s = y_test[llm_test_idx]
-        for n, p in list(test_p.items()) + list(sample_p.items()):
-            pp = p if n in sample_p else p[llm_test_idx]
-            sample_rows.append(MethodResult(method=n, metrics=_metrics(task, y_s, pp,
-                                                                       thresholds.get(n)),
-                                            seconds_per_session=secs.get(n),
-                                            threshold=thresholds.get(n)))
-    evidence = _evidence(product, llm_test if wants_llm else task.test[: cfg.llm_limit]) \
-        if product else {}
-    cv = _cv(task, cfg, settings, embedder) if task.spec.kind == "uci" and cfg.cv_folds > 1 \
-        else {}
+        lora_res = _lora(cfg, settings, task, rows)
+    cv = _cv(task, cfg, settings) if task.spec.kind == "uci" and cfg.cv_folds > 1 else {}
     out = cfg.out or Path("eval/reports") / cfg.task
+    results, sample_rows = rows.results()
     res = EvalResult(task=cfg.task, config=cfg, protocol=task.protocol, sources=task.sources,
                      sizes={"train": len(task.train), "val": len(task.val),
                             "test": len(task.test)},
-                     classes=classes, positive=pos, results=results, llm_sample=sample_rows,
-                     llm_sample_size=len(llm_test) if sample_p else 0, cv=cv,
-                     evidence=evidence, lora=lora_res, prompt=settings.classify.prompt,
-                     stacked=stacked_info)
-    curves = {n: (y_test, p) for n, p in test_p.items()}
+                     classes=task.classes, positive=task.spec.positive, results=results,
+                     llm_sample=sample_rows, llm_sample_size=len(rows.llm_test)
+                     if rows.sample_p else 0, cv=cv, evidence=evidence, lora=lora_res,
+                     prompt=settings.classify.prompt, stacked=StackSummary(
+                         parts=fit.chosen, metric=fit.metric, cv_loss=fit.cv_loss) if fit else None,
+                     fit_seconds=rows.fit_seconds)
+    curves = {n: (rows.y_test, p) for n, p in rows.test_p.items()}
     write_report(res, curves, out, seconds=time.perf_counter() - t_all)
     return res
 
 
-def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, embedder, llm_val, llm_test,
-          classes):
+class _Rows:
+    """Probabilities per method on validation (for thresholds) and test, and timings."""
+
+    def __init__(self, task: LoadedTask, cfg: EvalConfig) -> None:
+        self.task = task
+        rng = np.random.default_rng(cfg.seed)
+        self.llm_val = _sample(task.val, cfg.llm_limit, rng)
+        self.llm_test_idx = sorted(rng.choice(len(task.test), size=min(cfg.llm_limit,
+                                   len(task.test)), replace=False).tolist())
+        self.llm_test = [task.test[i] for i in self.llm_test_idx]
+        self.y_val = np.array([s.label for s in task.val])
+        self.y_test = np.array([s.label for s in task.test])
+        self.val_p: dict[str, np.ndarray] = {}
+        self.test_p: dict[str, np.ndarray] = {}
+        self.sample_p: dict[str, np.ndarray] = {}  # LLM methods: on the seeded sample only
+        self.secs: dict[str, float] = {}
+        self.fit_seconds: float | None = None
+
+    def add(self, name: str, val: np.ndarray, test: np.ndarray, secs: float | None,
+            sample: bool = False) -> None:
+        self.val_p[name] = val
+        (self.sample_p if sample else self.test_p)[name] = test
+        if secs is not None:
+            self.secs[name] = secs
+
+    def _threshold(self, name: str) -> float | None:
+        pos = self.task.spec.positive
+        if not pos:
+            return None
+        yv = self.y_val if name not in self.sample_p else np.array([s.label for s in
+                                                                     self.llm_val])
+        return best_threshold((yv == pos).astype(int),
+                              self.val_p[name][:, self.task.classes.index(pos)])
+
+    def results(self) -> tuple[list[MethodResult], list[MethodResult]]:
+        th = {n: self._threshold(n) for n in self.val_p}
+
+        def row(n, y, p):
+            return MethodResult(method=n, metrics=_metrics(self.task, y, p, th[n]),
+                                seconds_per_session=self.secs.get(n), threshold=th[n])
+
+        full = [row(n, self.y_test, p) for n, p in self.test_p.items()]
+        if not self.sample_p:
+            return full, []
+        y_s = self.y_test[self.llm_test_idx]
+        sample = [row(n, y_s, p[self.llm_test_idx]) for n, p in self.test_p.items()]
+        return full, sample + [row(n, y_s, p) for n, p in self.sample_p.items()]
+
+
+def _baselines(cfg: EvalConfig, settings: Settings, task: LoadedTask, rows: _Rows) -> None:
+    embedder = get_embedder(settings)
+    train, val, test = (_data(task, p, embedder, settings) for p in (task.train, task.val,
+                                                                     task.test))
+    classes = task.classes
+    for name in [m for m in cfg.methods if m in BASELINES]:
+        model = _baseline(name)
+        model.fit(train)
+        cols = [model.classes.index(c) for c in classes]
+        t = time.perf_counter()
+        test_p = model.predict_proba(test)[:, cols]
+        rows.add(name, model.predict_proba(val)[:, cols], test_p,
+                 (time.perf_counter() - t) / len(test.sessions))
+
+
+def _product(cfg: EvalConfig, settings: Settings, task: LoadedTask, rows: _Rows):
+    """The product's rows, all through ``BehaviorRAG.fit`` / ``classify``."""
+    wants_llm = bool(set(cfg.methods) & {"cascade", "always", "llm"})
+    run = ProductRun(settings, task, _index_dir(cfg, settings), _llm(cfg, settings)
+                     if wants_llm else None)
+    fit = run.fit()
+    rows.fit_seconds = run.fit_seconds
+    classes = task.classes
+    val, _ = run.classify(task.val, "never")
+    test, secs = run.classify(task.test, "never")
+    for name, head in (("product", None), ("knn", "knn"), ("facts", "facts"),
+                       ("embed", "embed")):
+        if name in cfg.methods:
+            rows.add(name, proba(val, classes, head), proba(test, classes, head), secs)
+    evidence = evidence_summary(test)
+    for mode in ("cascade", "always"):
+        if mode in cfg.methods or (mode == "always" and "llm" in cfg.methods):
+            v, _ = run.classify(rows.llm_val, mode)
+            t, secs = run.classify(rows.llm_test, mode)
+            if mode in cfg.methods:
+                rows.add(mode, proba(v, classes), proba(t, classes), secs, sample=True)
+            if mode == "always" and "llm" in cfg.methods:
+                rows.add("llm", llm_proba(v, classes), llm_proba(t, classes), None,
+                         sample=True)
+            if mode == "cascade":
+                evidence = evidence_summary(t)
+    return fit, evidence
+
+
+def _index_dir(cfg: EvalConfig, settings: Settings) -> Path:
+    # the product's index folder for this run (git-ignored; the report says where it went)
+    return settings.index_dir / "eval" / f"{cfg.task}-seed{cfg.seed}" \
+        f"{'-no-' + '-'.join(cfg.drop) if cfg.drop else ''}"
+
+
+def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, rows: _Rows):
     """Fine-tune on the task's training part (validation by user for early stopping), then
-    score the LLM sample with the adapter (calibrated on the validation sample)."""
+    ask the adapter about the LLM sample through the product (``classify.llm=always``) and
+    report its own label scores."""
     tax = load_taxonomy(task.spec.taxonomy)
     out = (cfg.out or Path("eval/reports") / cfg.task) / "lora-adapter"
     res = finetune(task.train, task.val, tax, out=out, settings=settings,
                    model=cfg.llm_model or settings.llm.model,
                    config=FinetuneConfig(max_steps=cfg.lora_steps, seed=cfg.seed))
-    llm = LocalLLM(cfg.llm_model or settings.llm.model, cache_root=settings.home / "models",
-                   adapter=res.adapter)
-    # the adapter is scored with the prompt it was trained on (prompt file, few-shot count)
-    settings = settings.model_copy(update={"classify": settings.classify.model_copy(
-        update={"k_examples": res.card.k_examples, "prompt": res.card.prompt})})
-    lp = ProductScores(settings, tax, llm, embedder)
-    lp.fit(task.train, task.val, llm_val=llm_val)
-    return (res, lp.proba("llm", llm_val, classes), lp.proba("llm", llm_test, classes),
-            lp.seconds_per_session(llm_test, with_llm=True))
-
-
-def _out_of_fold(name: str, data, classes, task: LoadedTask, seed: int, k: int = 5):
-    """Probabilities for every training row from a model that did not see its fold (grouped
-    by user for event tasks, stratified for UCI)."""
-    from sklearn.model_selection import GroupKFold, StratifiedKFold
-
-    y = np.array(data.labels)
-    if task.spec.kind == "uci":
-        folds = StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
-    else:
-        groups = [s.user_id for s in data.sessions]
-        k = min(k, len(set(groups)))
-        folds = GroupKFold(k).split(np.zeros(len(y)), y, groups)
-    out = np.zeros((len(y), len(classes)))
-    for tr, te in folds:
-        model = _baseline(name)
-        model.fit(_subset(data, tr))
-        got = model.predict_proba(_subset(data, te))
-        for j, c in enumerate(classes):
-            if c in model.classes:
-                out[te, j] = got[:, model.classes.index(c)]
-    return out
+    # a user sets llm.adapter: settings then take the card's prompt file and few-shot count
+    adapted = settings.model_copy(update={
+        "llm": settings.llm.model_copy(update={"backend": "local", "adapter": res.adapter}),
+        "classify": settings.classify.model_copy(update={"k_examples": res.card.k_examples,
+                                                         "prompt": res.card.prompt})})
+    run = ProductRun(adapted, task, _index_dir(cfg, settings) / "lora", get_llm(adapted))
+    run.fit()
+    v, _ = run.classify(rows.llm_val, "always")
+    t, secs = run.classify(rows.llm_test, "always")
+    rows.add("lora", llm_proba(v, task.classes), llm_proba(t, task.classes), secs, sample=True)
+    return res
 
 
 def _sample(sessions, n, rng):
@@ -234,20 +244,11 @@ def _sample(sessions, n, rng):
     return [sessions[i] for i in idx]
 
 
-def _evidence(product, sessions) -> dict[str, float]:
-    preds = product.predictions(sessions)
-    kept = sum(len(p.evidence) for p in preds)
-    return {"sessions": len(preds), "evidence_kept": kept,
-            "evidence_dropped": sum(p.evidence_dropped for p in preds),
-            "abstain_rate": float(np.mean([p.abstained for p in preds])) if preds else 0.0}
-
-
-def _cv(task: LoadedTask, cfg: EvalConfig, settings: Settings, embedder) -> dict:
+def _cv(task: LoadedTask, cfg: EvalConfig, settings: Settings) -> dict:
     """k-fold stratified CV over all rows for the cheap methods (auROC / auPR mean and sd)."""
     from sklearn.model_selection import StratifiedKFold
 
-    rows = task.all_rows
-    data = _data(task, rows, embedder, settings)
+    data = _data(task, task.all_rows, get_embedder(settings), settings)
     y = np.array(data.labels)
     folds = StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
     got: dict[str, list[tuple[float, float]]] = {}

@@ -1,20 +1,30 @@
-"""The method registry of ``behavior-rag eval``: which methods exist, which are baselines,
-which are what users get (product), and how reports name them.
+"""The method registry of ``behavior-rag eval``: baselines, what users get (product), and the
+product's components, with how reports name them.
+
+Product and component rows all come from ``BehaviorRAG.fit`` / ``classify``
+(:mod:`behavior_rag.evaluation.product`); baselines are separate models.
 
 Example:
-    >>> "stacked" in PRODUCT, PRETTY["gbm"]
+    >>> "cascade" in PRODUCT, PRETTY["gbm"]
     (True, 'gradient boosting (hand features)')
 """
 
 from __future__ import annotations
 
 BASELINES = ("majority", "bow", "gbm", "embed-lr")
-PRODUCT = ("knn", "llm", "fused", "stacked", "lora")
-METHODS = BASELINES + PRODUCT
+# what users get: BehaviorRAG.classify with classify.llm = never / cascade / always
+PRODUCT = ("product", "cascade", "always")
+# read from the product's own predictions: each head, the LLM's label scores, a LoRA adapter's
+COMPONENTS = ("knn", "facts", "embed", "llm", "lora")
+METHODS = BASELINES + PRODUCT + COMPONENTS
+NEEDS_FIT = ("product", "cascade", "always", "knn", "facts", "embed", "llm")
 DEFAULT_METHODS = [m for m in METHODS if m != "lora"]  # lora trains a model: opt in
 PRETTY = {"majority": "majority class", "bow": "bag-of-words + LR (seed)",
           "gbm": "gradient boosting (hand features)", "embed-lr": "LR on embeddings",
-          "knn": "kNN vote (product)", "llm": "few-shot LLM (product)",
-          "fused": "fused LLM + kNN (product)",
-          "stacked": "stacked kNN + GBM + embedding LR (product)",
-          "lora": "LoRA fine-tuned LLM (product)"}
+          "product": "heads + stack (product, classify.llm=never)",
+          "cascade": "heads + stack, LLM where unsure (product default, classify.llm=cascade)",
+          "always": "heads + stack + LLM on every session (product, classify.llm=always)",
+          "knn": "kNN head (of the product)", "facts": "facts GBM head (of the product)",
+          "embed": "embedding LR head (of the product)",
+          "llm": "few-shot LLM's own label scores (of the product)",
+          "lora": "LoRA fine-tuned LLM's own label scores (of the product)"}

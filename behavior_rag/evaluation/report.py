@@ -16,8 +16,8 @@ from behavior_rag.atomic import replace_file
 from behavior_rag.evaluation.methods import BASELINES, PRETTY, PRODUCT
 from behavior_rag.evaluation.metrics import confusion
 from behavior_rag.evaluation.plots import confusion_plot, pr_roc_plot, reliability_plot
-from behavior_rag.evaluation.product import StackSummary
 from behavior_rag.evaluation.result import EvalResult
+from behavior_rag.heads.stack import StackSummary
 
 # Sakar et al. 2019 (Neural Comput & Applic), the UCI data set's authors: best reported model.
 PUBLISHED_UCI = {"model": "XGBoost + feature selection + oversampling (Sakar et al. 2019)",
@@ -144,8 +144,9 @@ def write_report(res: EvalResult, curves: dict, out: Path, seconds: float) -> Pa
     if res.llm_sample:
         lines += [f"## Like-for-like on the LLM sample ({res.llm_sample_size} test sessions, "
                   "seeded random)", "",
-                  "LLM calls are the slow part on CPU, so few-shot LLM and fused run on this "
-                  "sample; every method is scored on the same sessions here.", "",
+                  "LLM calls are the slow part on CPU, so the rows that ask the LLM (cascade, "
+                  "always, llm, lora) run on this sample; every method is scored on the same "
+                  "sessions here.", "",
                   *_table(res.llm_sample, binary), ""]
     lines += ["## Outcome", ""]
     if binary:
@@ -157,7 +158,12 @@ def write_report(res: EvalResult, curves: dict, out: Path, seconds: float) -> Pa
         lines.append(f"- Evidence on {e['sessions']:.0f} product predictions: "
                      f"{e['evidence_kept']:.0f} items kept, all verified against the session "
                      f"by code; {e['evidence_dropped']:.0f} dropped; abstain rate "
-                     f"{e['abstain_rate']:.1%}.")
+                     f"{e['abstain_rate']:.1%}"
+                     + (f"; the LLM was asked for {e['llm_asked_rate']:.1%} of them"
+                        if "llm_asked_rate" in e else "") + ".")
+    if res.fit_seconds is not None:
+        lines.append(f"- `BehaviorRAG.fit` (index the training part, heads, stack, abstain "
+                     f"threshold, LLM cascade) took {res.fit_seconds:.0f} s.")
     if res.stacked:
         lines.append(_stack_line(res.stacked))
     if res.lora:
@@ -174,7 +180,7 @@ def write_report(res: EvalResult, curves: dict, out: Path, seconds: float) -> Pa
                   "| source | auROC | auPR | accuracy |", "|---|---|---|---|",
                   f"| {p['model']} | {p['auroc']} | {p['aupr']} | {p['accuracy']:.2%} |"]
         for r in res.results:
-            if r.method in ("gbm", "stacked"):
+            if r.method in ("gbm", "product"):
                 m = r.metrics
                 lines.append(f"| ours: {r.method}, this run | {_fmt(m.get('auroc'))} | "
                              f"{_fmt(m.get('aupr'))} | {_fmt(m.get('accuracy'))} |")
@@ -196,9 +202,10 @@ def write_report(res: EvalResult, curves: dict, out: Path, seconds: float) -> Pa
 def _stack_line(st: StackSummary) -> str:
     what = {"aupr": "1 - auPR", "auroc": "1 - auROC"}.get(st.metric, "log-loss")
     losses = ", ".join(f"{k} {v:.4f}" for k, v in st.cv_loss.items())
-    return (f"- The stacker combines {' + '.join(st.parts)}: the subset with the fewest parts "
-            f"whose 5-fold cross-validated {what} on the stacking rows (out-of-fold train + "
-            f"validation) is within one standard error of the lowest; {losses}.")
+    return (f"- The product's stack (`BehaviorRAG.fit`) combines {' + '.join(st.parts)}: the "
+            f"subset of heads with the fewest members whose 5-fold cross-validated {what} on "
+            f"the stacking rows (out-of-fold train + validation) is within one standard error "
+            f"of the lowest; {losses}.")
 
 
 def _lora_lines(res: EvalResult) -> list[str]:

@@ -12,8 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from behavior_rag.evaluation.methods import DEFAULT_METHODS
-from behavior_rag.evaluation.product import StackSummary
 from behavior_rag.finetune.config import FinetuneResult
+from behavior_rag.heads.stack import StackSummary
 
 
 class EvalConfig(BaseModel):
@@ -55,7 +55,9 @@ class EvalResult(BaseModel):
     evidence: dict[str, float] = Field(default_factory=dict)
     lora: FinetuneResult | None = Field(None, description="The fine-tune behind the lora rows.")
     prompt: str = Field("classify", description="Prompt file of the few-shot LLM rows.")
-    stacked: StackSummary | None = None
+    stacked: StackSummary | None = Field(None, description="The heads BehaviorRAG.fit's stack "
+                                         "chose, and the CV loss of every subset.")
+    fit_seconds: float | None = Field(None, description="Wall time of BehaviorRAG.fit.")
     plots: list[str] = Field(default_factory=list)
     report: str = ""
     seconds: float = 0.0

@@ -1,0 +1,67 @@
+"""The stack over the heads: which heads it keeps (CV, one-standard-error rule) and by which
+metric (moved here from the eval harness with the stack itself)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from behavior_rag.errors import ConfigError
+from behavior_rag.heads.stack import Stack
+
+
+def test_stacker_drops_a_method_that_only_adds_noise_and_keeps_complementary_ones():
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.random(n) < 0.3
+    labels = np.where(y, "buy", "no")
+
+    def proba(signal):
+        p = 1 / (1 + np.exp(-signal))
+        return np.stack([p, 1 - p], axis=1)  # classes ["buy", "no"]
+
+    strong = proba(2.5 * (y - 0.5) * 2 + rng.normal(0, 1.2, n))
+    noise = proba(rng.normal(0, 1.0, n))
+    st = Stack(["buy", "no"]).fit({"noise": noise, "strong": strong}, labels)
+    assert st.chosen == ["strong"]
+    assert set(st.cv_loss) == {"noise", "strong", "noise+strong"}
+    other = proba(2.0 * (y - 0.5) * 2 + rng.normal(0, 1.2, n))  # independent evidence
+    both = Stack(["buy", "no"]).fit({"strong": strong, "other": other}, labels)
+    assert both.chosen == ["strong", "other"]
+    p = both.predict_proba({"strong": strong, "other": other})
+    assert p.shape == (n, 2) and np.allclose(p.sum(1), 1)
+
+
+def test_stacker_keeps_the_smaller_subset_when_a_part_wins_cv_by_less_than_its_noise():
+    y = np.random.default_rng(0).random(2000) < 0.3
+    labels = np.where(y, "buy", "no")
+    rng = np.random.default_rng(0)
+
+    def proba(signal):
+        p = 1 / (1 + np.exp(-signal))
+        return np.stack([p, 1 - p], axis=1)
+
+    strong = proba(5.0 * (y - 0.5) + rng.normal(0, 1.2, len(y)))
+    tiny = proba(0.3 * (y - 0.5) + rng.normal(0, 1.0, len(y)))  # real but negligible signal
+    st = Stack(["buy", "no"]).fit({"strong": strong, "tiny": tiny}, labels)
+    # the pair has the lower mean CV loss on this draw, by less than one standard error
+    assert min(st.cv_loss, key=st.cv_loss.get) == "strong+tiny"
+    assert st.chosen == ["strong"]
+
+
+
+def test_stacker_scores_subsets_by_the_task_metric_in_cross_validation():
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(3)
+    y = np.where(rng.random(1500) < 0.2, "buy", "no")
+    s = 1 / (1 + np.exp(-((y == "buy") * 2.0 + rng.normal(0, 1.0, len(y)))))
+    part = np.stack([s, 1 - s], axis=1)
+    st = Stack(["buy", "no"], metric="auroc", positive="buy", seed=0).fit({"a": part}, y)
+    folds = StratifiedKFold(5, shuffle=True, random_state=0).split(y, y)
+    # one part: the stacker is monotone in its score, so each fold's auROC is the part's own
+    want = np.mean([1 - roc_auc_score(y[te] == "buy", s[te]) for _, te in folds])
+    assert st.metric == "auroc" and abs(st.cv_loss["a"] - want) < 1e-9
+    with pytest.raises(ConfigError, match="positive"):
+        Stack(["buy", "no"], metric="aupr")
