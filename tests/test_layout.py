@@ -114,3 +114,18 @@ def test_a_shared_file_name_prefix_is_a_package():
     roots = [p.stem for p in PKG.glob("*.py") if not p.stem.startswith("_")]
     prefixes = Counter(r.split("_")[0] for r in roots)
     assert sorted(r for r in roots if prefixes[r.split("_")[0]] > 1) == []
+
+
+def test_the_eval_harness_has_no_classifier_of_its_own():
+    """Its product rows are BehaviorRAG.fit / classify: evaluation imports none of the parts a
+    classifier is made of (it may read the feature code its baselines share, and the stack's
+    summary type for the report)."""
+    parts = ("classify", "fitting", "fusion", "retrieve", "index", "llm.local",
+             "heads.model", "heads.gbm", "heads.linear", "heads.cascade", "heads.store")
+    bad = [f"{m}:{line} imports {t}" for m, imps in GRAPH.items()
+           if _top(m) == "evaluation" for t, name, line in imps
+           if any(t == f"behavior_rag.{p}" or t.startswith(f"behavior_rag.{p}.") for p in parts)
+           or (t == "behavior_rag.heads.stack" and name != "StackSummary")]
+    assert bad == []
+    product = [t for t, _, _ in GRAPH["behavior_rag.evaluation.product"]]
+    assert "behavior_rag.api" in product

@@ -37,6 +37,7 @@ TAOBAO = Path("taobao_userbehavior") / "UserBehavior.dev.csv"
 DEMO_INDEX_SIZE = 1000
 
 SYNTH_N, SEED = 600, 5
+DEMO_CASCADE_DEV = 30
 
 
 def _pick_examples(sessions: list[Session]) -> list[tuple[str, Session]]:
@@ -136,6 +137,7 @@ def run_demo(data_dir: Path | None = None, as_json: bool = False,
 def _pred(p: PatternPrediction, truth: str | None) -> dict:
     return {"session_id": p.session_id, "label": p.label, "true_label": truth,
             "confidence": round(p.confidence, 3), "abstained": p.abstained, "source": p.source,
+            "decided_by": p.decided_by, "llm_asked": p.llm_asked,
             "explanation": p.explanation, "fallback_reason": p.fallback_reason,
             "evidence": [e.model_dump(exclude_defaults=True) for e in p.evidence],
             "evidence_dropped": p.evidence_dropped}
@@ -153,13 +155,18 @@ def _service_demo(rag, session: Session) -> dict:
 
 
 def classify_demo(real: list[Session], settings: Settings, index_dir: Path) -> dict:
-    """Index the labelled synthetic train split at ``index_dir`` and classify 3 held-out
-    synthetic sessions (different personas) and 2 real sessions."""
-    sp = split_by_user(generate(SYNTH_N, seed=SEED).sessions, SEED, dev_frac=0.0,
+    """Fit the classifier on the labelled synthetic train split (dev: another split of
+    users) at ``index_dir``, classify the held-out synthetic users with the cascade, and show
+    3 of them (different personas) and 2 real sessions."""
+    sp = split_by_user(generate(SYNTH_N, seed=SEED).sessions, SEED, dev_frac=0.2,
                        test_frac=0.2)
+    # The cascade is fitted by asking the LLM about the least confident dev sessions; the
+    # demo asks about DEMO_CASCADE_DEV of them (the default is 100) to stay about a minute.
+    settings = settings.model_copy(update={"classify": settings.classify.model_copy(
+        update={"cascade_dev_max": DEMO_CASCADE_DEV})})
     rag = BehaviorRAG.from_settings(settings, index_dir)
-    rag.add_labelled(sp.train)
-    rag.save()
+    fit = rag.fit(sp.train, sp.dev)
+    test = rag.classify(sp.test)
     held, seen = [], set()
     for s in sp.test:
         if s.label not in seen and s.n_events >= 4:
@@ -171,7 +178,12 @@ def classify_demo(real: list[Session], settings: Settings, index_dir: Path) -> d
     preds = rag.classify(held + picks)
     truths = [s.label for s in held] + [None] * len(picks)
     service = _service_demo(rag, held[0])
-    return {"service": service,
+    return {"service": service, "fit": {
+                "heads": fit.chosen, "dev": fit.dev.dev_metrics, "threshold":
+                fit.cascade.threshold, "dev_llm_rate": fit.cascade.dev_llm_rate},
+            "held_out": {"sessions": len(test), "accuracy": round(sum(
+                p.label == s.label for p, s in zip(test, sp.test)) / max(len(test), 1), 3),
+                "llm_asked": sum(p.llm_asked for p in test)},
             "index": str(index_dir), "labelled": len(sp.train), "llm": rag.classifier.llm and
             getattr(rag.classifier.llm, "name", type(rag.classifier.llm).__name__),
             "synthetic": [_pred(p, t) for p, t in zip(preds[:3], truths)],
@@ -179,15 +191,22 @@ def classify_demo(real: list[Session], settings: Settings, index_dir: Path) -> d
 
 
 def print_classify_demo(out: Console, d: dict) -> None:
-    out.rule("Few-shot classification (persona taxonomy)")
-    out.print(f"Labelled index: {d['labelled']} SYNTHETIC train sessions ({d['index']}); "
-              f"LLM: {d['llm'] or 'none (kNN vote only)'}.")
+    out.rule("Classification (persona taxonomy): heads + stack, the LLM where unsure")
+    f, h = d["fit"], d["held_out"]
+    out.print(f"Fitted on {d['labelled']} SYNTHETIC train sessions ({d['index']}): the stack "
+              f"combines {' + '.join(f['heads'])} (chosen by CV); dev macro-F1 "
+              f"{f['dev'].get('macro_f1', 0):.3f}. LLM ({d['llm'] or 'none'}) asked below "
+              f"confidence {f['threshold']:.2f} (dev: {f['dev_llm_rate']:.0%} of sessions; 0 "
+              f"means it did not help on dev, so it is never asked).")
+    out.print(f"Held-out synthetic users: {h['sessions']} sessions, accuracy "
+              f"{h['accuracy']:.1%}, LLM asked for {h['llm_asked']}.")
     for title, group in (("held-out synthetic", d["synthetic"]), ("real Taobao", d["real"])):
         for p in group:
             truth = f" (true: {p['true_label']})" if p["true_label"] else ""
             out.print(f"[bold]{title} {p['session_id']}[/]: {p['label']}{truth}, confidence "
                       f"{p['confidence']:.2f}{', ABSTAINED' if p['abstained'] else ''} "
-                      f"[{p['source']}]")
+                      f"[decided by {' + '.join(p['decided_by'])}"
+                      f"{'; LLM asked' if p['llm_asked'] else ''}]")
             out.print("  " + p["explanation"], markup=False, highlight=False, soft_wrap=True)
             for e in p["evidence"]:
                 out.print(f"  - evidence: {e}", markup=False, highlight=False, soft_wrap=True)
