@@ -56,9 +56,10 @@ test: $(STAMP) $(VLLM_VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 # Full evaluation reports under eval/reports/ (seeded; LLM methods on a seeded sample of 100).
-# Taobao and synth also fine-tune a LoRA adapter on their train split (11-14 min each), so the
-# few-shot and LoRA rows share one split and one sample: about 70 min on 2 cores in all.
-EVAL_ALL = majority,bow,gbm,embed-lr,knn,llm,fused,stacked
+# Product rows are BehaviorRAG.fit + classify (never / cascade / always); Taobao and synth also
+# fine-tune a LoRA adapter on their train split (11-14 min each), so the few-shot and LoRA rows
+# share one split and one sample.
+EVAL_ALL = majority,bow,gbm,embed-lr,product,knn,facts,embed,cascade,always,llm
 eval: $(STAMP)
 	$(BIN)/behavior-rag eval --task uci-intent --llm-limit 100 --out eval/reports/uci-intent
 	$(BIN)/behavior-rag eval --task uci-intent --drop PageValues --llm-limit 100 --out eval/reports/uci-intent-no-pagevalues

@@ -10,13 +10,18 @@
   client. The server's prefix cache is reset before every measured run, so neither side
   finds the other's prompts cached;
 * the cache-friendly prompt order (static instructions + taxonomy first) vs the same prompt
-  with the session moved to the front (``eval/prompts/classify_session_first.yaml``).
+  with the session moved to the front (``eval/prompts/classify_session_first.yaml``);
+* ``--cascade``: the classifier users call after ``BehaviorRAG.fit`` (heads + stack, the LLM
+  where unsure): default ``classify_many`` vs the embedder's own throughput on the same texts
+  (cold embedding cache for both), the share of sessions sent to the LLM, and macro-F1 of the
+  cascade vs ``classify.llm=always`` on the same sessions (``eval/reports/bench_cascade.md``).
 
 Latency per session = the batch's prepare time (every session in it waits for it) + that
 session's model call (queueing at the engine included). Rates are sessions/s.
 
 Usage:  python eval/bench_classify.py [--n-local 16] [--n-vllm 48] [--no-vllm]
         [--out eval/reports/bench_classify.md]
+        python eval/bench_classify.py --cascade [--n-cascade 300] [--n-always 40]
 """
 
 from __future__ import annotations
@@ -268,6 +273,83 @@ def write(args, rows, notes, n_train) -> None:
     print("\n".join(lines))
 
 
+def cascade(args) -> None:
+    """The fitted classifier's throughput and LLM share (see the module docstring)."""
+    import shutil
+    import tempfile
+
+    from sklearn.metrics import f1_score
+
+    from behavior_rag.api import BehaviorRAG
+    from behavior_rag.render import render
+
+    real = Settings().home
+    tmp = Path(tempfile.mkdtemp(prefix="bench-cascade-"))
+    (tmp / "home").mkdir()
+    (tmp / "home" / "models").symlink_to(real / "models")  # converted models, not the cache
+    s = Settings(home=tmp / "home", embed={"backend": "onnx-int8"}, llm={"model": args.llm})
+    sp = split_by_user(generate(1500, seed=13).sessions, 13, dev_frac=0.2, test_frac=0.3)
+    t = time.perf_counter()
+    rag = BehaviorRAG(s, tmp / "ix", fresh=True)
+    fit = rag.fit(sp.train, sp.dev)
+    fit_s = time.perf_counter() - t
+    test = sp.test[: args.n_cascade]
+    rag = BehaviorRAG(s, tmp / "ix")
+    rag.classifier  # noqa: B018 - load before the clock
+    t = time.perf_counter()
+    preds = rag.classify(test)  # the default: classify.llm=cascade
+    t_clf = time.perf_counter() - t
+    texts = [render(x, settings=s) for x in test]
+    raw = get_embedder(s, cache=False)
+    t = time.perf_counter()
+    raw.embed(texts)
+    t_emb = time.perf_counter() - t
+    sub = test[: args.n_always]
+    always = BehaviorRAG(s.model_copy(update={"classify": s.classify.model_copy(
+        update={"llm": "always"})}), tmp / "ix").classify(sub)
+    labels = list(load_taxonomy("personas").names)
+
+    def f1(ps, ss):
+        return f1_score([x.label for x in ss], [p.label for p in ps], labels=labels,
+                        average="macro", zero_division=0)
+
+    asked = sum(p.llm_asked for p in preds) / len(preds)
+    ratio = t_emb / t_clf
+    c = fit.cascade
+    lines = [
+        "# The fitted classifier's throughput (`eval/bench_classify.py --cascade`)", "",
+        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on a shared 2-core CPU box, all "
+        f"numbers from this one run. `BehaviorRAG.fit` on {fit.dev.n_train} SYNTHETIC persona "
+        f"sessions (dev {fit.dev.n_dev}; onnx-int8 embeddings; LLM `{args.llm}`, asked about "
+        f"the {s.classify.cascade_dev_max} least confident dev sessions) took {fit_s:.0f} s: "
+        f"stack of {' + '.join(fit.chosen)}, cascade threshold {c.threshold:.3f} (dev share "
+        f"asked {c.dev_llm_rate:.1%}, dev gain {c.dev_gain:+.3f}). Test: {len(test)} sessions "
+        "of held-out users, embedding cache empty.",
+        f"Command: `python eval/bench_classify.py --cascade --n-cascade {args.n_cascade} "
+        f"--n-always {args.n_always}`", "",
+        "| run | sessions | sessions/s | LLM asked | macro-F1 |", "|---|---|---|---|---|",
+        f"| embedder alone (onnx-int8, same texts) | {len(test)} | {len(test) / t_emb:.1f} | "
+        "– | – |",
+        f"| classify_many, default (cascade) | {len(test)} | {len(test) / t_clf:.1f} | "
+        f"{asked:.1%} | {f1(preds, test):.3f} |",
+        f"| cascade, first {len(sub)} sessions | {len(sub)} | – | "
+        f"{sum(p.llm_asked for p in preds[: len(sub)]) / len(sub):.1%} | "
+        f"{f1(preds[: len(sub)], sub):.3f} |",
+        f"| classify.llm=always, same {len(sub)} sessions | {len(sub)} | – | 100% | "
+        f"{f1(always, sub):.3f} |", "", "## Outcome", "",
+        f"- classify_many runs at {ratio:.2f}x the embedder's own rate (target >= 0.7x: "
+        f"{'met' if ratio >= 0.7 else 'NOT met'}); everything but embedding costs "
+        f"{1 - ratio:.0%} of the time.",
+        f"- The LLM was asked for {asked:.1%} of sessions (target <= 20 %: "
+        f"{'met' if asked <= 0.2 else 'NOT met'}).",
+        f"- macro-F1 cascade {f1(preds[: len(sub)], sub):.3f} vs always {f1(always, sub):.3f} on "
+        f"the same {len(sub)} sessions (target: cascade >= always: "
+        f"{'met' if f1(preds[: len(sub)], sub) >= f1(always, sub) - 1e-9 else 'NOT met'})."]
+    replace_file(args.cascade_out, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--llm", default="smollm2-135m")
@@ -277,4 +359,9 @@ if __name__ == "__main__":
     ap.add_argument("--order-concurrency", type=int, default=8)
     ap.add_argument("--no-vllm", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "eval/reports/bench_classify.md"))
-    main(ap.parse_args())
+    ap.add_argument("--cascade", action="store_true", help="only the fitted-classifier rows")
+    ap.add_argument("--n-cascade", type=int, default=300)
+    ap.add_argument("--n-always", type=int, default=40)
+    ap.add_argument("--cascade-out", default=str(ROOT / "eval/reports/bench_cascade.md"))
+    a = ap.parse_args()
+    cascade(a) if a.cascade else main(a)
