@@ -236,7 +236,8 @@ class Classifier:
         """The fitted model's per-head and stacked probabilities of prepared sessions."""
         rows = HeadInputs(sessions=[p.session for p in prepared],
                           vectors=np.array([p.vector for p in prepared]),
-                          neighbors=[p.neighbors for p in prepared])
+                          neighbors=[p.neighbors for p in prepared],
+                          facts=[p.facts for p in prepared])
         return self.model.heads.predict(rows)
 
     def _ask(self, stacked: np.ndarray) -> np.ndarray:

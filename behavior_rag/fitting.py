@@ -35,7 +35,8 @@ def head_inputs(clf: Classifier, sessions: Sequence[Session], batch: int = 256) 
                 for p in clf.prepare(sessions[start: start + batch], prompts=False)]
     return HeadInputs(sessions=[p.session for p in prepared],
                       vectors=np.array([p.vector for p in prepared]),
-                      neighbors=[p.neighbors for p in prepared])
+                      neighbors=[p.neighbors for p in prepared],
+                      facts=[p.facts for p in prepared])
 
 
 def fit_model(clf: Classifier, train: Sequence[Session], dev: Sequence[Session], *,

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from behavior_rag.errors import ConfigError
 from behavior_rag.facts import WEEKDAYS, compute_facts
 from behavior_rag.ingest.uci import BOOL_COLS, FLOAT_COLS, INT_COLS, LABEL_COL, TEXT_COLS
-from behavior_rag.types import Session
+from behavior_rag.types import Session, SessionFacts
 
 PARTS_OF_DAY = ("night", "morning", "afternoon", "evening")
 
@@ -52,7 +52,8 @@ def _num(v) -> float:
     return float("nan") if v is None else float(v)
 
 
-def facts_features(sessions: Iterable[Session]) -> tuple[np.ndarray, list[str]]:
+def facts_features(sessions: Iterable[Session], facts: Sequence[SessionFacts] | None = None
+                   ) -> tuple[np.ndarray, list[str]]:
     """``(X, names)``: one row of scalar facts per session, columns named by :data:`FACT_FEATURES`.
 
     ``cart_abandoned`` is 0/1, ``weekday`` 0 (Monday) - 6, ``part_of_day`` 0 night - 3 evening;
@@ -65,8 +66,9 @@ def facts_features(sessions: Iterable[Session]) -> tuple[np.ndarray, list[str]]:
         True
     """
     rows = []
-    for s in sessions:
-        f = compute_facts(s)
+    sessions = list(sessions)
+    for i, s in enumerate(sessions):
+        f = facts[i] if facts is not None else compute_facts(s)  # the caller's, if it has them
         row = [_num(getattr(f, name).value) for name in _SCALAR_FACTS]
         wd, pod, qs = f.weekday.value, f.part_of_day.value, f.queries.value
         row.append(float(WEEKDAYS.index(wd)) if wd is not None else math.nan)
@@ -219,9 +221,10 @@ class FeatureSpec(BaseModel):
         off = len(FACT_FEATURES) if self.facts else 0
         return [off + i for i, c in enumerate(self.categorical) if c]
 
-    def transform(self, sessions: Sequence[Session]) -> np.ndarray:
-        """One float row per session (NaN: undefined or absent)."""
+    def transform(self, sessions: Sequence[Session],
+                  facts: Sequence[SessionFacts] | None = None) -> np.ndarray:
+        """One float row per session (NaN: undefined or absent); ``facts``: already computed."""
         enc = UCIEncoder.from_vocab(self.columns, self.categorical, self.vocab)
-        parts = [facts_features(sessions)[0]] if self.facts else []
+        parts = [facts_features(sessions, facts)[0]] if self.facts else []
         parts.append(enc.transform(sessions))
         return np.hstack(parts) if parts else np.zeros((len(sessions), 0))

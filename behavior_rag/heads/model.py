@@ -29,7 +29,7 @@ from behavior_rag.heads.features import FeatureSpec
 from behavior_rag.heads.gbm import FactsHead, GBMParams
 from behavior_rag.heads.linear import LinearHead
 from behavior_rag.heads.stack import Metric, Stack
-from behavior_rag.types import Session
+from behavior_rag.types import Session, SessionFacts
 
 HEADS = ("facts", "embed", "knn")
 
@@ -43,14 +43,11 @@ class HeadInputs(BaseModel):
     sessions: list[Session]
     vectors: np.ndarray
     neighbors: list[list[tuple[str, float]]]
+    facts: list[SessionFacts] | None = None  # computed once upstream (else here)
 
     @property
     def labels(self) -> list[str | None]:
         return [s.label for s in self.sessions]
-
-    def subset(self, idx: Sequence[int]) -> HeadInputs:
-        return HeadInputs(sessions=[self.sessions[i] for i in idx], vectors=self.vectors[idx],
-                          neighbors=[self.neighbors[i] for i in idx])
 
 
 class HeadOutputs(BaseModel):
@@ -109,7 +106,7 @@ class HeadsModel:
                          for v in (knn_vote(n, self.classes, self.knn) for n in neighbors)])
 
     def predict_heads(self, rows: HeadInputs) -> dict[str, np.ndarray]:
-        return {"facts": self.facts.predict_proba(self.spec.transform(rows.sessions)),
+        return {"facts": self.facts.predict_proba(self.spec.transform(rows.sessions, rows.facts)),
                 "embed": self.embed.predict_proba(rows.vectors),
                 "knn": self.knn_probs(rows.neighbors)}
 
@@ -126,7 +123,7 @@ class HeadsModel:
         _check_labels(train, classes, "train")
         _check_labels(dev, classes, "dev")
         spec = FeatureSpec.fit(train.sessions)
-        x_tr, y_tr = spec.transform(train.sessions), np.array(train.labels)
+        x_tr, y_tr = spec.transform(train.sessions, train.facts), np.array(train.labels)
 
         def new_facts() -> FactsHead:
             return FactsHead(classes, spec.names, gbm, spec.categorical_index)
