@@ -25,12 +25,14 @@ from pydantic import BaseModel, ValidationError
 
 from behavior_rag.embed.base import Embedder
 from behavior_rag.errors import BehaviorRagError, ConfigError, LLMOutputError
-from behavior_rag.evidence import evidence_for, explanation, verify
+from behavior_rag.evidence import (check_definitions, contribution_evidence,
+                                   definition_evidence, verify)
 from behavior_rag.facts import compute_facts
 from behavior_rag.fusion import DevExample, FusionParams, fuse, knn_vote
 from behavior_rag.guard import guard_session
 from behavior_rag.heads.cascade import asks, combine
 from behavior_rag.heads.model import HeadInputs, HeadOutputs
+from behavior_rag.phrases import sentence
 from behavior_rag.heads.store import FittedModel
 from behavior_rag.index.base import VectorIndex
 from behavior_rag.llm.base import ChatMessage, LLMBackend
@@ -39,7 +41,7 @@ from behavior_rag.render import render
 from behavior_rag.retrieve import Example, balanced_examples, labelled_neighbors
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.taxonomy import Taxonomy
-from behavior_rag.types import Evidence, PatternPrediction, Session, SessionFacts
+from behavior_rag.types import Evidence, PatternPrediction, Session, SessionFacts, Voter
 
 Progress = Callable[[int, int], None]
 
@@ -53,10 +55,12 @@ class LLMResult(BaseModel):
     """The classifier's LLM step for one session.
 
     ``scores``: label -> log-probability (None: no LLM, or it failed: ``fallback`` says why);
-    ``proposed``: evidence a generating model cited (checked later like any other).
+    ``proposed``: evidence a generating model cited for its ``label`` (checked later like any
+    other, and shown only when the final label is the one it argued for).
     """
 
     scores: dict[str, float] | None = None
+    label: str | None = None
     proposed: list[Evidence] = []
     fallback: str | None = None
     seconds: float = 0.0
@@ -80,6 +84,7 @@ class Prepared:
     facts: SessionFacts
     vector: np.ndarray
     neighbors: list[tuple[str, float]]
+    neighbor_ids: list[str]
     examples: list[Example]
     messages: list[ChatMessage]
     warnings: list[str]
@@ -140,8 +145,9 @@ class Classifier:
             examples = [e.model_copy(update={"text": self._neutralise(e.text)}) for e in
                         balanced_examples(hits, cs.k_examples, cs.per_label_max,
                                           cs.example_max_chars)]
-            p = Prepared(s, text, f, v, [(h.meta.label, h.score) for h in hits[: cs.knn_k]],
-                         examples, [], warn)
+            near = hits[: cs.knn_k]
+            p = Prepared(s, text, f, v, [(h.meta.label, h.score) for h in near],
+                         [h.meta.session_id for h in near], examples, [], warn)
             out.append(self.with_prompt(p) if prompts else p)
         return out
 
@@ -181,7 +187,7 @@ class Classifier:
             return LLMResult(fallback=f"LLM failed: {e.message}")
         # A generated label becomes a one-hot "score" so fusion treats both modes alike.
         return LLMResult(scores={k: (0.0 if k == decision.label else -20.0)
-                                 for k in self.labels},
+                                 for k in self.labels}, label=decision.label,
                          proposed=[Evidence(fact=x.fact, value=x.value)
                                    for x in decision.evidence])
 
@@ -208,18 +214,37 @@ class Classifier:
         raise LLMOutputError(error, raw_output=raw[:2000], attempts=attempt)
 
     def _predict(self, p: Prepared, probs: dict[str, float], abstain_below: float,
-                 llm: LLMResult, **extra) -> PatternPrediction:
-        label = max(probs, key=probs.get)
+                 llm: LLMResult, contrib: Callable[[str], dict[str, float]] | None = None,
+                 **extra) -> PatternPrediction:
+        """The label after its definition check, and evidence that points its way:
+        ``contrib(label)`` (the facts head's contributions) or the label's definition."""
+        checked = check_definitions(probs, p.facts, self.taxonomy)
+        label, probs = checked.label, checked.probs
         conf = probs[label]
-        abstained = conf < abstain_below
-        candidates = llm.proposed + evidence_for(label, p.facts, self.taxonomy)
-        kept, dropped = verify(candidates, p.session, p.facts)
+        abstained = checked.abstain or conf < abstain_below
+        if contrib is not None:
+            support, against = contribution_evidence(contrib(label), p.facts)
+        else:
+            support, against = definition_evidence(label, p.facts, self.taxonomy), []
+        own = llm.proposed if llm.label == label else []  # the LLM argued for this label
+        kept, dropped = verify(support + own, p.session, p.facts)
+        kept = list({(e.fact, str(e.events)): e for e in kept}.values())  # once each
+        against, dropped_against = verify(against, p.session, p.facts)
+        voters = [Voter(session_id=sid, label=lab, similarity=round(sim, 4))
+                  for (lab, sim), sid in zip(p.neighbors, p.neighbor_ids) if lab == label]
+        margin = None
+        if llm.scores is not None and len(llm.scores) > 1:
+            margin = llm.scores[label] - max(v for k, v in llm.scores.items() if k != label)
+        text = sentence(label, conf, abstained, [e.text for e in kept],
+                        [e.text for e in against], len(voters), len(p.neighbors),
+                        checked.moved_from, checked.reasons)
         return PatternPrediction(
             session_id=p.session.session_id, label=label, probabilities=probs, confidence=conf,
-            abstained=abstained, explanation=explanation(label, conf, abstained, kept),
-            evidence=kept, evidence_dropped=dropped,
+            abstained=abstained, explanation=text, evidence=kept, against=against,
+            voters=voters[:5], llm_margin=margin, evidence_dropped=dropped + dropped_against,
             neighbors=[e.session_id for e in p.examples], fallback_reason=llm.fallback,
-            llm_scores=llm.scores, warnings=p.warnings,
+            llm_scores=llm.scores, warnings=p.warnings + ([checked.warning] if checked.warning
+                                                          else []),
             timings={"llm_s": round(llm.seconds, 4)}, **extra)
 
     def decide(self, p: Prepared, llm: LLMResult | None = None) -> PatternPrediction:
@@ -232,13 +257,14 @@ class Classifier:
                              knn_vote=knn, llm_asked=llm.asked,
                              decided_by=["knn"] + (["llm"] if llm.scores is not None else []))
 
-    def heads(self, prepared: Sequence[Prepared]) -> HeadOutputs:
-        """The fitted model's per-head and stacked probabilities of prepared sessions."""
+    def heads(self, prepared: Sequence[Prepared], *, explain: bool = False) -> HeadOutputs:
+        """The fitted model's per-head and stacked probabilities of prepared sessions
+        (``explain``: with the facts head's contributions)."""
         rows = HeadInputs(sessions=[p.session for p in prepared],
                           vectors=np.array([p.vector for p in prepared]),
                           neighbors=[p.neighbors for p in prepared],
                           facts=[p.facts for p in prepared])
-        return self.model.heads.predict(rows)
+        return self.model.heads.predict(rows, explain=explain)
 
     def _ask(self, stacked: np.ndarray) -> np.ndarray:
         """Which sessions the LLM is asked for, by ``classify.llm``."""
@@ -254,18 +280,20 @@ class Classifier:
             ask = self._ask(np.zeros((len(prepared), 1)))
             results = self._llm_where(prepared, ask)
             return [self.decide(p, r) for p, r in zip(prepared, results)]
-        out = self.heads(prepared)
+        m, chosen = self.model, self.model.heads.stack.chosen
+        out = self.heads(prepared, explain="facts" in chosen)
         ask = self._ask(out.stacked)
         results = self._llm_where(prepared, ask)
-        m, chosen = self.model, self.model.heads.stack.chosen
         preds = []
         for i, (p, r) in enumerate(zip(prepared, results)):
             row = out.stacked[i: i + 1]
             if r.scores is not None:
                 row = combine(row, [r.scores], self.labels, m.cascade)
             heads = {h: dict(zip(self.labels, v[i].tolist())) for h, v in out.heads.items()}
+            contrib = (lambda lab, i=i: out.fact_contributions(i, self.labels.index(lab))) \
+                if out.contributions is not None else None
             preds.append(self._predict(
-                p, dict(zip(self.labels, row[0].tolist())), m.heads.abstain_below, r,
+                p, dict(zip(self.labels, row[0].tolist())), m.heads.abstain_below, r, contrib,
                 source="stack+llm" if r.scores is not None else "stack", llm_asked=r.asked,
                 decided_by=chosen + (["llm"] if r.scores is not None else []),
                 head_probabilities=heads, knn_vote=heads["knn"]))

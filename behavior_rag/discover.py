@@ -8,7 +8,11 @@
    its signals (plain sentences with both numbers) and its ``evidence_facts``.
 3. Name it: an LLM (if given) may propose a snake_case name from the signals; the proposal is
    used only if it is a valid, unused label name — else a name is built from the top signals.
-4. Write a taxonomy YAML (validated by loading it back, written atomically) whose labels carry
+4. Draft its definition: an event type (search, cart, fav, purchase, cart removal) that every
+   member has becomes ``requires: n_<type> >= 1``, one that no member has ``excludes`` it
+   (clusters of at least :data:`MIN_DEFINE` sessions; types that all or no sessions have set no
+   cluster apart), checked by code once the labels are used.
+5. Write a taxonomy YAML (validated by loading it back, written atomically) whose labels carry
    the 3 sessions nearest each centroid as examples in comments.
 
 Example:
@@ -46,6 +50,10 @@ FACTS = {
     "carted_not_purchased": "carted items not bought", "start_hour": "start hour (UTC)",
 }
 
+# Event counts a cluster's draft definition may require (all members have one) or exclude (none).
+DEFINING = ("n_search", "n_cart", "n_fav", "n_purchase", "n_remove_from_cart")
+MIN_DEFINE = 10
+
 
 class Cluster(BaseModel):
     name: str
@@ -53,6 +61,9 @@ class Cluster(BaseModel):
     description: str
     signals: list[str]
     evidence_facts: list[str]
+    requires: list[str] = Field(default_factory=list, description="Draft definition: facts "
+                                "every member has.")
+    excludes: list[str] = Field(default_factory=list, description="Facts no member has.")
     representatives: list[str] = Field(description="Session ids nearest the centroid.")
     fact_means: dict[str, float]
 
@@ -114,6 +125,23 @@ def _describe(i: int, members: np.ndarray, facts: np.ndarray, mu, sd, top: int =
     return signals, [names[j] for j in order], _slug(words[:4]) or f"cluster_{i}", {
         n: round(float(m), 3) for n, m in zip(names, means) if not np.isnan(m)}
 
+def _definition(members: np.ndarray, facts: np.ndarray) -> tuple[list[str], list[str]]:
+    """Draft ``(requires, excludes)`` of a cluster from :data:`DEFINING` counts."""
+    if len(members) < MIN_DEFINE:
+        return [], []
+    names, req, exc = list(FACTS), [], []
+    for fact in DEFINING:
+        col = facts[:, names.index(fact)] >= 1
+        if col.all() or not col.any():
+            continue  # true of every session: it sets no cluster apart
+        has = col[members]
+        if has.all():
+            req.append(f"{fact} >= 1")
+        elif not has.any():
+            exc.append(f"{fact} >= 1")
+    return req, exc
+
+
 def _llm_name(llm: LLMBackend, signals: list[str], used: set[str]) -> str | None:
     msgs = [ChatMessage(role="system", content="Name a group of online shopping sessions with "
                         "a short snake_case label such as deal_hunter or quick_buyer. Reply "
@@ -170,9 +198,10 @@ def discover(sessions: Sequence[Session], embedder, *, k: int | None = None,
         reps = [sessions[j].session_id for j in members[np.argsort(-sims)[:3]]]
         desc = (f"{len(members)} of {len(sessions)} sessions ({len(members) / len(sessions):.0%})"
                 + (": " + "; ".join(signals) + "." if signals else "; no fact sets it apart."))
+        req, exc = _definition(members, facts)
         clusters.append(Cluster(name=name, size=len(members), description=desc,
-                                signals=signals, evidence_facts=ev, representatives=reps,
-                                fact_means=means))
+                                signals=signals, evidence_facts=ev, requires=req, excludes=exc,
+                                representatives=reps, fact_means=means))
         names_by_cluster[i] = name
     return Discovery(k=kk, silhouette=scores, clusters=clusters,
                      assignments={s.session_id: names_by_cluster[int(a)]
@@ -184,12 +213,17 @@ def write_taxonomy(d: Discovery, path: str | Path, name: str = "discovered") -> 
     path = Path(path)
     head = ("# DRAFT taxonomy from `behavior-rag discover` (k-means on session embeddings, k="
             f"{d.k}; silhouette by k: {d.silhouette}).\n# Rename labels and edit descriptions "
-            "and signals, then classify with BEHAVIOR_RAG_CLASSIFY__TAXONOMY=<this file>.\n")
+            "and signals, then classify with BEHAVIOR_RAG_CLASSIFY__TAXONOMY=<this file>.\n"
+            "# requires / excludes: what all / none of a cluster's sessions had; a session "
+            "that breaks them never gets the label.\n")
     data = {"name": name, "version": 1,
             "description": f"Draft: {len(d.clusters)} behaviour clusters found in unlabelled "
                            "sessions.",
             "labels": [{"name": c.name, "description": c.description, "signals": c.signals,
-                        "evidence_facts": c.evidence_facts} for c in d.clusters]}
+                        "evidence_facts": c.evidence_facts,
+                        **({"requires": c.requires} if c.requires else {}),
+                        **({"excludes": c.excludes} if c.excludes else {})}
+                       for c in d.clusters]}
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
     reps = "".join(f"# {c.name}: representative sessions {', '.join(c.representatives)}\n"
                    for c in d.clusters)

@@ -1,9 +1,14 @@
-"""Evidence: claims about a session that code checks against the session and its facts.
+"""Evidence: claims about a session that code checks against the session and its facts, and
+that point the same way as the decision.
 
 Every item an LLM (or we) propose is verified: a cited fact must exist and equal the computed
 value; cited event indices must exist and be of the claimed type. Unverifiable items are dropped
-and counted. Explanations are written only from verified items, so even a 135M model cannot
-make us state a purchase that never happened.
+and counted, so even a 135M model cannot make us state a purchase that never happened.
+
+What is *shown as support* is what moved the decision: the facts with a positive contribution
+toward the label in the facts head (TreeSHAP), or, without one, the facts of the label's own
+definition that the session meets. Facts that pushed against the label go to ``against``.
+:func:`check_definitions` keeps a prediction from breaking its label's definition.
 
 Example:
     >>> from behavior_rag.synth import generate
@@ -18,18 +23,14 @@ Example:
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from collections.abc import Mapping
 from typing import Any
 
-import yaml
-from jinja2 import Environment, StrictUndefined
+from pydantic import BaseModel
 
-from behavior_rag.resources import prompts_dir
+from behavior_rag.phrases import fact_phrase
 from behavior_rag.taxonomy import Taxonomy
 from behavior_rag.types import Evidence, Session, SessionFacts
-
-DEFAULT_FACTS = ("n_events", "n_view", "n_search", "n_cart", "n_purchase", "duration_s")
-_ENV = Environment(undefined=StrictUndefined, autoescape=False)
 
 
 def same_value(claimed: Any, actual: Any) -> bool:
@@ -68,35 +69,90 @@ def verify(items: list[Evidence], session: Session, facts: SessionFacts
     return kept, len(items) - len(kept)
 
 
-@lru_cache(maxsize=1)
-def _phrases() -> dict[str, Any]:
-    return yaml.safe_load((prompts_dir() / "explain.yaml").read_text())
+class LabelCheck(BaseModel):
+    """The probabilities after the label definitions: labels whose ``requires`` / ``excludes``
+    the session breaks get probability 0, the rest are renormalised (conditioning on what code
+    knows). ``moved_from``: the model's top label when its definition failed; ``abstain``: no
+    label's definition holds."""
+
+    probs: dict[str, float]
+    label: str
+    moved_from: str | None = None
+    reasons: list[str] = []
+    abstain: bool = False
+
+    @property
+    def warning(self) -> str | None:
+        if self.abstain:
+            return f"no label's definition holds ({'; '.join(self.reasons)}): abstained"
+        if self.moved_from:
+            return (f"{self.moved_from} {'; '.join(self.reasons)}: moved to {self.label} "
+                    f"(the best label whose definition holds)")
+        return None
 
 
-@lru_cache(maxsize=256)
-def _template(source: str):
-    # compiling a template costs ~100x rendering it; the phrase table is small and fixed
-    return _ENV.from_string(source)
+def check_definitions(probs: dict[str, float], facts: SessionFacts,
+                      taxonomy: Taxonomy) -> LabelCheck:
+    """Apply the taxonomy's label predicates to model probabilities.
+
+    Example:
+        >>> from behavior_rag.synth import generate
+        >>> from behavior_rag.facts import compute_facts
+        >>> from behavior_rag.taxonomy import load_taxonomy
+        >>> s = next(x for x in generate(40, seed=0).sessions if x.label == "window_shopper")
+        >>> c = check_definitions({"cart_abandoner": 0.7, "window_shopper": 0.3},
+        ...                       compute_facts(s), load_taxonomy())
+        >>> c.label, c.moved_from, c.probs["window_shopper"]
+        ('window_shopper', 'cart_abandoner', 1.0)
+    """
+    top = max(probs, key=probs.get)
+    bad = {k: taxonomy.get(k).violations(facts) if k in taxonomy else [] for k in probs}
+    ok = {k: v for k, v in probs.items() if not bad[k]}
+    total = sum(ok.values())
+    if not ok or total <= 0:
+        return LabelCheck(probs=probs, label=top, reasons=bad[top], abstain=True)
+    new = {k: (v / total if k in ok else 0.0) for k, v in probs.items()}
+    label = max(ok, key=ok.get)
+    return LabelCheck(probs=new, label=label, moved_from=None if label == top else top,
+                      reasons=bad[top])
 
 
-def evidence_for(label: str, facts: SessionFacts, taxonomy: Taxonomy) -> list[Evidence]:
-    """Evidence for ``label`` from the facts its taxonomy entry names (or key facts)."""
-    names = list(taxonomy.get(label).evidence_facts) if label in taxonomy else []
-    table = _phrases()["facts"]
-    out = []
-    for name in names or DEFAULT_FACTS:
-        fact = facts.get(name)
-        if fact is None or fact.value is None or (isinstance(fact.value, list) and not fact.value):
-            continue
-        text = _template(table[name]).render(value=fact.value) if name in table else \
-            f"{name} = {fact.value}"
-        out.append(Evidence(fact=name, value=fact.value, events=fact.events, text=text))
-    return out
+def _item(name: str, facts: SessionFacts, contribution: float | None = None) -> Evidence | None:
+    fact = facts.get(name)
+    if fact is None or fact.value is None or (isinstance(fact.value, list) and not fact.value):
+        return None
+    return Evidence(fact=name, value=fact.value, events=fact.events,
+                    text=fact_phrase(name, fact.value), contribution=contribution)
 
 
-def explanation(label: str, confidence: float, abstained: bool, evidence: list[Evidence]) -> str:
-    """One sentence from verified evidence only."""
-    p = _phrases()
-    tpl = p["abstain_template"] if abstained else p["template"]
-    return _template(tpl).render(label=label, confidence=confidence,
-                                        phrases=[e.text for e in evidence if e.text]).strip()
+def definition_evidence(label: str, facts: SessionFacts, taxonomy: Taxonomy) -> list[Evidence]:
+    """The facts of ``label``'s definition that the session meets (support by definition)."""
+    if label not in taxonomy:
+        return []
+    names: list[str] = []
+    for pred, must in taxonomy.get(label).predicates:
+        if pred.holds(facts) == must and pred.fact not in names:
+            names.append(pred.fact)
+    return [e for e in (_item(n, facts) for n in names) if e is not None]
+
+
+def contribution_evidence(contrib: Mapping[str, float], facts: SessionFacts, *, top: int = 4,
+                          top_against: int = 3, min_abs: float = 0.01
+                          ) -> tuple[list[Evidence], list[Evidence]]:
+    """``(evidence, against)`` from per-fact contributions toward the label: the strongest
+    positive ones (support) and the strongest negative ones (against), each with its events.
+
+    Example:
+        >>> from behavior_rag.synth import generate
+        >>> from behavior_rag.facts import compute_facts
+        >>> f = compute_facts(generate(1, seed=0).sessions[0])
+        >>> ev, against = contribution_evidence({"n_view": 0.8, "n_cart": -0.3}, f)
+        >>> [e.fact for e in ev], [e.fact for e in against]
+        (['n_view'], ['n_cart'])
+    """
+    ranked = sorted(contrib.items(), key=lambda kv: -abs(kv[1]))
+    ev = [e for e in (_item(n, facts, round(c, 4)) for n, c in ranked if c >= min_abs)
+          if e is not None][:top]
+    against = [e for e in (_item(n, facts, round(c, 4)) for n, c in ranked if c <= -min_abs)
+               if e is not None][:top_against]
+    return ev, against

@@ -18,15 +18,19 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 
 from behavior_rag.errors import TaxonomyError
+from behavior_rag.predicates import Predicate, parse_predicate
 from behavior_rag.resources import prompts_dir
+from behavior_rag.types import SessionFacts
 
 _SUFFIXES = (".yaml", ".yml", ".json")
+PredicateText = Annotated[str, AfterValidator(lambda t: str(parse_predicate(t)))]
 
 
 class Label(BaseModel):
@@ -51,6 +55,28 @@ class Label(BaseModel):
     evidence_facts: list[str] = Field(
         default_factory=list, description="SessionFacts names that show this label; "
         "explanations cite them (each verified by code). Empty: a default set of key facts.")
+    requires: list[PredicateText] = Field(
+        default_factory=list, description="Facts every session of this label has, e.g. "
+        "'n_cart >= 1' (checked by code: a prediction that breaks one is moved or abstains).")
+    excludes: list[PredicateText] = Field(
+        default_factory=list, description="Facts no session of this label has, e.g. "
+        "'n_purchase >= 1'.")
+
+    @property
+    def predicates(self) -> list[tuple[Predicate, bool]]:
+        """``(predicate, must_hold)``: requires (True) then excludes (False)."""
+        return ([(parse_predicate(t), True) for t in self.requires]
+                + [(parse_predicate(t), False) for t in self.excludes])
+
+    def violations(self, facts: SessionFacts) -> list[str]:
+        """Why ``facts`` break this label's definition (empty: they do not), e.g.
+        ``["requires n_cart >= 1, but n_cart = 0"]``. A fact without a value breaks nothing."""
+        out = []
+        for pred, must in self.predicates:
+            held = pred.holds(facts)
+            if held is not None and held != must:
+                out.append(f"{'requires' if must else 'excludes'} {pred}, but {pred.shown(facts)}")
+        return out
 
 
 class Taxonomy(BaseModel):
@@ -118,6 +144,10 @@ class Taxonomy(BaseModel):
         for key, default in (("metric", "log_loss"), ("positive", None)):
             if body[key] == default:  # unset: the hash of taxonomies from before these fields
                 del body[key]
+        for label in body["labels"]:
+            for key in ("requires", "excludes"):
+                if not label[key]:
+                    del label[key]
         canonical = json.dumps(body, sort_keys=True,
                                separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -168,6 +168,18 @@ class Evidence(BaseModel):
     events: list[int] = Field(default_factory=list)
     event_type: EventType | None = None
     text: str = ""
+    contribution: float | None = Field(None, description="How much this fact moved the facts "
+                                       "head toward the label (TreeSHAP, in log-odds): "
+                                       "> 0 in `evidence`, < 0 in `against`; None: not from "
+                                       "the facts head (a label definition, or the LLM).")
+
+
+class Voter(BaseModel):
+    """A labelled neighbour that voted for the predicted label in the kNN head."""
+
+    session_id: str
+    label: str
+    similarity: float
 
 
 class PatternPrediction(BaseModel):
@@ -179,7 +191,14 @@ class PatternPrediction(BaseModel):
     confidence: float
     abstained: bool
     explanation: str
-    evidence: list[Evidence]
+    evidence: list[Evidence] = Field(description="Verified facts that moved the decision "
+                                     "toward the label, strongest first.")
+    against: list[Evidence] = Field(default_factory=list, description="Verified facts that "
+                                    "argued against the label (never shown as support).")
+    voters: list[Voter] = Field(default_factory=list, description="Nearest labelled sessions "
+                                "(other users) that carry the label, most similar first.")
+    llm_margin: float | None = Field(None, description="When the LLM was asked: its "
+                                     "log-probability of the label minus its best other label's.")
     evidence_dropped: int = 0
     neighbors: list[str] = Field(default_factory=list, description="Session ids of the "
                                  "labelled examples used.")

@@ -72,6 +72,21 @@ def synth_sessions():
     return generate(400, seed=11).sessions
 
 
+@pytest.fixture(scope="session")
+def fitted(embed_home, tmp_path_factory):
+    """``BehaviorRAG.fit`` on synthetic personas (700 sessions split by user), shared by the
+    fit and explanation tests: ``(rag, report, split, index folder)``; tests copy, not edit."""
+    from behavior_rag.api import BehaviorRAG
+    from behavior_rag.evaluation import split_by_user
+    from behavior_rag.synth import generate
+
+    sp = split_by_user(generate(700, seed=21).sessions, seed=0)
+    ix = tmp_path_factory.mktemp("fit") / "ix"
+    s = Settings(home=embed_home, embed={"backend": "onnx-int8"}, llm={"backend": "none"})
+    rag = BehaviorRAG(s, ix)
+    return rag, rag.fit(sp.train, sp.dev), sp, ix
+
+
 def cli_json(env: dict, *args: str) -> list[dict]:
     """Run ``behavior-rag ARGS`` as a user would; assert success; parse its JSON lines."""
     import json

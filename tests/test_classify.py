@@ -69,7 +69,11 @@ def test_llm_prediction_is_grounded_and_uses_other_users(setup, llm):
         assert p.label in clf.labels and p.source == "fused"
         assert set(p.llm_scores) == set(clf.labels)
         facts = compute_facts(sess)
-        assert p.evidence and p.evidence_dropped == 0
+        assert p.evidence_dropped == 0 and p.llm_margin is not None
+        # no fitted model: the support shown is the label's own definition, met by the session
+        label = load_taxonomy().get(p.label)
+        assert not label.violations(facts)
+        assert {e.fact for e in p.evidence} == {q.fact for q, _ in label.predicates}
         for e in p.evidence:  # every kept item re-checks against the session
             assert facts.get(e.fact).value == e.value
             assert all(0 <= i < sess.n_events for i in e.events)
@@ -121,7 +125,8 @@ def test_prompt_injection_does_not_change_the_label_distribution(injection_runs)
     assert [p.label for p in attacked] == [p.label for p in clean]
     for c, p in zip(clean, attacked):
         assert p.probabilities == pytest.approx(c.probabilities, abs=1e-4)
-        assert any("instruction-like" in w for w in p.warnings) and not c.warnings
+        assert any("instruction-like" in w for w in p.warnings)
+        assert not any("instruction-like" in w for w in c.warnings)
 
 
 def test_injection_the_guard_misses_does_not_pull_towards_the_named_label(injection_runs):

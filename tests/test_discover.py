@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from behavior_rag.discover import discover, write_taxonomy
+from behavior_rag.facts import compute_facts
 from behavior_rag.synth import generate
 from behavior_rag.taxonomy import load_taxonomy
 
@@ -17,7 +18,7 @@ def three_personas():
                                        "focused_buyer": 1}).sessions
 
 
-def test_clusters_follow_the_hidden_personas(three_personas, int8_embedder):
+def test_clusters_follow_the_hidden_personas(three_personas, int8_embedder, tmp_path):
     d = discover(three_personas, int8_embedder, k=3, seed=0)
     truth = [s.label for s in three_personas]
     found = [d.assignments[s.session_id] for s in three_personas]
@@ -26,6 +27,13 @@ def test_clusters_follow_the_hidden_personas(three_personas, int8_embedder):
     for c in d.clusters:
         assert c.signals and c.evidence_facts and len(c.representatives) == 3
         assert all(d.assignments[r] == c.name for r in c.representatives)
+    # draft definitions: true of every member, and only of event types that set sessions apart
+    tax = load_taxonomy(write_taxonomy(d, tmp_path / "t.yaml"))
+    assert any(lab.requires or lab.excludes for lab in tax.labels)
+    for s in three_personas:
+        assert not tax.get(d.assignments[s.session_id]).violations(compute_facts(s))
+    assert all("n_remove_from_cart" not in p for lab in tax.labels
+               for p in lab.requires + lab.excludes)  # no synthetic persona of these removes
 
 
 def test_k_is_chosen_by_silhouette(three_personas, int8_embedder):
@@ -53,7 +61,11 @@ def test_draft_taxonomy_loads_and_classifies(three_personas, int8_embedder, tmp_
     preds = rag.classify(three_personas[200:])
     agree = sum(p.label == d.assignments[x.session_id]
                 for p, x in zip(preds, three_personas[200:])) / len(preds)
-    assert agree > 0.6 and all(p.evidence for p in preds)
+    assert agree > 0.6
+    for p, x in zip(preds, three_personas[200:]):  # evidence is the label's definition, met
+        assert not tax.get(p.label).violations(compute_facts(x))
+        defined = {q.fact for q, _ in tax.get(p.label).predicates}
+        assert {e.fact for e in p.evidence} == defined and not p.against
 
 
 def test_cli_discover_writes_a_loadable_draft(tmp_path, embed_home):

@@ -1,13 +1,17 @@
-"""Evidence is checked by code: wrong values, missing events and wrong event types are dropped."""
+"""Evidence is checked by code: wrong values, missing events and wrong event types are dropped;
+label definitions (``requires`` / ``excludes``) are validated on load and applied to every
+prediction; phrases read grammatically."""
 
 from __future__ import annotations
 
-from behavior_rag.evidence import evidence_for, explanation, verify
+import pytest
+
+from behavior_rag.errors import TaxonomyError
+from behavior_rag.evidence import check_definitions, definition_evidence, verify
 from behavior_rag.facts import compute_facts
+from behavior_rag.phrases import fact_phrase, sentence
 from behavior_rag.taxonomy import load_taxonomy
 from behavior_rag.types import Evidence
-
-
 def test_true_claims_are_kept_and_false_ones_dropped(synth_sessions):
     s = next(x for x in synth_sessions if x.label == "cart_abandoner")
     f = compute_facts(s)
@@ -28,14 +32,71 @@ def test_true_claims_are_kept_and_false_ones_dropped(synth_sessions):
     assert kept[0].events == f.n_cart.events  # a bare fact claim gets the events it rests on
 
 
-def test_code_written_explanations_only_state_verified_facts(synth_sessions):
+def test_definition_evidence_is_the_labels_own_definition_met(synth_sessions):
     tax = load_taxonomy()
     for s in synth_sessions[:80]:
         f = compute_facts(s)
-        ev = evidence_for(s.label, f, tax)
+        ev = definition_evidence(s.label, f, tax)
         kept, dropped = verify(ev, s, f)
-        assert dropped == 0 and kept
-        text = explanation(s.label, 0.8, False, kept)
-        assert text.startswith(f"{s.label} (80% confident)")
-        if f.n_purchase.value == 0:
-            assert "no purchase" in text or "purchases" not in text
+        assert dropped == 0 and len(kept) == len(ev)
+        names = {p.fact for p, _ in tax.get(s.label).predicates}
+        assert {e.fact for e in ev} == names  # synthetic personas meet their definitions
+
+
+def test_a_label_whose_definition_fails_is_moved_or_abstains(synth_sessions):
+    tax = load_taxonomy()
+    window = next(s for s in synth_sessions if s.label == "window_shopper")
+    f = compute_facts(window)  # no cart, no purchase
+    c = check_definitions({"cart_abandoner": 0.6, "impulse_buyer": 0.3, "window_shopper": 0.1},
+                          f, tax)
+    assert c.label == "window_shopper" and c.moved_from == "cart_abandoner"
+    assert c.probs == {"cart_abandoner": 0.0, "impulse_buyer": 0.0, "window_shopper": 1.0}
+    assert "requires n_cart >= 1, but n_cart = 0" in c.warning
+    none = check_definitions({"cart_abandoner": 0.6, "impulse_buyer": 0.4}, f, tax)
+    assert none.abstain and none.label == "cart_abandoner" and "abstained" in none.warning
+    ok = check_definitions({"window_shopper": 0.7, "comparison_shopper": 0.3}, f, tax)
+    assert ok.moved_from is None and ok.warning is None and ok.probs["window_shopper"] == 0.7
+
+
+@pytest.mark.parametrize("bad, field, says", [
+    ("n_carts >= 1", "labels.0.requires.0", "unknown fact 'n_carts'"),
+    ("n_cart => 1", "labels.0.requires.0", "is not '<fact> <op> <value>'"),
+    ("queries == 1", "labels.0.requires.0", "unknown fact 'queries'"),  # a list: not comparable
+])
+def test_label_definitions_are_validated_when_the_taxonomy_loads(tmp_path, bad, field, says):
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\nlabels:\n  - name: buyer\n    description: Buys.\n"
+                    f"    requires: ['{bad}']\n")
+    with pytest.raises(TaxonomyError) as e:
+        load_taxonomy(path)
+    assert e.value.context["field"] == field and says in e.value.message
+    assert e.value.context["file"] == str(path)
+
+
+def test_a_taxonomy_without_definitions_keeps_its_hash():
+    # adapters and fitted models record this hash: adding the fields must not change it
+    tax = load_taxonomy("purchase_intent")
+    assert all(not (lab.requires or lab.excludes) for lab in tax.labels)
+    assert "requires" not in tax.model_dump_json(exclude_defaults=True)
+
+
+@pytest.mark.parametrize("fact, values, expect", [
+    ("n_purchase", (0, 1, 3), ("no purchase", "1 purchase", "3 purchases")),
+    ("n_search", (0, 1, 2), ("no search", "1 search", "2 searches")),
+    ("distinct_categories", (0, 1, 4), ("no category", "1 category", "4 categories")),
+    ("n_cart", (0, 1, 2), ("nothing carted", "1 add-to-cart", "2 add-to-carts")),
+    ("carted_not_purchased", (0, 1, 2), ("every carted item bought", "1 carted item not bought",
+                                         "2 carted items not bought")),
+    ("duration_s", (0.0, 45.0, 7200.0), ("session lasted 0 s", "session lasted 45 s",
+                                          "session lasted 2 h")),
+])
+def test_phrases_agree_in_number_for_zero_one_and_many(fact, values, expect):
+    assert tuple(fact_phrase(fact, v) for v in values) == expect
+
+
+def test_the_sentence_keeps_support_and_against_apart():
+    text = sentence("cart_abandoner", 0.91, False, ["2 add-to-carts"], ["1 purchase"], 1, 1,
+                    moved_from="window_shopper", reasons=["excludes n_cart >= 1, but n_cart = 2"])
+    assert text == ("cart_abandoner (91% confident): 2 add-to-carts. Against: 1 purchase. "
+                    "1 of 1 nearest labelled session is cart_abandoner. Moved from "
+                    "window_shopper: excludes n_cart >= 1, but n_cart = 2.")

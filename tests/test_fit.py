@@ -14,13 +14,11 @@ import pytest
 from behavior_rag.api import BehaviorRAG
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import ConfigError, StoreError
-from behavior_rag.evaluation import split_by_user
 from behavior_rag.heads.cascade import CascadeParams, fit_cascade
 from behavior_rag.heads.store import load_model, read_manifest
 from behavior_rag.ingest.store import write_store
 from behavior_rag.llm.vllm import VLLMBackend
 from behavior_rag.settings import Settings
-from behavior_rag.synth import generate
 from behavior_rag.taxonomy import load_taxonomy
 from tests.conftest import cli_json
 
@@ -28,15 +26,6 @@ from tests.conftest import cli_json
 def _settings(home, **classify) -> Settings:
     return Settings(home=home, embed={"backend": "onnx-int8"}, llm={"backend": "none"},
                     classify=classify)
-
-
-@pytest.fixture(scope="module")
-def fitted(embed_home, tmp_path_factory):
-    sp = split_by_user(generate(700, seed=21).sessions, seed=0)
-    ix = tmp_path_factory.mktemp("fit") / "ix"
-    rag = BehaviorRAG(_settings(embed_home), ix)
-    report = rag.fit(sp.train, sp.dev)
-    return rag, report, sp, ix
 
 
 class ChatServer:

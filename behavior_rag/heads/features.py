@@ -38,6 +38,8 @@ _SCALAR_FACTS = (
 )
 FACT_FEATURES: tuple[str, ...] = (*_SCALAR_FACTS, "weekday", "part_of_day", "n_queries",
                                   "mean_query_len")
+# The fact a feature is computed from, where the names differ (explanations cite facts).
+FEATURE_FACT = {"n_queries": "queries", "mean_query_len": "queries"}
 
 # Columns whose numbers are ids, not quantities (browser 10 is not "more" than browser 2).
 UCI_CATEGORICAL: tuple[str, ...] = ("Month", "VisitorType", "Weekend", "OperatingSystems",
@@ -214,6 +216,11 @@ class FeatureSpec(BaseModel):
     @property
     def names(self) -> list[str]:
         return [*(FACT_FEATURES if self.facts else ()), *self.columns]
+
+    @property
+    def fact_names(self) -> list[str]:
+        """Per feature, the SessionFacts name it rests on (aggregate columns: their own)."""
+        return [FEATURE_FACT.get(n, n) for n in self.names]
 
     @property
     def categorical_index(self) -> list[int]:

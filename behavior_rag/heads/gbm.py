@@ -99,6 +99,21 @@ class FactsHead:
             return np.stack([-c[:, :d], c[:, :d]], axis=1)
         return c.reshape(len(c), len(self.classes), d + 1)[:, :, :d]
 
+    def logodds_contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per feature, its share of each class's log-odds against the other classes:
+        ``[n, classes, features]``; > 0: the feature moved the head toward that class.
+
+        Two classes: exactly TreeSHAP's contributions to the raw score. More: the first-order
+        chain rule through the softmax, ``c_k - sum_{j != k} p_j c_j / (1 - p_k)``, which, unlike
+        log-probability shares, does not vanish when the head is sure."""
+        c = self.contributions(X)
+        if len(self.classes) == 2:
+            return c
+        p = self.predict_proba(X)
+        s = np.einsum("nk,nkf->nf", p, c)[:, None, :]
+        rest = np.clip(1.0 - p, 1e-12, None)[:, :, None]
+        return c - (s - p[:, :, None] * c) / rest
+
     def to_text(self) -> str:
         if self.booster is None:
             raise ConfigError("the facts head is not fitted", field="model")

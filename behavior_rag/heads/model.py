@@ -51,12 +51,24 @@ class HeadInputs(BaseModel):
 
 
 class HeadOutputs(BaseModel):
-    """Per-head probabilities ``[sessions, classes]`` and the stack's."""
+    """Per-head probabilities ``[sessions, classes]``, the stack's, and (when asked) the facts
+    head's per-fact contributions to each class's log-odds (:meth:`fact_contributions`)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     heads: dict[str, np.ndarray]
     stacked: np.ndarray
+    contributions: np.ndarray | None = None  # [sessions, classes, features]
+    fact_names: list[str] = []  # per feature
+
+    def fact_contributions(self, row: int, cls: int) -> dict[str, float]:
+        """Fact -> summed contribution of its features toward class ``cls`` for one session."""
+        if self.contributions is None:
+            return {}
+        out: dict[str, float] = {}
+        for name, c in zip(self.fact_names, self.contributions[row, cls].tolist()):
+            out[name] = out.get(name, 0.0) + c
+        return out
 
 
 class FitStats(BaseModel):
@@ -105,14 +117,22 @@ class HeadsModel:
         return np.array([[v[c] for c in self.classes]
                          for v in (knn_vote(n, self.classes, self.knn) for n in neighbors)])
 
-    def predict_heads(self, rows: HeadInputs) -> dict[str, np.ndarray]:
-        return {"facts": self.facts.predict_proba(self.spec.transform(rows.sessions, rows.facts)),
+    def predict_heads(self, rows: HeadInputs, x: np.ndarray | None = None
+                      ) -> dict[str, np.ndarray]:
+        x = self.spec.transform(rows.sessions, rows.facts) if x is None else x
+        return {"facts": self.facts.predict_proba(x),
                 "embed": self.embed.predict_proba(rows.vectors),
                 "knn": self.knn_probs(rows.neighbors)}
 
-    def predict(self, rows: HeadInputs) -> HeadOutputs:
-        heads = self.predict_heads(rows)
-        return HeadOutputs(heads=heads, stacked=self.stack.predict_proba(heads))
+    def predict(self, rows: HeadInputs, *, explain: bool = False) -> HeadOutputs:
+        """Probabilities; ``explain``: with the facts head's contributions too."""
+        x = self.spec.transform(rows.sessions, rows.facts)
+        heads = self.predict_heads(rows, x)
+        out = HeadOutputs(heads=heads, stacked=self.stack.predict_proba(heads))
+        if explain and len(x):
+            out.contributions = self.facts.logodds_contributions(x)
+            out.fact_names = self.spec.fact_names
+        return out
 
     @classmethod
     def fit(cls, train: HeadInputs, dev: HeadInputs, classes: Sequence[str], *,
