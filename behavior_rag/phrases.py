@@ -66,6 +66,16 @@ def _template(source: str):
     return _ENV.from_string(source)
 
 
+def render_template(source: str, **values: Any) -> str:
+    """A phrase template rendered with the grammar helpers (profiles use it for their claims).
+
+    Example:
+        >>> render_template("{{ count(value, 'session', 'sessions') }}", value=1)
+        '1 session'
+    """
+    return _template(source).render(**values).strip()
+
+
 def fact_phrase(name: str, value: Any) -> str:
     """How fact ``name`` with ``value`` reads ('<name> is <value>' without a table entry)."""
     src = table()["facts"].get(name)

@@ -30,17 +30,15 @@ from typing import Any
 
 import numpy as np
 import yaml
-from jinja2 import Environment, StrictUndefined
 from pydantic import BaseModel, Field, ValidationError
 
 from behavior_rag.errors import BehaviorRagError, DataError
 from behavior_rag.evidence import same_value
 from behavior_rag.facts import compute_facts
 from behavior_rag.llm.base import ChatMessage, LLMBackend
+from behavior_rag.phrases import render_template
 from behavior_rag.resources import prompts_dir
 from behavior_rag.types import PatternPrediction, Session
-
-_ENV = Environment(undefined=StrictUndefined, autoescape=False)
 
 
 class ProfileFact(BaseModel):
@@ -146,19 +144,31 @@ def profile_facts(sessions: Sequence[Session], *, now: datetime | None = None,
     else:
         cannot.append("time of day: timestamps have day resolution")
     if predictions:
-        labels = Counter(p.label for p in predictions if not p.abstained)
-        if labels:
-            f["dominant_patterns"] = ProfileFact(
-                value=[[k, v] for k, v in labels.most_common(3)],
-                sessions=[p.session_id for p in predictions if not p.abstained])
+        f.update(_patterns(predictions, {s.session_id for s in ss}))
     return f, cannot
+
+
+def _patterns(predictions: Sequence[PatternPrediction], mine: set[str]
+              ) -> dict[str, ProfileFact]:
+    """``dominant_patterns``: the user's most frequent predicted labels, each counted only
+    where the prediction answered (not abstained) and carried evidence for it (verified support:
+    the classifier's own checks), citing exactly those sessions."""
+    backed = [p for p in predictions if p.session_id in mine and not p.abstained and p.evidence]
+    labels = Counter(p.label for p in backed)
+    if not labels:
+        return {}
+    top = labels.most_common(3)
+    keep = {k for k, _ in top}
+    return {"dominant_patterns": ProfileFact(
+        value=[[k, v] for k, v in top],
+        sessions=[p.session_id for p in backed if p.label in keep])}
 
 
 def _template_claims(facts: dict[str, ProfileFact], skip: set[str]) -> list[ProfileClaim]:
     out = []
     for name, tpl in _templates()["facts"].items():
         if name in facts and name not in skip:
-            text = _ENV.from_string(tpl).render(value=facts[name].value).strip()
+            text = render_template(tpl, value=facts[name].value)
             out.append(ProfileClaim(fact=name, value=facts[name].value, text=text,
                                     sessions=facts[name].sessions[:10]))
     return out
@@ -179,8 +189,8 @@ def _llm_claims(llm: LLMBackend, user_id: str, facts: dict[str, ProfileFact]
     tpl = _templates()
     data = {k: v.value for k, v in facts.items()}
     msgs = [ChatMessage(role="system", content=tpl["system"]),
-            ChatMessage(role="user", content=_ENV.from_string(tpl["user"]).render(
-                facts_json=json.dumps(data, ensure_ascii=False)))]
+            ChatMessage(role="user", content=render_template(
+                tpl["user"], facts_json=json.dumps(data, ensure_ascii=False)))]
     schema = _LLMClaims.model_json_schema()
     try:
         raw = llm.generate(msgs, json_schema=schema, max_tokens=400)

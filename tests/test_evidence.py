@@ -54,8 +54,9 @@ def test_a_label_whose_definition_fails_is_moved_or_abstains(synth_sessions):
     assert "requires n_cart >= 1, but n_cart = 0" in c.warning
     none = check_definitions({"cart_abandoner": 0.6, "impulse_buyer": 0.4}, f, tax)
     assert none.abstain and none.label == "cart_abandoner" and "abstained" in none.warning
-    ok = check_definitions({"window_shopper": 0.7, "comparison_shopper": 0.3}, f, tax)
-    assert ok.moved_from is None and ok.warning is None and ok.probs["window_shopper"] == 0.7
+    ok = check_definitions({"window_shopper": 0.7, "impulse_buyer": 0.3}, f, tax)
+    assert ok.moved_from is None and ok.warning is None
+    assert ok.probs == {"window_shopper": 1.0, "impulse_buyer": 0.0}  # conditioned, no move
 
 
 @pytest.mark.parametrize("bad, field, says", [

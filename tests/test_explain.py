@@ -61,3 +61,23 @@ def test_removing_the_cited_events_lowers_the_labels_probability(fitted):
                                                if i not in cited]})
         drops.append(p.confidence - rag.classify(left).probabilities["cart_abandoner"])
     assert drops and np.mean(drops) > 0.3 and min(drops) > 0
+
+
+def test_a_profiles_dominant_patterns_cite_the_sessions_that_back_them(fitted):
+    from collections import Counter
+
+    from behavior_rag.profile import build_profile
+
+    rag, _, sp, _ = fitted
+    user = Counter(s.user_id for s in sp.test).most_common(1)[0][0]
+    mine = [s for s in sp.test if s.user_id == user]
+    preds = rag.classify(mine)
+    prof = build_profile(user, mine, predictions=preds)
+    dom = prof.facts["dominant_patterns"]
+    backed = {p.session_id: p.label for p in preds if not p.abstained and p.evidence}
+    assert sum(n for _, n in dom.value) == sum(
+        lab in {k for k, _ in dom.value} for lab in backed.values())
+    assert set(dom.sessions) <= set(backed) and dom.sessions
+    claim = next(c for c in prof.claims if c.fact == "dominant_patterns")
+    for label, n in dom.value:  # "(1 session)" / "(3 sessions)"
+        assert f"{label} ({n} session{'s' if n != 1 else ''})" in claim.text
