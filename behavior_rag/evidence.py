@@ -136,11 +136,13 @@ def definition_evidence(label: str, facts: SessionFacts, taxonomy: Taxonomy) -> 
     return [e for e in (_item(n, facts) for n in names) if e is not None]
 
 
-def contribution_evidence(contrib: Mapping[str, float], facts: SessionFacts, *, top: int = 4,
+def contribution_evidence(contrib: Mapping[str, float], facts: SessionFacts, *, top: int = 3,
                           top_against: int = 3, min_abs: float = 0.01
                           ) -> tuple[list[Evidence], list[Evidence]]:
     """``(evidence, against)`` from per-fact contributions toward the label: the strongest
     positive ones (support) and the strongest negative ones (against), each with its events.
+    Three reasons by default: a fourth added mostly session-wide facts, and the cited events
+    then covered most of the session (eval reports: faithfulness).
 
     Example:
         >>> from behavior_rag.synth import generate

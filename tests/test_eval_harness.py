@@ -86,6 +86,8 @@ def test_synth_personas_with_the_embedded_llm(tmp_path, settings):
     assert {r.method for r in res.llm_sample} >= {"llm", "cascade", "knn"}
     assert res.llm_sample_size == 6
     assert res.evidence["evidence_kept"] > 0 and res.evidence["evidence_dropped"] == 0
+    assert res.faithfulness.predictions == 6 and res.faithfulness.contradicting == 0.0
+    assert "Faithfulness of the evidence" in (tmp_path / "s" / "report.md").read_text()
     assert (tmp_path / "s" / "confusion.png").stat().st_size > 1000
 
 

@@ -81,3 +81,16 @@ def test_a_profiles_dominant_patterns_cite_the_sessions_that_back_them(fitted):
     claim = next(c for c in prof.claims if c.fact == "dominant_patterns")
     for label, n in dom.value:  # "(1 session)" / "(3 sessions)"
         assert f"{label} ({n} session{'s' if n != 1 else ''})" in claim.text
+
+
+def test_faithfulness_cited_events_matter_more_than_random_ones(fitted):
+    from behavior_rag.evaluation.faithfulness import faithfulness
+
+    rag, _, sp, _ = fitted
+    sessions = sp.test[:40]
+    f = faithfulness(sessions, rag.classify(sessions), rag.classify, load_taxonomy(), seed=0)
+    assert f.predictions == 40 and f.measured >= 20
+    # cited events matter far more than as many random ones (the 2x target: eval reports)
+    assert f.comprehensiveness > 1.5 * f.comprehensiveness_random
+    assert f.sufficiency < f.sufficiency_random
+    assert f.contradicting == 0.0

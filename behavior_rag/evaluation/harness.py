@@ -29,6 +29,7 @@ from behavior_rag.embed import get_embedder
 from behavior_rag.errors import ConfigError
 from behavior_rag.evaluation import baselines as b
 from behavior_rag.evaluation.baselines import TaskData
+from behavior_rag.evaluation.faithfulness import faithfulness
 from behavior_rag.evaluation.loaders import LoadedTask, load_task
 from behavior_rag.evaluation.methods import BASELINES, METHODS, NEEDS_FIT
 from behavior_rag.evaluation.metrics import best_threshold, binary_metrics, multiclass_metrics
@@ -94,9 +95,9 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
     rows = _Rows(task, cfg)
     if set(cfg.methods) & set(BASELINES):
         _baselines(cfg, settings, task, rows)
-    fit, lora_res, evidence = None, None, {}
+    fit, lora_res, evidence, faith = None, None, {}, None
     if set(cfg.methods) & set(NEEDS_FIT):
-        fit, evidence = _product(cfg, settings, task, rows)
+        fit, evidence, faith = _product(cfg, settings, task, rows)
     if "lora" in cfg.methods:
         lora_res = _lora(cfg, settings, task, rows)
     cv = _cv(task, cfg, settings) if task.spec.kind == "uci" and cfg.cv_folds > 1 else {}
@@ -107,7 +108,8 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
                             "test": len(task.test)},
                      classes=task.classes, positive=task.spec.positive, results=results,
                      llm_sample=sample_rows, llm_sample_size=len(rows.llm_test)
-                     if rows.sample_p else 0, cv=cv, evidence=evidence, lora=lora_res,
+                     if rows.sample_p else 0, cv=cv, evidence=evidence, faithfulness=faith,
+                     lora=lora_res,
                      prompt=settings.classify.prompt, stacked=StackSummary(
                          parts=fit.chosen, metric=fit.metric, cv_loss=fit.cv_loss) if fit else None,
                      fit_seconds=rows.fit_seconds)
@@ -195,6 +197,12 @@ def _product(cfg: EvalConfig, settings: Settings, task: LoadedTask, rows: _Rows)
         if name in cfg.methods:
             rows.add(name, proba(val, classes, head), proba(test, classes, head), secs)
     evidence = evidence_summary(test)
+    faith = None
+    if any(s.events for s in task.test):  # aggregate-only sessions cite no events
+        faith = faithfulness([task.test[i] for i in rows.llm_test_idx],
+                             [test[i] for i in rows.llm_test_idx],
+                             lambda ss: run.classify(ss, "never")[0],
+                             load_taxonomy(task.spec.taxonomy), seed=cfg.seed)
     for mode in ("cascade", "always"):
         if mode in cfg.methods or (mode == "always" and "llm" in cfg.methods):
             v, _ = run.classify(rows.llm_val, mode)
@@ -206,7 +214,7 @@ def _product(cfg: EvalConfig, settings: Settings, task: LoadedTask, rows: _Rows)
                          sample=True)
             if mode == "cascade":
                 evidence = evidence_summary(t)
-    return fit, evidence
+    return fit, evidence, faith
 
 
 def _index_dir(cfg: EvalConfig, settings: Settings) -> Path:

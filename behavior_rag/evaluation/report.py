@@ -161,6 +161,8 @@ def write_report(res: EvalResult, curves: dict, out: Path, seconds: float) -> Pa
                      f"{e['abstain_rate']:.1%}"
                      + (f"; the LLM was asked for {e['llm_asked_rate']:.1%} of them"
                         if "llm_asked_rate" in e else "") + ".")
+    if res.faithfulness:
+        lines += _faith_lines(res.faithfulness)
     if res.fit_seconds is not None:
         lines.append(f"- `BehaviorRAG.fit` (index the training part, heads, stack, abstain "
                      f"threshold, LLM cascade) took {res.fit_seconds:.0f} s.")
@@ -244,3 +246,18 @@ def _lora_lines(res: EvalResult) -> list[str]:
                      f"{lora.metrics.get('macro_f1'):.3f} vs {few.metrics.get('macro_f1'):.3f} "
                      f"({d:+.3f}; target +0.10: {'met' if d >= 0.10 else 'NOT met'}).")
     return lines
+
+
+def _faith_lines(f) -> list[str]:
+    ratio = (f"{f.comprehensiveness / f.comprehensiveness_random:.1f}x the random baseline"
+             if f.comprehensiveness_random > 0 else "random removal moves nothing")
+    return [f"- Faithfulness of the evidence (ERASER, product classify.llm=never, LLM sample): "
+            f"on {f.measured} answered predictions whose evidence cites events (on average "
+            f"{f.cited_share:.0%} of a session's events), removing the cited events lowers the "
+            f"label's probability by {f.comprehensiveness:.3f} (comprehensiveness; the same "
+            f"number of random events: {f.comprehensiveness_random:.3f}, so {ratio}); the cited "
+            f"events alone keep it within {f.sufficiency:.3f} of the full session (sufficiency; "
+            f"random: {f.sufficiency_random:.3f}; lower is better).",
+            f"- Label definitions: {f.contradicting:.1%} of {f.predictions} predictions have a "
+            f"label or evidence that contradicts the label's requires/excludes; the definition "
+            f"check moved {f.moved:.1%} of them off the model's top label."]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from behavior_rag.evaluation.faithfulness import Faithfulness
 from behavior_rag.evaluation.methods import DEFAULT_METHODS
 from behavior_rag.finetune.config import FinetuneResult
 from behavior_rag.heads.stack import StackSummary
@@ -53,6 +54,8 @@ class EvalResult(BaseModel):
     llm_sample_size: int = 0
     cv: dict[str, dict[str, float]] = Field(default_factory=dict)
     evidence: dict[str, float] = Field(default_factory=dict)
+    faithfulness: Faithfulness | None = Field(None, description="ERASER comprehensiveness / "
+                                              "sufficiency of the product's evidence.")
     lora: FinetuneResult | None = Field(None, description="The fine-tune behind the lora rows.")
     prompt: str = Field("classify", description="Prompt file of the few-shot LLM rows.")
     stacked: StackSummary | None = Field(None, description="The heads BehaviorRAG.fit's stack "
