@@ -25,17 +25,21 @@ from pydantic import BaseModel, ValidationError
 
 from behavior_rag.embed.base import Embedder
 from behavior_rag.errors import BehaviorRagError, ConfigError, LLMOutputError
-from behavior_rag.evidence import (check_definitions, contribution_evidence,
-                                   definition_evidence, verify)
+from behavior_rag.evidence import (
+    check_definitions,
+    contribution_evidence,
+    definition_evidence,
+    verify,
+)
 from behavior_rag.facts import compute_facts
 from behavior_rag.fusion import DevExample, FusionParams, fuse, knn_vote
 from behavior_rag.guard import guard_session
 from behavior_rag.heads.cascade import asks, combine
 from behavior_rag.heads.model import HeadInputs, HeadOutputs
-from behavior_rag.phrases import sentence
 from behavior_rag.heads.store import FittedModel
 from behavior_rag.index.base import VectorIndex
 from behavior_rag.llm.base import ChatMessage, LLMBackend
+from behavior_rag.phrases import sentence
 from behavior_rag.prompts import PromptFile, load_prompt
 from behavior_rag.render import render
 from behavior_rag.retrieve import Example, balanced_examples, labelled_neighbors

@@ -12,6 +12,8 @@ from behavior_rag.facts import compute_facts
 from behavior_rag.phrases import fact_phrase, sentence
 from behavior_rag.taxonomy import load_taxonomy
 from behavior_rag.types import Evidence
+
+
 def test_true_claims_are_kept_and_false_ones_dropped(synth_sessions):
     s = next(x for x in synth_sessions if x.label == "cart_abandoner")
     f = compute_facts(s)
