@@ -91,6 +91,10 @@ def test_demo_on_real_data(demo_env, tmp_path):
         assert p["evidence"] and p["explanation"].startswith(
             f"Not sure ({p['confidence']:.0%}); closest: {p['label']}" if p["abstained"]
             else p["label"])
+        # the evidence shown supports the label (it moved the facts head toward it), real
+        # Taobao sessions included; what argued against it is listed apart
+        assert all(e["contribution"] > 0 for e in p["evidence"])
+        assert all(e["contribution"] < 0 for e in p["against"])
     assert c["fit"]["heads"] and c["held_out"]["accuracy"] > 0.8
     assert all(p["true_label"] for p in c["synthetic"])
     sv = c["service"]  # the demo ends with one call through the HTTP client

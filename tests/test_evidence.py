@@ -97,6 +97,15 @@ def test_phrases_agree_in_number_for_zero_one_and_many(fact, values, expect):
     assert tuple(fact_phrase(fact, v) for v in values) == expect
 
 
+@pytest.mark.parametrize("voters, knn, says", [
+    (0, 15, "None of the 15 nearest labelled sessions is x."),
+    (1, 15, "1 of 15 nearest labelled sessions is x."),
+    (4, 15, "4 of 15 nearest labelled sessions are x."),
+])
+def test_the_neighbours_sentence_agrees_in_number(voters, knn, says):
+    assert sentence("x", 0.5, False, [], voters=voters, knn=knn).endswith(says)
+
+
 def test_the_sentence_keeps_support_and_against_apart():
     text = sentence("cart_abandoner", 0.91, False, ["2 add-to-carts"], ["1 purchase"], 1, 1,
                     moved_from="window_shopper", reasons=["excludes n_cart >= 1, but n_cart = 2"])

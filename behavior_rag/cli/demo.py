@@ -140,6 +140,8 @@ def _pred(p: PatternPrediction, truth: str | None) -> dict:
             "decided_by": p.decided_by, "llm_asked": p.llm_asked,
             "explanation": p.explanation, "fallback_reason": p.fallback_reason,
             "evidence": [e.model_dump(exclude_defaults=True) for e in p.evidence],
+            "against": [e.model_dump(exclude_defaults=True) for e in p.against],
+            "voters": [v.model_dump() for v in p.voters], "warnings": p.warnings,
             "evidence_dropped": p.evidence_dropped}
 
 
@@ -208,8 +210,14 @@ def print_classify_demo(out: Console, d: dict) -> None:
                       f"[decided by {' + '.join(p['decided_by'])}"
                       f"{'; LLM asked' if p['llm_asked'] else ''}]")
             out.print("  " + p["explanation"], markup=False, highlight=False, soft_wrap=True)
-            for e in p["evidence"]:
-                out.print(f"  - evidence: {e}", markup=False, highlight=False, soft_wrap=True)
+            for sign, key in (("+", "evidence"), ("-", "against")):
+                for e in p[key]:
+                    out.print(f"  {sign} {e['text']}  [{e['fact']} = {e['value']}, "
+                              f"contribution {e.get('contribution', 0):+.2f}, events "
+                              f"{e.get('events', [])}]", markup=False, highlight=False,
+                              soft_wrap=True)
+            for w in p["warnings"]:
+                out.print(f"  ! {w}", markup=False, highlight=False, soft_wrap=True)
             if p["fallback_reason"]:
                 out.print(f"  (fell back: {p['fallback_reason']})", markup=False)
     sv = d["service"]
