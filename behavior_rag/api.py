@@ -31,6 +31,7 @@ from behavior_rag.fusion import FusionParams, fit
 from behavior_rag.heads.cascade import CascadeParams
 from behavior_rag.heads.model import FitStats
 from behavior_rag.heads.store import load_model, save_model
+from behavior_rag.history import UserHistory
 from behavior_rag.index.base import Filter, VectorIndex
 from behavior_rag.index.build import UpsertReport, upsert_sessions
 from behavior_rag.index.factory import create_index, open_index
@@ -87,6 +88,8 @@ class BehaviorRAG:
         self._llm = llm  # an LLMBackend object overrides settings.llm (e.g. LangChainBackend)
         self._sessions: dict[str, Session] | None = None  # the events, for profiles
         self._sessions_dirty = False
+        self._history: dict[str, Session] | None = None  # recorded, not indexed (add_history)
+        self._history_dirty = False
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, index_path: str | Path | None = None,
@@ -125,7 +128,41 @@ class BehaviorRAG:
                                  split=split, progress=progress)
         self.sessions.update({s.session_id: s for s in sessions})
         self._sessions_dirty = True
+        if self._classifier is not None and self._classifier.history is not None:
+            self._classifier.history.add(sessions, override=False)
         return report
+
+    @property
+    def recorded(self) -> dict[str, Session]:
+        """Sessions recorded with :meth:`add_history` (``<index>/history/``), by id."""
+        if self._history is None:
+            path = self.index_path / "history"
+            self._history = {} if self._fresh or not (path / "manifest.json").exists() else \
+                {s.session_id: s for s in read_store(path)}
+        return self._history
+
+    def add_history(self, sessions: Sequence[Session]) -> int:
+        """Record shoppers' past sessions (events only: not embedded, not labelled) so fitting
+        and classifying see each user's earlier sessions (``classify.history``). A recorded
+        session wins over an indexed one with the same id (e.g. the full session over the
+        prefix you index). Call :meth:`save` to commit.
+
+        Example:
+            >>> rag.add_history(all_past_sessions)                             # doctest: +SKIP
+        """
+        self.recorded.update({s.session_id: s for s in sessions})
+        self._history_dirty = True
+        if self._classifier is not None and self._classifier.history is not None:
+            self._classifier.history.add(sessions)
+        return len(sessions)
+
+    def user_history(self) -> UserHistory | None:
+        """The users' sessions the classifier looks back on (None: ``classify.history`` off)."""
+        if not self.settings.classify.history:
+            return None
+        h = UserHistory(self.sessions.values())
+        h.add(self.recorded.values())
+        return h
 
     @property
     def sessions(self) -> dict[str, Session]:
@@ -179,6 +216,9 @@ class BehaviorRAG:
 
             write_store(list(self.sessions.values()), self.index_path / "sessions")
             self._sessions_dirty = False
+        if self._history_dirty:
+            write_store(list(self.recorded.values()), self.index_path / "history")
+            self._history_dirty = False
         return cfg
 
     def profile(self, user_id: str, *, sessions: Sequence[Session] | None = None,
@@ -225,7 +265,7 @@ class BehaviorRAG:
                 self.settings.classify.llm == "never" else get_llm(self.settings)
             self._classifier = Classifier(
                 self.index, self.embedder, llm, tax,
-                settings=self.settings, fusion=fusion, model=model)
+                settings=self.settings, fusion=fusion, model=model, history=self.user_history())
         return self._classifier
 
     def fit(self, train: Sequence[Session], dev: Sequence[Session], *,

@@ -17,7 +17,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from behavior_rag.guard import guard_session
 from behavior_rag.heads.cascade import asks, combine
 from behavior_rag.heads.model import HeadInputs, HeadOutputs
 from behavior_rag.heads.store import FittedModel
+from behavior_rag.history import UserHistory, history_facts
 from behavior_rag.index.base import VectorIndex
 from behavior_rag.llm.base import ChatMessage, LLMBackend
 from behavior_rag.phrases import sentence
@@ -92,6 +93,7 @@ class Prepared:
     examples: list[Example]
     messages: list[ChatMessage]
     warnings: list[str]
+    earlier: list[Session] = field(default_factory=list)  # the user's, for history facts
 
 
 class Classifier:
@@ -100,9 +102,9 @@ class Classifier:
     def __init__(self, index: VectorIndex, embedder: Embedder, llm: LLMBackend | None,
                  taxonomy: Taxonomy, *, settings: Settings | None = None,
                  fusion: FusionParams | None = None, prompt: PromptFile | None = None,
-                 model: FittedModel | None = None) -> None:
+                 model: FittedModel | None = None, history: UserHistory | None = None) -> None:
         self.index, self.embedder, self.llm, self.taxonomy = index, embedder, llm, taxonomy
-        self.model = model
+        self.model, self.history = model, history
         self.settings = settings or default_settings()
         self.fusion = fusion or FusionParams()
         self.prompt = prompt or load_prompt(self.settings.classify.prompt)
@@ -138,11 +140,17 @@ class Classifier:
         else:
             warnings = [[] for _ in sessions]
         facts = [compute_facts(s, tz=tz) for s in sessions]  # once: both renders reuse them
+        earlier: list[list[Session]] = [[] for _ in sessions]
+        if self.history is not None and self.model is not None and self.model.heads.spec.history:
+            earlier = [self.history.earlier(s) for s in sessions]
+            prop = self.model.heads.propensity
+            facts = [f.model_copy(update={"history": history_facts(s, e, prop)})
+                     for s, f, e in zip(sessions, facts, earlier)]
         texts = [render(s, settings=self.settings, facts=f) for s, f in zip(sessions, facts)]
         vecs = self.embedder.embed(texts) if texts and retrieve else \
             np.zeros((len(texts), self.index.dim), dtype=np.float32)
         out = []
-        for s, f, text, v, warn in zip(sessions, facts, texts, vecs, warnings):
+        for s, f, text, v, warn, past in zip(sessions, facts, texts, vecs, warnings, earlier):
             hits = labelled_neighbors(self.index, v, max(cs.knn_k, cs.k_examples * 4),
                                       session_id=s.session_id, user_id=s.user_id) \
                 if retrieve else []
@@ -151,7 +159,7 @@ class Classifier:
                                           cs.example_max_chars)]
             near = hits[: cs.knn_k]
             p = Prepared(s, text, f, v, [(h.meta.label, h.score) for h in near],
-                         [h.meta.session_id for h in near], examples, [], warn)
+                         [h.meta.session_id for h in near], examples, [], warn, past)
             out.append(self.with_prompt(p) if prompts else p)
         return out
 
@@ -231,9 +239,9 @@ class Classifier:
         else:
             support, against = definition_evidence(label, p.facts, self.taxonomy), []
         own = llm.proposed if llm.label == label else []  # the LLM argued for this label
-        kept, dropped = verify(support + own, p.session, p.facts)
+        kept, dropped = verify(support + own, p.session, p.facts, p.earlier)
         kept = list({(e.fact, str(e.events)): e for e in kept}.values())  # once each
-        against, dropped_against = verify(against, p.session, p.facts)
+        against, dropped_against = verify(against, p.session, p.facts, p.earlier)
         voters = [Voter(session_id=sid, label=lab, similarity=round(sim, 4))
                   for (lab, sim), sid in zip(p.neighbors, p.neighbor_ids) if lab == label]
         margin = None

@@ -23,11 +23,12 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
+from behavior_rag.history import check_citations
 from behavior_rag.phrases import fact_phrase
 from behavior_rag.taxonomy import Taxonomy
 from behavior_rag.types import Evidence, Session, SessionFacts
@@ -44,8 +45,10 @@ def same_value(claimed: Any, actual: Any) -> bool:
     return claimed == actual
 
 
-def check(item: Evidence, session: Session, facts: SessionFacts) -> Evidence | None:
-    """The item, completed (fact's events filled in), if it holds; else None."""
+def check(item: Evidence, session: Session, facts: SessionFacts,
+          earlier: Sequence[Session] | None = None) -> Evidence | None:
+    """The item, completed (fact's events filled in), if it holds; else None. A cross-session
+    fact holds only if ``earlier`` (the user's earlier sessions) has every session it cites."""
     n = session.n_events
     if any(not isinstance(i, int) or not 0 <= i < n for i in item.events):
         return None
@@ -59,13 +62,18 @@ def check(item: Evidence, session: Session, facts: SessionFacts) -> Evidence | N
         return None
     if item.events and not set(item.events) <= set(fact.events):
         return None  # the cited events are not the ones this fact rests on
-    return item.model_copy(update={"value": fact.value, "events": item.events or fact.events})
+    if fact.cites or item.cites:
+        if earlier is None or not check_citations(fact, session, earlier) or \
+                not {c.session_id for c in item.cites} <= {c.session_id for c in fact.cites}:
+            return None
+    return item.model_copy(update={"value": fact.value, "events": item.events or fact.events,
+                                   "cites": item.cites or fact.cites})
 
 
-def verify(items: list[Evidence], session: Session, facts: SessionFacts
-           ) -> tuple[list[Evidence], int]:
+def verify(items: list[Evidence], session: Session, facts: SessionFacts,
+           earlier: Sequence[Session] | None = None) -> tuple[list[Evidence], int]:
     """(verified items, number dropped)."""
-    kept = [c for c in (check(i, session, facts) for i in items) if c is not None]
+    kept = [c for c in (check(i, session, facts, earlier) for i in items) if c is not None]
     return kept, len(items) - len(kept)
 
 
@@ -121,7 +129,7 @@ def _item(name: str, facts: SessionFacts, contribution: float | None = None) -> 
     fact = facts.get(name)
     if fact is None or fact.value is None or (isinstance(fact.value, list) and not fact.value):
         return None
-    return Evidence(fact=name, value=fact.value, events=fact.events,
+    return Evidence(fact=name, value=fact.value, events=fact.events, cites=fact.cites,
                     text=fact_phrase(name, fact.value), contribution=contribution)
 
 

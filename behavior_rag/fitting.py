@@ -48,7 +48,8 @@ def fit_model(clf: Classifier, train: Sequence[Session], dev: Sequence[Session],
     rows_train, rows_dev = head_inputs(clf, list(train)), head_inputs(clf, list(dev))
     say("fitting heads and stack")
     heads, stats = HeadsModel.fit(rows_train, rows_dev, clf.labels, metric=tax.metric,
-                                  positive=tax.positive, abstain_cost=cs.abstain_cost)
+                                  positive=tax.positive, abstain_cost=cs.abstain_cost,
+                                  history=clf.history)
     model = FittedModel(heads=heads, taxonomy=tax, embedder=clf.embedder.info,
                         data_hash=data_hash(list(train)), dev=stats)
     if clf.llm is not None and cs.llm != "never" and cs.cascade_dev_max:

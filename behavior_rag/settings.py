@@ -114,6 +114,9 @@ class ClassifySettings(BaseModel):
         "fit`): cascade asks it only where the stacked confidence is below the threshold "
         "fitted on dev (never, if it did not help there); always asks for every session; never "
         "uses the heads alone. Without a fitted model, cascade is always.")
+    history: bool = Field(True, description="Cross-session facts: fit and classify with the "
+                          "users' earlier sessions (the index's sessions and those added with "
+                          "BehaviorRAG.add_history) and item/category purchase propensities.")
     cascade_dev_max: int = Field(100, ge=0, description="Dev sessions the LLM is asked for "
                                  "while fitting the cascade (the least confident ones).")
     cascade_max_rate: float = Field(0.2, ge=0, le=1, description="The cascade asks the LLM for "

@@ -89,17 +89,29 @@ class Session(BaseModel):
 T = TypeVar("T")
 
 
+class Citation(BaseModel):
+    """Events of *another* session (a user's earlier one) that a fact rests on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    events: list[int] = Field(default_factory=list, description="0-based positions in that "
+                              "session's events (empty: the session as a whole).")
+
+
 class Fact(BaseModel, Generic[T]):
     """A number (or short value) computed by code, with the event indices it rests on.
 
     ``events`` are 0-based positions in ``Session.events``; empty for aggregate-only sessions and
-    for facts that rest on no event (e.g. zero purchases).
+    for facts that rest on no event (e.g. zero purchases). ``cites``: events of the user's
+    earlier sessions, for cross-session facts (:mod:`behavior_rag.history`).
     """
 
     model_config = ConfigDict(frozen=True)
 
     value: T
     events: list[int] = Field(default_factory=list)
+    cites: list[Citation] = Field(default_factory=list)
 
 
 class RepeatView(BaseModel):
@@ -144,12 +156,16 @@ class SessionFacts(BaseModel):
     part_of_day: Fact[str | None]
     weekday: Fact[str | None]
     aggregates: dict[str, Fact[AttrValue]] = Field(default_factory=dict)
+    history: dict[str, Fact] = Field(default_factory=dict, description="Cross-session facts "
+                                     "(the user's earlier sessions, purchase propensities), "
+                                     "when the classifier knows a history.")
 
     def as_dict(self) -> dict[str, Fact]:
         """Flat ``name -> Fact`` (aggregates under their own names)."""
         out = {name: getattr(self, name) for name, f in type(self).model_fields.items()
                if isinstance(getattr(self, name), Fact)}
         out.update(self.aggregates)
+        out.update(self.history)
         return out
 
     def get(self, name: str) -> Fact | None:
@@ -168,6 +184,8 @@ class Evidence(BaseModel):
     events: list[int] = Field(default_factory=list)
     event_type: EventType | None = None
     text: str = ""
+    cites: list[Citation] = Field(default_factory=list, description="Events of the user's "
+                                  "earlier sessions the claim rests on (cross-session facts).")
     contribution: float | None = Field(None, description="How much this fact moved the facts "
                                        "head toward the label (TreeSHAP, in log-odds): "
                                        "> 0 in `evidence`, < 0 in `against`; None: not from "

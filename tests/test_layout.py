@@ -14,7 +14,8 @@ PKG = Path(__file__).resolve().parents[1] / "behavior_rag"
 # Lowest first. A module may import from its own layer or below, never above.
 LAYERS: list[set[str]] = [
     {"types", "errors", "settings", "resources", "atomic"},
-    {"ingest", "facts", "tokens", "guard", "predicates", "taxonomy", "synth", "fusion"},
+    {"ingest", "facts", "history", "tokens", "guard", "predicates", "taxonomy", "synth",
+     "fusion"},
     {"render", "phrases", "evidence"},
     {"embed", "index"},
     {"retrieve", "prompts"},

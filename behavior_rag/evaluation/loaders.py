@@ -66,13 +66,21 @@ class LoadedTask:
     protocol: str  # how it was split, for the report
     sources: list[str] = field(default_factory=list)
     all_rows: list[Session] = field(default_factory=list)  # train+val+test, for k-fold CV
+    # every user's recorded sessions in full (before any task cut), for cross-session facts:
+    # the product looks back only at a user's sessions that ended before the one it labels
+    history: list[Session] = field(default_factory=list)
 
-def _read(spec: TaskSpec, path: Path, drop: Sequence[str]) -> list[Session]:
-
+def _read(spec: TaskSpec, path: Path, drop: Sequence[str],
+          full: list[Session] | None = None) -> list[Session]:
+    """The task's rows from ``path``; ``full`` collects the sessions before any task cut."""
     if spec.fmt is None:  # a synthetic session store
-
-        return read_store(path)
+        rows = read_store(path)
+        if full is not None:
+            full.extend(rows)
+        return rows
     sessions = load_events(path, spec.fmt).sessions
+    if full is not None and spec.kind != "uci":
+        full.extend(sessions)
     if spec.name == "taobao-intent":
         sessions = purchase_intent(sessions)
     if drop:
@@ -106,8 +114,9 @@ def load_task(task: str, *, data: str | Path | None = None, train: str | Path | 
     if (train is None) != (test is None):
         raise ConfigError("give both --train and --test, or --data", field="train/test")
     sources: list[str] = []
+    full: list[Session] = []
     if train is not None:
-        tr, te = _read(spec, Path(train), drop), _read(spec, Path(test), drop)
+        tr, te = _read(spec, Path(train), drop, full), _read(spec, Path(test), drop, full)
         sources = [str(train), str(test)]
         protocol = "fitted on the --train file, reported on the --test file"
     else:
@@ -117,9 +126,10 @@ def load_task(task: str, *, data: str | Path | None = None, train: str | Path | 
         if data is None:
 
             rows = generate(synth_n, seed=seed).sessions
+            full = list(rows)
             sources = [f"SYNTHETIC generate({synth_n}, seed={seed})"]
         else:
-            rows = _read(spec, Path(data), drop)
+            rows = _read(spec, Path(data), drop, full)
             sources = [str(data)]
         how = "stratified by label" if spec.kind == "uci" else "by user"
         tr, te = _split(spec, rows, test_frac, seed)
@@ -134,4 +144,4 @@ def load_task(task: str, *, data: str | Path | None = None, train: str | Path | 
         raise ConfigError(f"task {task}: no {spec.positive!r} rows in the data", field="label")
     if len(classes) < 2:
         raise ConfigError(f"task {task}: need two labels or more, found {classes}", field="label")
-    return LoadedTask(spec, tr, val, te, classes, protocol, sources, tr + val + te)
+    return LoadedTask(spec, tr, val, te, classes, protocol, sources, tr + val + te, full)

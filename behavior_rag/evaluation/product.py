@@ -49,6 +49,8 @@ class ProductRun:
         mode: Mode = "cascade" if self.llm is not None else "never"  # never: no LLM loaded
         rag = BehaviorRAG(with_mode(self.settings, mode), self.index_dir, fresh=True,
                           llm=self.llm)
+        if self.task.history:  # what a shop has recorded: every user's past sessions
+            rag.add_history(self.task.history)
         report = rag.fit(self.task.train, self.task.val)
         self.fit_seconds = time.perf_counter() - t
         return report

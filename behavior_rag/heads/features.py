@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from behavior_rag.errors import ConfigError
 from behavior_rag.facts import WEEKDAYS, compute_facts
+from behavior_rag.history import HISTORY_FACTS
 from behavior_rag.ingest.uci import BOOL_COLS, FLOAT_COLS, INT_COLS, LABEL_COL, TEXT_COLS
 from behavior_rag.types import Session, SessionFacts
 
@@ -80,6 +81,14 @@ def facts_features(sessions: Iterable[Session], facts: Sequence[SessionFacts] | 
         rows.append(row)
     X = np.asarray(rows, dtype=float).reshape(len(rows), len(FACT_FEATURES))
     return X, list(FACT_FEATURES)
+
+
+def history_features(facts: Sequence[SessionFacts]) -> np.ndarray:
+    """One row of :data:`~behavior_rag.history.HISTORY_FACTS` per session (NaN: undefined, or
+    no history known)."""
+    rows = [[_num(f.history[n].value) if n in f.history else math.nan for n in HISTORY_FACTS]
+            for f in facts]
+    return np.asarray(rows, dtype=float).reshape(len(rows), len(HISTORY_FACTS))
 
 
 def _sort_key(v) -> tuple[str, object]:
@@ -198,6 +207,8 @@ class FeatureSpec(BaseModel):
     """
 
     facts: bool = Field(description="The FACT_FEATURES block is included (sessions have events).")
+    history: bool = Field(False, description="The HISTORY_FACTS block is included (fitted with "
+                          "a history of earlier sessions).")
     columns: list[str] = Field(default_factory=list, description="Aggregate columns, in order.")
     categorical: list[bool] = Field(default_factory=list, description="Per column: coded by "
                                     "its vocabulary (codes 0..k-1, unseen -1) or a number.")
@@ -205,17 +216,20 @@ class FeatureSpec(BaseModel):
         default_factory=dict, description="Per categorical column, its values in code order.")
 
     @classmethod
-    def fit(cls, sessions: Sequence[Session], drop: Sequence[str] = ()) -> FeatureSpec:
+    def fit(cls, sessions: Sequence[Session], drop: Sequence[str] = (),
+            history: bool = False) -> FeatureSpec:
         if not sessions:
             raise ConfigError("no training sessions to learn features from", field="train")
         enc = UCIEncoder(drop=drop).fit(sessions)
-        return cls(facts=any(s.events for s in sessions), columns=enc.feature_names_,
+        return cls(facts=any(s.events for s in sessions), history=history,
+                   columns=enc.feature_names_,
                    categorical=enc.categorical_mask_,
                    vocab={n: list(v) for n, v in enc.vocab_.items()})
 
     @property
     def names(self) -> list[str]:
-        return [*(FACT_FEATURES if self.facts else ()), *self.columns]
+        return [*(FACT_FEATURES if self.facts else ()), *(HISTORY_FACTS if self.history else ()),
+                *self.columns]
 
     @property
     def fact_names(self) -> list[str]:
@@ -225,7 +239,8 @@ class FeatureSpec(BaseModel):
     @property
     def categorical_index(self) -> list[int]:
         """Positions of the categorical columns in :attr:`names`."""
-        off = len(FACT_FEATURES) if self.facts else 0
+        off = (len(FACT_FEATURES) if self.facts else 0) + (len(HISTORY_FACTS) if self.history
+                                                            else 0)
         return [off + i for i, c in enumerate(self.categorical) if c]
 
     def transform(self, sessions: Sequence[Session],
@@ -233,5 +248,8 @@ class FeatureSpec(BaseModel):
         """One float row per session (NaN: undefined or absent); ``facts``: already computed."""
         enc = UCIEncoder.from_vocab(self.columns, self.categorical, self.vocab)
         parts = [facts_features(sessions, facts)[0]] if self.facts else []
+        if self.history:
+            parts.append(history_features(facts if facts is not None else
+                                          [compute_facts(s) for s in sessions]))
         parts.append(enc.transform(sessions))
         return np.hstack(parts) if parts else np.zeros((len(sessions), 0))

@@ -24,11 +24,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from behavior_rag.errors import ConfigError
+from behavior_rag.facts import compute_facts
 from behavior_rag.fusion import DevExample, FusionParams, fit, knn_vote
 from behavior_rag.heads.features import FeatureSpec
 from behavior_rag.heads.gbm import FactsHead, GBMParams
 from behavior_rag.heads.linear import LinearHead
 from behavior_rag.heads.stack import Metric, Stack
+from behavior_rag.history import Propensity, UserHistory, history_facts
 from behavior_rag.types import Session, SessionFacts
 
 HEADS = ("facts", "embed", "knn")
@@ -109,9 +111,10 @@ class HeadsModel:
 
     def __init__(self, classes: Sequence[str], spec: FeatureSpec, facts: FactsHead,
                  embed: LinearHead, knn: FusionParams, stack: Stack,
-                 abstain_below: float = 0.0) -> None:
+                 abstain_below: float = 0.0, propensity: Propensity | None = None) -> None:
         self.classes, self.spec, self.facts, self.embed = list(classes), spec, facts, embed
         self.knn, self.stack, self.abstain_below = knn, stack, abstain_below
+        self.propensity = propensity  # from the training sessions (history features only)
 
     def knn_probs(self, neighbors: Sequence[Sequence[tuple[str, float]]]) -> np.ndarray:
         return np.array([[v[c] for c in self.classes]
@@ -137,20 +140,28 @@ class HeadsModel:
     @classmethod
     def fit(cls, train: HeadInputs, dev: HeadInputs, classes: Sequence[str], *,
             metric: Metric = "log_loss", positive: str | None = None,
-            gbm: GBMParams | None = None, abstain_cost: float = 1.0, seed: int = 0
-            ) -> tuple[HeadsModel, FitStats]:
+            gbm: GBMParams | None = None, abstain_cost: float = 1.0, seed: int = 0,
+            history: UserHistory | None = None) -> tuple[HeadsModel, FitStats]:
+        """``history``: the users' sessions, for cross-session facts (earlier sessions only;
+        purchase propensities of the positive label from the training rows, out-of-fold)."""
         classes = list(classes)
         _check_labels(train, classes, "train")
         _check_labels(dev, classes, "dev")
-        spec = FeatureSpec.fit(train.sessions)
-        x_tr, y_tr = spec.transform(train.sessions, train.facts), np.array(train.labels)
+        folds = _folds(train.sessions)
+        y_tr = np.array(train.labels)
+        prop, use_history = None, history_covers(history, train, dev)
+        if use_history:
+            target = y_tr == positive if positive is not None else None
+            train, dev, prop = _with_history(train, dev, history, folds, target)
+        spec = FeatureSpec.fit(train.sessions, history=use_history)
+        x_tr = spec.transform(train.sessions, train.facts)
 
         def new_facts() -> FactsHead:
             return FactsHead(classes, spec.names, gbm, spec.categorical_index)
 
         oof = {"facts": np.zeros((len(y_tr), len(classes))),
                "embed": np.zeros((len(y_tr), len(classes)))}
-        for tr, te in _folds(train.sessions):
+        for tr, te in folds:
             oof["facts"][te] = new_facts().fit(x_tr[tr], y_tr[tr]).predict_proba(x_tr[te])
             oof["embed"][te] = LinearHead(classes, seed=seed).fit(
                 train.vectors[tr], y_tr[tr]).predict_proba(train.vectors[te])
@@ -158,7 +169,7 @@ class HeadsModel:
                    zip(train.neighbors, y_tr)], classes, weights=[0.0])
         model = cls(classes, spec, new_facts().fit(x_tr, y_tr),
                     LinearHead(classes, seed=seed).fit(train.vectors, y_tr), knn,
-                    Stack(classes, metric, positive, seed=seed))
+                    Stack(classes, metric, positive, seed=seed), propensity=prop)
         oof["knn"] = model.knn_probs(train.neighbors)
         dev_heads = model.predict_heads(dev)
         y_dev = np.array(dev.labels)
@@ -169,6 +180,45 @@ class HeadsModel:
         return model, FitStats(n_train=len(y_tr), n_dev=len(y_dev),
                                dev_metrics=dev_metrics(y_dev, dev_p, classes, positive),
                                abstain_below=model.abstain_below)
+
+def history_covers(history: UserHistory | None, train: HeadInputs, dev: HeadInputs) -> bool:
+    """Whether cross-session facts are worth fitting: the dev rows (which stand for the
+    sessions to classify) have earlier sessions about as often as the training rows. When
+    only training users have a history (new users' past not recorded), the facts head would
+    learn from features that are always empty later on, so they are left out."""
+    if history is None or not len(history):
+        return False
+
+    def share(rows: HeadInputs) -> float:
+        return float(np.mean([bool(history.earlier(s)) for s in rows.sessions]))
+
+    dev_share = share(dev)
+    return dev_share > 0 and dev_share >= 0.5 * share(train)
+
+
+def _with_history(train: HeadInputs, dev: HeadInputs, history: UserHistory, folds,
+                  target: np.ndarray | None) -> tuple[HeadInputs, HeadInputs, Propensity | None]:
+    """Both parts with cross-session facts; a training row's propensities come from the
+    other folds' rows (never its own label), the dev rows' from every training row."""
+    def base(rows: HeadInputs) -> list[SessionFacts]:
+        return rows.facts or [compute_facts(s) for s in rows.sessions]
+
+    def add(rows: HeadInputs, facts: list[SessionFacts], idx, prop) -> None:
+        for i in idx:
+            s = rows.sessions[i]
+            facts[i] = facts[i].model_copy(update={"history": history_facts(
+                s, history.earlier(s), prop)})
+
+    f_tr, f_dev = base(train), base(dev)
+    for tr, te in folds:
+        prop = Propensity.fit([train.sessions[i] for i in tr], target[tr]) \
+            if target is not None else None
+        add(train, f_tr, te, prop)
+    prop = Propensity.fit(train.sessions, target) if target is not None else None
+    add(dev, f_dev, range(len(dev.sessions)), prop)
+    return (train.model_copy(update={"facts": f_tr}), dev.model_copy(update={"facts": f_dev}),
+            prop)
+
 
 def _check_labels(rows: HeadInputs, classes: Sequence[str], part: str) -> None:
     for i, lab in enumerate(rows.labels):

@@ -32,10 +32,12 @@ from behavior_rag.heads.gbm import FactsHead, GBMParams
 from behavior_rag.heads.linear import LinearHead
 from behavior_rag.heads.model import HEADS, FitStats, HeadsModel
 from behavior_rag.heads.stack import Stack
+from behavior_rag.history import Propensity
 from behavior_rag.taxonomy import Taxonomy
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+PROPENSITY = "propensity.json"  # only with history features
 FILES = ("facts_gbm.txt", "embed_coef.npy", "embed_intercept.npy", "stack_coef.npy",
          "stack_intercept.npy")
 
@@ -101,6 +103,10 @@ def save_model(m: FittedModel, path: str | Path) -> ModelManifest:
         for name, lin in (("embed", h.embed), ("stack", h.stack.model)):
             np.save(tmp / f"{name}_coef.npy", lin.coef, allow_pickle=False)
             np.save(tmp / f"{name}_intercept.npy", lin.intercept, allow_pickle=False)
+        files = list(FILES)
+        if h.propensity is not None:
+            (tmp / PROPENSITY).write_text(h.propensity.model_dump_json())
+            files.append(PROPENSITY)
         manifest = ModelManifest(
             created=datetime.now(timezone.utc), classes=h.classes, taxonomy=m.taxonomy.name,
             taxonomy_hash=m.taxonomy.content_hash, embedder=m.embedder, features=h.spec,
@@ -108,7 +114,7 @@ def save_model(m: FittedModel, path: str | Path) -> ModelManifest:
             metric=h.stack.metric, positive=h.stack.positive, cv_loss=h.stack.cv_loss,
             gbm=h.facts.params, knn=h.knn, abstain_below=h.abstain_below, cascade=m.cascade,
             data_hash=m.data_hash, dev=m.dev, versions=_versions(),
-            files={f: _sha(tmp / f) for f in FILES})
+            files={f: _sha(tmp / f) for f in files})
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=1))
     return manifest
 
@@ -141,7 +147,7 @@ def _check(man: ModelManifest, root: Path, taxonomy: Taxonomy, embedder: Embedde
             man.features.facts and man.feature_names[:len(FACT_FEATURES)] != list(FACT_FEATURES)):
         raise ConfigError("the model's feature set differs from the one this version computes: "
                           "refit", file=str(root / MANIFEST), field="feature_names")
-    for name in FILES:
+    for name in (*FILES, *(n for n in man.files if n not in FILES)):
         f = root / name
         if not f.is_file() or _sha(f) != man.files.get(name):
             raise StoreError("model file is missing or does not match its checksum in the "
@@ -167,7 +173,14 @@ def load_model(path: str | Path, *, taxonomy: Taxonomy, embedder: EmbedderInfo) 
     stack = Stack(man.classes, man.metric, man.positive)
     stack.chosen, stack.cv_loss = list(man.chosen), dict(man.cv_loss)
     stack.model = _linear(root, "stack", man.classes)
+    prop = None
+    if PROPENSITY in man.files:
+        try:
+            prop = Propensity.model_validate_json((root / PROPENSITY).read_text())
+        except (ValidationError, ValueError) as e:
+            raise StoreError(f"invalid propensity table: {e}", file=str(root / PROPENSITY)) \
+                from e
     heads = HeadsModel(man.classes, man.features, facts, _linear(root, "embed", man.classes),
-                       man.knn, stack, man.abstain_below)
+                       man.knn, stack, man.abstain_below, propensity=prop)
     return FittedModel(heads=heads, cascade=man.cascade, taxonomy=taxonomy,
                        embedder=man.embedder, data_hash=man.data_hash, dev=man.dev)
