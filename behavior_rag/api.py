@@ -265,7 +265,9 @@ class BehaviorRAG:
                 self.settings.classify.llm == "never" else get_llm(self.settings)
             self._classifier = Classifier(
                 self.index, self.embedder, llm, tax,
-                settings=self.settings, fusion=fusion, model=model, history=self.user_history())
+                settings=self.settings, fusion=fusion, model=model,
+                # the sessions are read only for a model that looks back at them
+                history=self.user_history() if model and model.heads.spec.history else None)
         return self._classifier
 
     def fit(self, train: Sequence[Session], dev: Sequence[Session], *,
@@ -284,7 +286,10 @@ class BehaviorRAG:
         self.save()
         clf = self.classifier
         clf.model = None  # a previous model must not shape the new one
+        clf.history = self.user_history()
         model = fit_model(clf, list(train), list(dev), progress=progress)
+        if not model.heads.spec.history:
+            clf.history = None
         manifest = save_model(model, self.index_path / "model")
         clf.model = model
         return FitReport(path=str(self.index_path / "model"), chosen=manifest.chosen,
