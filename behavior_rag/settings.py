@@ -112,8 +112,9 @@ class ClassifySettings(BaseModel):
     llm: Literal["always", "cascade", "never"] = Field(
         "cascade", description="When the LLM is asked. With a fitted model (`behavior-rag "
         "fit`): cascade asks it only where the stacked confidence is below the threshold "
-        "fitted on dev (never, if it did not help there); always asks for every session; never "
-        "uses the heads alone. Without a fitted model, cascade is always.")
+        "fitted on dev (never, if it did not help there); always asks for every session (its "
+        "answer counts with the weight fitted on dev: 0 where it did not help); never uses the "
+        "heads alone. Without a fitted model, cascade is always.")
     history: bool = Field(True, description="Cross-session facts: fit and classify with the "
                           "users' earlier sessions (the index's sessions and those added with "
                           "BehaviorRAG.add_history) and item/category purchase propensities.")
