@@ -132,7 +132,8 @@ def test_prompt_injection_does_not_change_the_label_distribution(injection_runs)
 def test_injection_the_guard_misses_does_not_pull_towards_the_named_label(injection_runs):
     target, runs = injection_runs
     clean, evasive, control = runs["clean"], runs["evasive"], runs["control"]
-    assert not any(p.warnings for p in evasive)  # nothing cut: the other defences act alone
+    # nothing cut: the other defences act alone
+    assert not any("instruction-like" in w for p in evasive for w in p.warnings)
     n_target = lambda ps: sum(p.label == target for p in ps)  # noqa: E731
     assert n_target(evasive) <= n_target(clean) + 1
     # SmolLM2-135M's label scores move by several nats under *any* added text, so the pull of
