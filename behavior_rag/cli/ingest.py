@@ -18,9 +18,10 @@ import yaml
 from behavior_rag.cli.common import HUMAN, emit, err, load_sessions, progress
 from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.formats import FORMATS
-from behavior_rag.ingest.load import load_events
-from behavior_rag.ingest.models import ColumnMapping
-from behavior_rag.ingest.store import write_store
+from behavior_rag.ingest.load import check_gap, load_events
+from behavior_rag.ingest.models import ColumnMapping, ReadOptions
+from behavior_rag.ingest.sniff import parse_delimiter
+from behavior_rag.ingest.store import check_store_target, write_store
 from behavior_rag.render import render
 from behavior_rag.settings import Settings
 from behavior_rag.synth import generate
@@ -56,27 +57,67 @@ def _mapping(path: Path | None, pairs: list[str]) -> ColumnMapping | None:
         raise ConfigError(f"invalid column mapping: {e}", file=str(path) if path else None) from e
 
 
+def _read_options(delimiter: str | None, nulls: list[str]) -> ReadOptions:
+    """``--delimiter`` and ``--null TOKEN`` / ``--null COLUMN=TOKEN`` as read options."""
+    plain = [n for n in nulls if "=" not in n]
+    per_column: dict[str, list[str]] = {}
+    for n in nulls:
+        if "=" in n:
+            col, tok = n.split("=", 1)
+            if not col.strip():
+                raise ConfigError("--null takes TOKEN or COLUMN=TOKEN", field="null", value=n)
+            per_column.setdefault(col.strip(), []).append(tok.strip())
+    return ReadOptions(delimiter=parse_delimiter(delimiter) if delimiter is not None else None,
+                       null_values=[t.strip() for t in plain] if plain else None,
+                       column_nulls=per_column)
+
+
+def _check_args(mode: str | None, gap_minutes: str | None, out: Path | None) -> float | None:
+    """Validate the arguments before any reading; returns the gap in minutes (or None)."""
+    if mode not in (None, "strict", "lenient"):
+        raise ConfigError("mode must be strict or lenient", field="mode", value=mode)
+    gap = None
+    if gap_minutes is not None:
+        try:
+            gap = float(gap_minutes)
+        except ValueError as e:
+            raise ConfigError("the session gap must be a finite number of minutes > 0",
+                              field="gap_minutes", value=gap_minutes) from e
+        check_gap(gap)
+    if out is not None:
+        check_store_target(out)
+    return gap
+
+
 def ingest_cmd(
     path: Path = typer.Argument(..., help="Event log: CSV, JSONL, Parquet, or a built-in format."),
-    out: Path = typer.Option(..., "--out", "-o", help="Session store folder to write."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Session store folder to write."),
     fmt: str = typer.Option("auto", "--format", "-f",
                             help=f"auto or one of: {', '.join(sorted(FORMATS))}"),
     mode: Optional[str] = typer.Option(None, help="strict (default): any bad row fails the load, "
                                        "nothing written. lenient: skip bad rows, count reasons."),
-    gap_minutes: Optional[float] = typer.Option(None, help="Inactivity gap that splits sessions."),
+    gap_minutes: Optional[str] = typer.Option(None, help="Inactivity gap in minutes (> 0) that "
+                                              "splits sessions."),
     mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="YAML/JSON column mapping."),
     map_: list[str] = typer.Option([], "--map", help="FIELD=COLUMN, repeatable."),
+    delimiter: Optional[str] = typer.Option(None, help="CSV delimiter (default: sniffed); one "
+                                            "character or tab, comma, semicolon, pipe."),
+    null: list[str] = typer.Option([], "--null", help="TOKEN read as missing in every column "
+                                   "(replaces the default NA, null), or COLUMN=TOKEN; repeatable."),
     no_pseudonymize: bool = typer.Option(False, "--no-pseudonymize",
                                          help="Keep raw user ids (not recommended)."),
     human: bool = HUMAN,
 ) -> None:
     """Read an event log, sessionise it and write a parquet session store."""
-    if mode not in (None, "strict", "lenient"):
-        raise ConfigError("mode must be strict or lenient", field="mode", value=mode)
-    settings = _settings(gap_minutes, mode, False if no_pseudonymize else None)
+    gap = _check_args(mode, gap_minutes, out)
+    if out is None:
+        raise ConfigError("--out is required (the session store folder to write)", field="out")
+    settings = _settings(gap, mode, False if no_pseudonymize else None)
+    options = _read_options(delimiter, null)
     with progress("ingesting") as bar:
         task = bar.add_task("ingest", total=None)
-        result = load_events(path, fmt, mapping=_mapping(mapping_file, map_), settings=settings)
+        result = load_events(path, fmt, mapping=_mapping(mapping_file, map_), settings=settings,
+                             options=options)
         bar.update(task, total=1, completed=1)
     write_store(result.sessions, out, info={"ingest": result.report.model_dump()})
     report = result.report.model_dump() | {"store": str(out)}

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,12 +20,14 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import ValidationError
 
+from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.formats import GENERIC, resolve_format
 from behavior_rag.ingest.models import (
     ColumnMapping,
     FormatSpec,
     IngestReport,
     IngestResult,
+    ReadOptions,
     RowError,
 )
 from behavior_rag.ingest.pseudonym import Pseudonymizer
@@ -41,16 +44,19 @@ Mode = Literal["strict", "lenient"]
 
 def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,
                 mapping: ColumnMapping | None = None, settings: Settings | None = None,
-                mode: Mode | None = None) -> IngestResult:
+                mode: Mode | None = None, options: ReadOptions | None = None) -> IngestResult:
     """Read an event log (CSV, JSONL, Parquet, or a built-in format) into sessions.
 
-    ``strict`` (default) raises :class:`IngestError` on the first bad row — after checking every
+    ``options`` override the delimiter (sniffed by default) and the null tokens. ``strict`` (default) raises :class:`IngestError` on the first bad row — after checking every
     row, so the error lists all problems — and returns nothing; ``lenient`` skips bad rows and
     counts them per reason in ``result.report``.
     """
     settings = settings or default_settings()
     path = Path(path)
-    spec = resolve_format(fmt, path)
+    check_gap(settings.ingest.session_gap_minutes)
+    spec = resolve_format(fmt, path, mapping_given=mapping is not None)
+    if options is not None:
+        spec = options.apply(spec)
     if mapping is not None:
         spec = spec.model_copy(update={"mapping": mapping})
     if spec.kind == "aggregate":
@@ -65,6 +71,7 @@ def load_records(records: Iterable[Mapping[str, Any]], *, mapping: ColumnMapping
                  name: str = "<records>") -> IngestResult:
     """Like :func:`load_events` for in-memory dicts (generic column names unless ``mapping``)."""
     settings = settings or default_settings()
+    check_gap(settings.ingest.session_gap_minutes)
     t0 = time.perf_counter()
     raw = records_frame(records)
     spec = GENERIC if mapping is None else GENERIC.model_copy(update={"mapping": mapping})
@@ -102,6 +109,14 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
         sessions=len(sessions), users=len({s.user_id for s in sessions}),
         seconds=round(time.perf_counter() - t0, 3))
     return IngestResult(sessions=sessions, report=report)
+
+def check_gap(gap_minutes: float) -> None:
+    """Raise :class:`ConfigError` unless the session gap is a finite number of minutes > 0."""
+    if not (isinstance(gap_minutes, (int, float)) and math.isfinite(gap_minutes)
+            and gap_minutes > 0):
+        raise ConfigError("the session gap must be a finite number of minutes > 0",
+                          field="gap_minutes", value=str(gap_minutes))
+
 
 def _attr_value(v: str) -> str | int | float:
     # Attributes arrive as text; numbers become numbers so facts and renders can use them.

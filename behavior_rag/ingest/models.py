@@ -18,6 +18,7 @@ from behavior_rag.types import EVENT_TYPES, Session
 CANONICAL_FIELDS = ("user_id", "session_id", "timestamp", "event_type", "item_id", "category",
                     "brand", "price", "query")
 REQUIRED_FIELDS = ("user_id", "timestamp", "event_type")
+DEFAULT_NULLS = ("NA", "null")
 
 
 class ColumnMapping(BaseModel):
@@ -73,13 +74,39 @@ class FormatSpec(BaseModel):
     name: str
     file_type: Literal["csv", "jsonl", "parquet", "whitespace"] = "csv"
     kind: Literal["events", "aggregate"] = "events"
-    separator: str = ","
+    separator: str | None = Field(None, description="CSV delimiter; None: sniffed from the head.")
+    null_values: list[str] = Field(default_factory=lambda: list(DEFAULT_NULLS), description=
+                                   "Cell values read as missing in every column (blank always is).")
+    column_nulls: dict[str, list[str]] = Field(default_factory=dict, description="Extra missing-"
+                                               "value tokens for one column each.")
     has_header: bool = True
     columns: list[str] | None = Field(None, description="Column names for headerless files; for "
                                       "'whitespace' files, keyed by field count via alt_columns.")
     alt_columns: dict[int, list[str]] = Field(default_factory=dict)
     mapping: ColumnMapping | None = None
     pseudonymize: bool = True
+
+
+class ReadOptions(BaseModel):
+    """How to read one file beyond its format (the CLI's ``--delimiter``, ``--null``).
+
+    ``null_values`` None keeps the format's tokens (``NA``, ``null``; blank is always missing).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    delimiter: str | None = None
+    null_values: list[str] | None = None
+    column_nulls: dict[str, list[str]] = Field(default_factory=dict)
+
+    def apply(self, spec: FormatSpec) -> FormatSpec:
+        """``spec`` with these options laid over it."""
+        update: dict = {"column_nulls": spec.column_nulls | self.column_nulls}
+        if self.delimiter is not None:
+            update["separator"] = self.delimiter
+        if self.null_values is not None:
+            update["null_values"] = self.null_values
+        return spec.model_copy(update=update)
 
 
 class RowError(BaseModel):

@@ -16,6 +16,7 @@ import polars as pl
 
 from behavior_rag.errors import IngestError
 from behavior_rag.ingest.models import FormatSpec
+from behavior_rag.ingest.sniff import BOM, head_lines, sniff_delimiter
 
 ROW = "__row"
 
@@ -26,7 +27,8 @@ def read_raw(path: Path, spec: FormatSpec) -> pl.DataFrame:
         raise IngestError("file not found", file=str(path))
     try:
         if spec.file_type == "csv":
-            df = pl.read_csv(path, infer_schema=False, separator=spec.separator,
+            sep = spec.separator or sniff_delimiter(head_lines(path))
+            df = pl.read_csv(path, infer_schema=False, separator=sep,
                              has_header=spec.has_header, new_columns=spec.columns,
                              encoding="utf8-lossy",
                              raise_if_empty=False)
@@ -41,9 +43,19 @@ def read_raw(path: Path, spec: FormatSpec) -> pl.DataFrame:
         raise
     except (pl.exceptions.PolarsError, OSError, ValueError) as e:
         raise IngestError(f"cannot parse {spec.file_type} file: {e}", file=str(path)) from e
-    # Blank cells mean "missing" in every format we read.
-    df = df.with_columns(pl.col(c).str.strip_chars().replace("", None) for c in df.columns)
+    df = null_tokens(df, spec.null_values, spec.column_nulls)
     return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def null_tokens(df: pl.DataFrame, tokens: list[str], per_column: dict[str, list[str]]
+                ) -> pl.DataFrame:
+    """Strip cells; blank cells and the null tokens (all columns, plus per column) become null."""
+    def one(c: str) -> pl.Expr:
+        nulls = ["", *tokens, *per_column.get(c, [])]
+        v = pl.col(c).str.strip_chars()
+        return pl.when(v.is_in(nulls)).then(None).otherwise(v).alias(c)
+
+    return df.with_columns(one(c) for c in df.columns)
 
 
 def records_frame(records: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
@@ -115,7 +127,7 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
     records = []
     with path.open("rb") as f:
         for i, raw in enumerate(f, start=1):
-            line = raw.decode("utf-8", "replace").strip()
+            line = raw.decode("utf-8", "replace").strip().lstrip(BOM)
             if not line:
                 continue
             try:

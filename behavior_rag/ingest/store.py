@@ -73,15 +73,26 @@ def write_store(sessions: list[Session], path: str | Path, info: dict[str, Any] 
     manifest = StoreManifest(sessions=len(sessions), events=events.height,
                              users=len({s.user_id for s in sessions}), labels=labels,
                              created=datetime.now(timezone.utc), info=info or {})
-    if path.exists() and not (path / "manifest.json").exists() and \
-            (not path.is_dir() or any(path.iterdir())):
-        raise StoreError("refusing to replace a folder that is not a session store",
-                         file=str(path))
+    check_store_target(path)
     with replace_dir(path) as tmp:
         events.write_parquet(tmp / "events.parquet")
         sess.write_parquet(tmp / "sessions.parquet")
         (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return manifest
+
+
+def check_store_target(path: str | Path) -> None:
+    """Raise :class:`StoreError` unless ``path`` can become a store: absent (below folders),
+    an empty folder, or a store folder (which is then replaced)."""
+    path = Path(path)
+    up = next((p for p in (path, *path.parents) if p.exists()), None)
+    if up is not None and not up.is_dir():
+        what = "is a file" if up == path else f"is inside {str(up)!r}, which is a file"
+        raise StoreError(f"the store path {what}: give a folder (new, empty, or a session store)",
+                         file=str(path), field="out")
+    if path.is_dir() and not (path / "manifest.json").exists() and any(path.iterdir()):
+        raise StoreError("refusing to replace a folder that is not a session store",
+                         file=str(path), field="out")
 
 
 def read_store(path: str | Path) -> list[Session]:
