@@ -57,7 +57,8 @@ def _mapping(path: Path | None, pairs: list[str]) -> ColumnMapping | None:
         raise ConfigError(f"invalid column mapping: {e}", file=str(path) if path else None) from e
 
 
-def _read_options(delimiter: str | None, nulls: list[str]) -> ReadOptions:
+def _read_options(delimiter: str | None, nulls: list[str], events_path: str | None = None
+                  ) -> ReadOptions:
     """``--delimiter`` and ``--null TOKEN`` / ``--null COLUMN=TOKEN`` as read options."""
     plain = [n for n in nulls if "=" not in n]
     per_column: dict[str, list[str]] = {}
@@ -69,7 +70,7 @@ def _read_options(delimiter: str | None, nulls: list[str]) -> ReadOptions:
             per_column.setdefault(col.strip(), []).append(tok.strip())
     return ReadOptions(delimiter=parse_delimiter(delimiter) if delimiter is not None else None,
                        null_values=[t.strip() for t in plain] if plain else None,
-                       column_nulls=per_column)
+                       column_nulls=per_column, events_path=events_path or None)
 
 
 def _check_args(mode: str | None, gap_minutes: str | None, out: Path | None) -> float | None:
@@ -104,6 +105,9 @@ def ingest_cmd(
                                             "character or tab, comma, semicolon, pipe."),
     null: list[str] = typer.Option([], "--null", help="TOKEN read as missing in every column "
                                    "(replaces the default NA, null), or COLUMN=TOKEN; repeatable."),
+    events_path: Optional[str] = typer.Option(None, help="JSONL/Parquet column holding each "
+                                              "session's list of events (default: the only "
+                                              "list-of-objects column)."),
     no_pseudonymize: bool = typer.Option(False, "--no-pseudonymize",
                                          help="Keep raw user ids (not recommended)."),
     human: bool = HUMAN,
@@ -113,7 +117,7 @@ def ingest_cmd(
     if out is None:
         raise ConfigError("--out is required (the session store folder to write)", field="out")
     settings = _settings(gap, mode, False if no_pseudonymize else None)
-    options = _read_options(delimiter, null)
+    options = _read_options(delimiter, null, events_path)
     with progress("ingesting") as bar:
         task = bar.add_task("ingest", total=None)
         result = load_events(path, fmt, mapping=_mapping(mapping_file, map_), settings=settings,
@@ -127,6 +131,9 @@ def ingest_cmd(
                   f"events, {r.sessions} sessions, {r.users} users in {r.seconds}s -> {out}")
         if r.rows_skipped:
             err.print(f"skipped {r.rows_skipped} rows: {r.skipped_by_reason}")
+        if not r.users_known:
+            err.print(f"users unknown: {r.anonymous_sessions} session(s) without a user id got "
+                      "one anonymous user each")
     else:
         emit(report)
 

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from behavior_rag.errors import ConfigError
@@ -52,6 +53,19 @@ CDNOW = FormatSpec(
 # UCI online shoppers: one aggregate row per session, no events (see ingest.uci).
 UCI = FormatSpec(name="uci", kind="aggregate", pseudonymize=False)
 
+# OTTO (otto-de/recsys-dataset): JSONL, one session per line with its events; no user ids, so
+# each session gets its own anonymous user. Timestamps are unix milliseconds.
+OTTO = FormatSpec(
+    name="otto",
+    file_type="jsonl",
+    events_path="events",
+    mapping=ColumnMapping(
+        session_id="session", timestamp="ts", event_type="type", item_id="aid",
+        timestamp_format="unix_ms",
+        type_map={"clicks": "view", "carts": "cart", "orders": "purchase"}, attrs=[],
+    ),
+)
+
 GENERIC = FormatSpec(
     name="generic",
     mapping=ColumnMapping(user_id="user_id", session_id="session_id", timestamp="timestamp",
@@ -59,7 +73,8 @@ GENERIC = FormatSpec(
                           brand="brand", price="price", query="query"),
 )
 
-FORMATS: dict[str, FormatSpec] = {f.name: f for f in (TAOBAO, REES46, CDNOW, UCI, GENERIC)}
+FORMATS: dict[str, FormatSpec] = {f.name: f for f in (TAOBAO, REES46, CDNOW, UCI, OTTO,
+                                                        GENERIC)}
 
 _HEADERS = {
     "taobao": {"user_id", "item_id", "category_id", "behavior_type", "timestamp"},
@@ -72,6 +87,8 @@ def detect_format(path: Path) -> FormatSpec:
     """Guess the format from the file's first line; 'generic' for our own column names."""
     head = head_lines(path, HEAD_LINES)
     kind = file_type(path, head)
+    if kind == "jsonl" and head and _is_otto(head[0]):
+        return OTTO
     if kind != "csv":
         return GENERIC.model_copy(update={"file_type": kind})
     first = head[0].strip() if head else ""
@@ -90,6 +107,16 @@ def detect_format(path: Path) -> FormatSpec:
                       "uci, generic, otto) or a column mapping (--map FIELD=COLUMN or --mapping "
                       "FILE; `behavior-rag ingest FILE --inspect` proposes one)", file=str(path),
                       header=first[:200], delimiter=sep)
+
+
+def _is_otto(line: str) -> bool:
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    evs = rec.get("events") if isinstance(rec, dict) else None
+    return "session" in rec and isinstance(evs, list) and bool(evs) and isinstance(
+        evs[0], dict) and {"aid", "ts", "type"} <= set(evs[0])
 
 
 def header_columns(line: str, sep: str) -> list[str]:

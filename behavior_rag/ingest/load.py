@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.formats import GENERIC, resolve_format
 from behavior_rag.ingest.models import (
+    CANONICAL_FIELDS,
     ColumnMapping,
     FormatSpec,
     IngestReport,
@@ -30,12 +31,12 @@ from behavior_rag.ingest.models import (
     ReadOptions,
     RowError,
 )
-from behavior_rag.ingest.pseudonym import Pseudonymizer
+from behavior_rag.ingest.pseudonym import Pseudonymizer, assign_users
 from behavior_rag.ingest.readers import ROW, read_raw, records_frame
 from behavior_rag.ingest.report import raise_strict, reasons_per_row, row_errors
 from behavior_rag.ingest.sessionize import sessionize
 from behavior_rag.ingest.uci import load_uci
-from behavior_rag.ingest.validate import check_types, map_columns
+from behavior_rag.ingest.validate import check_types, map_columns, unused_columns
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.types import Event, Session
 
@@ -47,9 +48,11 @@ def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,
                 mode: Mode | None = None, options: ReadOptions | None = None) -> IngestResult:
     """Read an event log (CSV, JSONL, Parquet, or a built-in format) into sessions.
 
-    ``options`` override the delimiter (sniffed by default) and the null tokens. ``strict`` (default) raises :class:`IngestError` on the first bad row — after checking every
-    row, so the error lists all problems — and returns nothing; ``lenient`` skips bad rows and
-    counts them per reason in ``result.report``.
+    ``mapping`` is laid over the detected format's mapping (or the generic one): only the
+    fields it sets change. ``options`` override the delimiter (sniffed by default) and the null
+    tokens. ``strict`` (default) raises :class:`IngestError` on the first bad row — after
+    checking every row, so the error lists all problems — and returns nothing; ``lenient`` skips
+    bad rows and counts them per reason in ``result.report``.
     """
     settings = settings or default_settings()
     path = Path(path)
@@ -57,14 +60,36 @@ def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,
     spec = resolve_format(fmt, path, mapping_given=mapping is not None)
     if options is not None:
         spec = options.apply(spec)
-    if mapping is not None:
-        spec = spec.model_copy(update={"mapping": mapping})
     if spec.kind == "aggregate":
-
         return load_uci(path, settings=settings, mode=mode or settings.ingest.mode)
+    spec = with_mapping(spec, mapping)
     t0 = time.perf_counter()
     raw = read_raw(path, spec)
+    check_user_columns(raw, mapping, str(path))
     return _from_raw(raw, spec, str(path), settings, mode or settings.ingest.mode, t0)
+
+
+def with_mapping(spec: FormatSpec, mapping: ColumnMapping | None) -> FormatSpec:
+    """``spec`` with ``mapping`` merged into its own (or the generic) mapping, checked whole."""
+    if mapping is not None:
+        spec = spec.model_copy(update={"mapping": mapping.merged_into(
+            spec.mapping or GENERIC.mapping)})
+    assert spec.mapping is not None
+    lacking = spec.mapping.missing_fields()
+    if lacking:
+        raise ConfigError(f"the column mapping lacks {', '.join(lacking)}: add --map "
+                          f"FIELD=COLUMN (or a --mapping file)", field=lacking[0])
+    return spec
+
+
+def check_user_columns(raw: pl.DataFrame, mapping: ColumnMapping | None, file: str) -> None:
+    """A field the user mapped must name a column of the file (a typo is not silently unused)."""
+    cols = [c for c in raw.columns if c != ROW]
+    for f in sorted((mapping.model_fields_set if mapping else set()) & set(CANONICAL_FIELDS)):
+        srcs = mapping.sources(f)
+        if srcs and not any(c in cols for c in srcs):
+            raise ConfigError(f"--map {f}={','.join(srcs)}: no such column (columns: {cols})",
+                              file=file, field=f, value=",".join(srcs))
 
 def load_records(records: Iterable[Mapping[str, Any]], *, mapping: ColumnMapping | None = None,
                  settings: Settings | None = None, mode: Mode | None = None,
@@ -74,7 +99,7 @@ def load_records(records: Iterable[Mapping[str, Any]], *, mapping: ColumnMapping
     check_gap(settings.ingest.session_gap_minutes)
     t0 = time.perf_counter()
     raw = records_frame(records)
-    spec = GENERIC if mapping is None else GENERIC.model_copy(update={"mapping": mapping})
+    spec = with_mapping(GENERIC, mapping)
     return _from_raw(raw, spec, name, settings, mode or settings.ingest.mode, t0)
 
 def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings, mode: Mode,
@@ -88,11 +113,9 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
         raise_strict(file, errs, errors[ROW].n_unique(), max_reported)
     typed = typed.filter(~pl.col(ROW).is_in(errors[ROW].implode()))
 
-    if spec.pseudonymize and settings.ingest.pseudonymize and typed.height:
-        pseudo = Pseudonymizer.from_settings(settings)
-        users = typed["user_id"].unique().to_list()
-        typed = typed.with_columns(pl.col("user_id").replace_strict(
-            {u: pseudo(u) for u in users}, return_dtype=pl.Utf8))
+    pseudo = Pseudonymizer.from_settings(settings) if spec.pseudonymize and \
+        settings.ingest.pseudonymize and typed.height else None
+    typed, n_anon = assign_users(typed, pseudo)
     typed = sessionize(typed, settings.ingest.session_gap_minutes)
 
     sessions, model_errors = _build_sessions(typed, source=spec.name)
@@ -107,6 +130,9 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
         rows_skipped=sum(by_reason.values()), skipped_by_reason=by_reason,
         examples=errs[:max_reported], events=n_events,
         sessions=len(sessions), users=len({s.user_id for s in sessions}),
+        users_known=n_anon == 0, anonymous_sessions=n_anon,
+        unused_columns=unused_columns(raw, spec.mapping),
+        unknown_columns=sorted(spec.mapping.mapped_columns() - set(raw.columns)),
         seconds=round(time.perf_counter() - t0, 3))
     return IngestResult(sessions=sessions, report=report)
 

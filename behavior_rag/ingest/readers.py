@@ -16,6 +16,14 @@ import polars as pl
 
 from behavior_rag.errors import IngestError
 from behavior_rag.ingest.models import FormatSpec
+from behavior_rag.ingest.nested import (
+    as_text,
+    auto_events_path,
+    auto_list_column,
+    cell,
+    explode_frame,
+    explode_records,
+)
 from behavior_rag.ingest.sniff import BOM, head_lines, sniff_delimiter
 
 ROW = "__row"
@@ -35,10 +43,9 @@ def read_raw(path: Path, spec: FormatSpec) -> pl.DataFrame:
         elif spec.file_type == "whitespace":
             df = _read_whitespace(path, spec)
         elif spec.file_type == "jsonl":
-            df = _read_jsonl(path)
+            df = _read_jsonl(path, spec)
         else:
-            df = pl.read_parquet(path)
-            df = df.select(pl.all().cast(pl.Utf8))
+            df = _read_parquet(path, spec)
     except IngestError:
         raise
     except (pl.exceptions.PolarsError, OSError, ValueError) as e:
@@ -122,7 +129,23 @@ def _read_whitespace(path: Path, spec: FormatSpec) -> pl.DataFrame:
     )
 
 
-def _read_jsonl(path: Path) -> pl.DataFrame:
+def _read_jsonl(path: Path, spec: FormatSpec) -> pl.DataFrame:
+    records = _jsonl_records(path)
+    nested = spec.events_path or (auto_events_path(records[0][1]) if records else None)
+    if nested is None:
+        return records_frame(
+            {k: v if not isinstance(v, (dict, list)) else cell(v) for k, v in rec.items()}
+            for _, rec in records).drop(ROW)
+    for line, rec in records:
+        evs = rec.get(nested)
+        if evs is not None and not (isinstance(evs, list)
+                                    and all(isinstance(e, dict) for e in evs)):
+            raise IngestError(f"{nested!r} must be a list of event objects", file=str(path),
+                              row=line, field=nested, value=cell(evs))
+    return explode_records([rec for _, rec in records], nested)
+
+
+def _jsonl_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     # Parse line by line with json so a bad line is reported with its number, not as a frame error.
     records = []
     with path.open("rb") as f:
@@ -135,8 +158,21 @@ def _read_jsonl(path: Path) -> pl.DataFrame:
             except json.JSONDecodeError as e:
                 raise IngestError(f"invalid JSON: {e.msg}", file=str(path), row=i,
                                   value=line[:60]) from e
+            except RecursionError as e:
+                raise IngestError("JSON nested too deeply", file=str(path), row=i,
+                                  value=line[:60]) from e
             if not isinstance(rec, dict):
                 raise IngestError("each JSONL line must be an object", file=str(path), row=i)
-            records.append({k: v if not isinstance(v, (dict, list)) else json.dumps(v)
-                            for k, v in rec.items()})
-    return records_frame(records).drop(ROW)
+            records.append((i, rec))
+    return records
+
+
+def _read_parquet(path: Path, spec: FormatSpec) -> pl.DataFrame:
+    df = pl.read_parquet(path)
+    nested = spec.events_path or auto_list_column(df)
+    if nested is not None:
+        if nested not in df.columns:
+            raise IngestError(f"no column {nested!r} to take events from (columns: "
+                              f"{df.columns})", file=str(path), field=nested)
+        df = explode_frame(df, nested)
+    return as_text(df)

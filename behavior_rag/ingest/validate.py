@@ -21,15 +21,14 @@ REPLACEMENT_CHAR = "\ufffd"
 
 def map_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> pl.DataFrame:
     """Raw frame -> frame with canonical string columns (+ ``attrs`` columns prefixed ``a:``)."""
-    missing = [c for c in mapping.mapped_columns() if c not in raw.columns]
-    required_missing = [
-        f for f in REQUIRED_FIELDS
-        if mapping.sources(f) and not any(c in raw.columns for c in mapping.sources(f))
-    ]
-    if required_missing:
-        f = required_missing[0]
-        raise ConfigError(f"column {mapping.sources(f)} for required field {f!r} is not in the "
-                          f"file (columns: {[c for c in raw.columns if c != ROW]})", field=f)
+    present = [c for c in raw.columns if c != ROW]
+    lacking = [f for f in ("user_id", *REQUIRED_FIELDS) if not _has_source(f, mapping, present)]
+    if lacking:
+        raise ConfigError(
+            f"the column(s) for required field(s) {lacking} are not in the file (looked for "
+            f"{ {f: mapping.sources(f) for f in lacking} }; columns: {present})"
+            + ("; a log without user ids needs a session id column" if "user_id" in lacking
+               else "") + ". Map them with --map FIELD=COLUMN", field=lacking[0])
     exprs = [pl.col(ROW)]
     for field in CANONICAL_FIELDS:
         cols = [c for c in mapping.sources(field) if c in raw.columns]
@@ -39,13 +38,31 @@ def map_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> pl.DataFrame:
             exprs.append(pl.coalesce(pl.col(c) for c in cols).alias(field))
         else:
             exprs.append(pl.lit(None, pl.Utf8).alias(field))
-    if mapping.attrs == "rest":
-        attr_cols = [c for c in raw.columns if c != ROW and c not in mapping.mapped_columns()]
-    else:
-        attr_cols = [c for c in mapping.attrs if c in raw.columns]
-    exprs += [pl.col(c).alias(f"a:{c}") for c in attr_cols]
-    del missing  # optional columns may be absent; only required ones are fatal
+    exprs += [pl.col(c).alias(f"a:{c}") for c in attr_columns(present, mapping)]
     return raw.select(exprs)
+
+
+def _has_source(f: str, mapping: ColumnMapping, present: list[str]) -> bool:
+    if f == "event_type" and mapping.event_type_constant:
+        return True
+    found = any(c in present for c in mapping.sources(f))
+    if f == "user_id":  # no user column but a session id: one anonymous user per session
+        return found or any(c in present for c in mapping.sources("session_id"))
+    return found
+
+
+def attr_columns(columns: list[str], mapping: ColumnMapping) -> list[str]:
+    """The file's columns kept in ``Event.attrs``."""
+    if mapping.attrs == "rest":
+        return [c for c in columns if c not in mapping.mapped_columns()]
+    return [c for c in mapping.attrs if c in columns]
+
+
+def unused_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> list[str]:
+    """The file's columns that feed no field and no attribute (reported, never an error)."""
+    cols = [c for c in raw.columns if c != ROW]
+    used = mapping.mapped_columns() | set(attr_columns(cols, mapping))
+    return [c for c in cols if c not in used]
 
 
 def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -63,6 +80,8 @@ def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame,
     for c in text_cols:
         checks.append((c, pl.col(c).str.contains(REPLACEMENT_CHAR, literal=True),
                        "invalid_utf8", "contains bytes that are not valid UTF-8"))
+    checks.append(("user_id", pl.col("user_id").is_null() & pl.col("session_id").is_null(),
+                   "missing", "required field 'user_id' is empty and the row has no session id"))
     for f in REQUIRED_FIELDS:
         checks.append((f, pl.col(f).is_null(), "missing", f"required field {f!r} is empty"))
     checks += [
