@@ -135,3 +135,14 @@ def test_na_users_with_session_ids_get_one_anonymous_user_per_session(tmp_path, 
     by_session = {s.session_id: s.user_id for s in res.sessions}
     assert all(is_anonymous(by_session[s]) for s in anon_sessions)
     assert res.report.users == len({r["user_id"] for r in rows} - anon) + len(anon_sessions)
+
+
+def test_profile_of_a_session_only_user_says_users_are_unknown(settings):
+    from behavior_rag.profile import build_profile
+
+    res = load_events(OTTO, settings=settings)
+    s = next(s for s in res.sessions if any(e.type == "purchase" for e in s.events))
+    p = build_profile(s.user_id, res.sessions)
+    assert "users are unknown for this source" in p.cannot_infer[0]
+    assert "users are unknown for this source" in p.narrative
+    assert p.session_ids == [s.session_id]
