@@ -18,6 +18,7 @@ import yaml
 from behavior_rag.cli.common import HUMAN, emit, err, load_sessions, progress
 from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.formats import FORMATS
+from behavior_rag.ingest.inspect import inspect_file
 from behavior_rag.ingest.load import check_gap, load_events
 from behavior_rag.ingest.models import ColumnMapping, ReadOptions
 from behavior_rag.ingest.sniff import parse_delimiter
@@ -110,10 +111,16 @@ def ingest_cmd(
                                               "list-of-objects column)."),
     no_pseudonymize: bool = typer.Option(False, "--no-pseudonymize",
                                          help="Keep raw user ids (not recommended)."),
+    inspect: bool = typer.Option(False, "--inspect", help="Only look at the file: type, "
+                                 "delimiter, columns, timestamp format and a proposed mapping "
+                                 "(YAML on stdout with --human); nothing is written."),
     human: bool = HUMAN,
 ) -> None:
     """Read an event log, sessionise it and write a parquet session store."""
     gap = _check_args(mode, gap_minutes, out)
+    if inspect:
+        _inspect(path, fmt, _read_options(delimiter, null, events_path), human)
+        return
     if out is None:
         raise ConfigError("--out is required (the session store folder to write)", field="out")
     settings = _settings(gap, mode, False if no_pseudonymize else None)
@@ -136,6 +143,22 @@ def ingest_cmd(
                       "one anonymous user each")
     else:
         emit(report)
+
+
+def _inspect(path: Path, fmt: str, options: ReadOptions, human: bool) -> None:
+    ins = inspect_file(path, fmt, options)
+    if not human:
+        emit(ins.model_dump())
+        return
+    err.print(f"[bold]{ins.file}[/]: {ins.file_type}, format {ins.format}"
+              + (f", delimiter {ins.delimiter!r}" if ins.delimiter else "")
+              + (f", events in {ins.events_path!r}" if ins.events_path else "")
+              + f"; {ins.rows_sampled} rows sampled", soft_wrap=True)
+    for c in ins.columns:
+        err.print(f"  {c.name:<24} null {c.null_rate:>6.1%}  {c.distinct:>6} distinct  "
+                  f"e.g. {', '.join(c.samples[:3])}", soft_wrap=True, highlight=False)
+    err.print(f"timestamp format {ins.timestamp_format}, resolution {ins.timestamp_resolution}")
+    print(ins.mapping_yaml, end="")  # stdout: redirect it to a file, edit, pass --mapping
 
 
 def render_cmd(

@@ -29,23 +29,24 @@ from behavior_rag.ingest.sniff import BOM, head_lines, sniff_delimiter
 ROW = "__row"
 
 
-def read_raw(path: Path, spec: FormatSpec) -> pl.DataFrame:
-    """Read ``path`` as ``spec`` says; every column Utf8, plus ``__row``."""
+def read_raw(path: Path, spec: FormatSpec, limit: int | None = None) -> pl.DataFrame:
+    """Read ``path`` as ``spec`` says; every column Utf8, plus ``__row``. ``limit``: only the
+    first rows (lines, for nested JSONL), for a look at the file."""
     if not path.is_file():
         raise IngestError("file not found", file=str(path))
     try:
         if spec.file_type == "csv":
             sep = spec.separator or sniff_delimiter(head_lines(path))
             df = pl.read_csv(path, infer_schema=False, separator=sep,
-                             has_header=spec.has_header, new_columns=spec.columns,
+                             has_header=spec.has_header, new_columns=spec.columns, n_rows=limit,
                              encoding="utf8-lossy",
                              raise_if_empty=False)
         elif spec.file_type == "whitespace":
             df = _read_whitespace(path, spec)
         elif spec.file_type == "jsonl":
-            df = _read_jsonl(path, spec)
+            df = _read_jsonl(path, spec, limit)
         else:
-            df = _read_parquet(path, spec)
+            df = _read_parquet(path, spec, limit)
     except IngestError:
         raise
     except (pl.exceptions.PolarsError, OSError, ValueError) as e:
@@ -129,8 +130,8 @@ def _read_whitespace(path: Path, spec: FormatSpec) -> pl.DataFrame:
     )
 
 
-def _read_jsonl(path: Path, spec: FormatSpec) -> pl.DataFrame:
-    records = _jsonl_records(path)
+def _read_jsonl(path: Path, spec: FormatSpec, limit: int | None = None) -> pl.DataFrame:
+    records = _jsonl_records(path, limit)
     nested = spec.events_path or (auto_events_path(records[0][1]) if records else None)
     if nested is None:
         return records_frame(
@@ -145,7 +146,7 @@ def _read_jsonl(path: Path, spec: FormatSpec) -> pl.DataFrame:
     return explode_records([rec for _, rec in records], nested)
 
 
-def _jsonl_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def _jsonl_records(path: Path, limit: int | None = None) -> list[tuple[int, dict[str, Any]]]:
     # Parse line by line with json so a bad line is reported with its number, not as a frame error.
     records = []
     with path.open("rb") as f:
@@ -164,11 +165,13 @@ def _jsonl_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
             if not isinstance(rec, dict):
                 raise IngestError("each JSONL line must be an object", file=str(path), row=i)
             records.append((i, rec))
+            if limit is not None and len(records) >= limit:
+                break
     return records
 
 
-def _read_parquet(path: Path, spec: FormatSpec) -> pl.DataFrame:
-    df = pl.read_parquet(path)
+def _read_parquet(path: Path, spec: FormatSpec, limit: int | None = None) -> pl.DataFrame:
+    df = pl.read_parquet(path, n_rows=limit)
     nested = spec.events_path or auto_list_column(df)
     if nested is not None:
         if nested not in df.columns:

@@ -68,7 +68,7 @@ def unused_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> list[str]:
 def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Typed frame (timestamp as UTC datetime, price as float) and the row errors found."""
     text_cols = [c for c in df.columns if c != ROW]
-    ts = _parse_timestamp(pl.col("timestamp"), mapping.timestamp_format)
+    ts = parse_timestamp(pl.col("timestamp"), mapping.timestamp_format)
     etype = pl.col("event_type").replace(mapping.type_map) if mapping.type_map \
         else pl.col("event_type")
     typed = df.with_columns(
@@ -111,7 +111,8 @@ def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame,
     return typed, errors
 
 
-def _parse_timestamp(col: pl.Expr, fmt: str) -> pl.Expr:
+def parse_timestamp(col: pl.Expr, fmt: str) -> pl.Expr:
+    """Text -> UTC datetime (ms) in ``fmt``; null where it does not parse or is out of range."""
     out = _parse_any(col, fmt)
     # Years outside 1970..2100 are almost always a unit mix-up (ms read as s) or garbage, and
     # far-out years cannot even become Python datetimes.
