@@ -32,7 +32,7 @@ from behavior_rag.ingest.models import (
     RowError,
 )
 from behavior_rag.ingest.pseudonym import Pseudonymizer, assign_users
-from behavior_rag.ingest.readers import ROW, read_raw, records_frame
+from behavior_rag.ingest.readers import ROW, raise_bad_lines, read_source, records_frame
 from behavior_rag.ingest.report import raise_strict, reasons_per_row, row_errors
 from behavior_rag.ingest.sessionize import sessionize
 from behavior_rag.ingest.uci import load_uci
@@ -64,9 +64,12 @@ def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,
         return load_uci(path, settings=settings, mode=mode or settings.ingest.mode)
     spec = with_mapping(spec, mapping)
     t0 = time.perf_counter()
-    raw = read_raw(path, spec)
-    check_user_columns(raw, mapping, str(path))
-    return _from_raw(raw, spec, str(path), settings, mode or settings.ingest.mode, t0)
+    mode = mode or settings.ingest.mode
+    got = read_source(path, spec)
+    if got.bad_lines and mode == "strict":
+        raise_bad_lines(str(path), got.bad_lines)
+    check_user_columns(got.frame, mapping, str(path))
+    return _from_raw(got.frame, spec, str(path), settings, mode, t0, got.bad_lines)
 
 
 def with_mapping(spec: FormatSpec, mapping: ColumnMapping | None) -> FormatSpec:
@@ -103,7 +106,7 @@ def load_records(records: Iterable[Mapping[str, Any]], *, mapping: ColumnMapping
     return _from_raw(raw, spec, name, settings, mode or settings.ingest.mode, t0)
 
 def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings, mode: Mode,
-              t0: float) -> IngestResult:
+              t0: float, bad_lines: list[RowError] | None = None) -> IngestResult:
     assert spec.mapping is not None
     mapped = map_columns(raw, spec.mapping)
     typed, errors = check_types(mapped, spec.mapping)
@@ -123,10 +126,12 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
         if mode == "strict":
             raise_strict(file, model_errors, len(model_errors), max_reported)
         errs += model_errors
+    errs = (bad_lines or []) + errs
     by_reason = reasons_per_row(errs)
     n_events = sum(s.n_events for s in sessions)
     report = IngestReport(
-        file=file, format=spec.name, mode=mode, rows_read=raw.height, rows_ok=n_events,
+        file=file, format=spec.name, mode=mode,
+        rows_read=raw.height + len(bad_lines or []), rows_ok=n_events,
         rows_skipped=sum(by_reason.values()), skipped_by_reason=by_reason,
         examples=errs[:max_reported], events=n_events,
         sessions=len(sessions), users=len({s.user_id for s in sessions}),

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from behavior_rag.types import EVENT_TYPES, Session
 
+ROW = "__row"  # the 1-based data row column every reader adds
 CANONICAL_FIELDS = ("user_id", "session_id", "timestamp", "event_type", "item_id", "category",
                     "brand", "price", "query")
 # user_id is required unless the row has a session id (session-only logs: one anonymous user
@@ -146,10 +148,22 @@ class RowError(BaseModel):
     """One rejected row: where, which field, what value, why."""
 
     row: int = Field(description="1-based data row (header not counted).")
+    line: int | None = Field(None, description="1-based line of the file, for lines that "
+                             "could not be read at all (reason 'malformed_line').")
     field: str
     value: str | None
     reason: str
     message: str
+
+
+class RawRead(BaseModel):
+    """A file read as text: every column Utf8 plus ``__row``, and the lines that could not be
+    read (a stray quote, an extra field, bad JSON), each naming its line."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    frame: pl.DataFrame
+    bad_lines: list[RowError] = Field(default_factory=list)
 
 
 class IngestReport(BaseModel):
