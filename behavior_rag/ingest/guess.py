@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Literal
 
 import polars as pl
 
-from behavior_rag.ingest.validate import parse_timestamp
-from behavior_rag.types import EVENT_TYPES
-
-Resolution = Literal["day", "second", "millisecond"]
+from behavior_rag.ingest.validate import parse_timestamp, resolution_of
+from behavior_rag.types import EVENT_TYPES, TimeResolution
 
 # Normalised column names (lowercase, letters and digits only) per field, best first.
 NAMES: dict[str, tuple[str, ...]] = {
@@ -89,16 +86,11 @@ def guess_timestamp_format(values: Sequence[str]) -> str | None:
     return None
 
 
-def guess_resolution(values: Sequence[str], fmt: str) -> Resolution | None:
-    """``day`` when every parsed time is midnight (or the format has no time part),
-    ``millisecond`` when some carry milliseconds, else ``second``."""
+def guess_resolution(values: Sequence[str], fmt: str) -> TimeResolution | None:
+    """The resolution of ``values`` read in ``fmt`` (see :func:`resolution_of`)."""
     ts = pl.DataFrame({"v": list(values)}, schema={"v": pl.Utf8}).select(
-        parse_timestamp(pl.col("v"), fmt).alias("t"))["t"].drop_nulls()
-    if ts.is_empty():
-        return None
-    if (ts.dt.truncate("1d") == ts).all():
-        return "day"
-    return "millisecond" if (ts.dt.millisecond() != 0).any() else "second"
+        parse_timestamp(pl.col("v"), fmt).alias("t"))["t"]
+    return resolution_of(ts)
 
 
 def guess_type_map(values: Sequence[str]) -> dict[str, str]:

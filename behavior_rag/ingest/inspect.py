@@ -22,7 +22,6 @@ from pydantic import BaseModel, Field
 
 from behavior_rag.ingest.formats import resolve_format
 from behavior_rag.ingest.guess import (
-    Resolution,
     guess_fields,
     guess_resolution,
     guess_timestamp_format,
@@ -32,7 +31,7 @@ from behavior_rag.ingest.models import CANONICAL_FIELDS, ColumnMapping, FormatSp
 from behavior_rag.ingest.nested import auto_events_path, auto_list_column
 from behavior_rag.ingest.readers import ROW, read_raw
 from behavior_rag.ingest.sniff import head_lines, sniff_delimiter
-from behavior_rag.types import EVENT_TYPES
+from behavior_rag.types import EVENT_TYPES, TimeResolution
 
 SAMPLE_ROWS = 1000
 
@@ -57,7 +56,7 @@ class Inspection(BaseModel):
     rows_sampled: int
     columns: list[ColumnInfo]
     timestamp_format: str | None = None
-    timestamp_resolution: Resolution | None = None
+    timestamp_resolution: TimeResolution | None = None
     proposed_mapping: ColumnMapping
     notes: list[str] = Field(default_factory=list)
     mapping_yaml: str = ""

@@ -36,9 +36,14 @@ from behavior_rag.ingest.readers import ROW, raise_bad_lines, read_source, recor
 from behavior_rag.ingest.report import raise_strict, reasons_per_row, row_errors
 from behavior_rag.ingest.sessionize import sessionize
 from behavior_rag.ingest.uci import load_uci
-from behavior_rag.ingest.validate import check_types, map_columns, unused_columns
+from behavior_rag.ingest.validate import (
+    check_types,
+    map_columns,
+    resolution_of,
+    unused_columns,
+)
 from behavior_rag.settings import Settings, default_settings
-from behavior_rag.types import Event, Session
+from behavior_rag.types import Event, Session, TimeResolution
 
 Mode = Literal["strict", "lenient"]
 
@@ -121,7 +126,8 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
     typed, n_anon = assign_users(typed, pseudo)
     typed = sessionize(typed, settings.ingest.session_gap_minutes)
 
-    sessions, model_errors = _build_sessions(typed, source=spec.name)
+    resolution = resolution_of(typed["_ts"])
+    sessions, model_errors = _build_sessions(typed, spec.name, resolution)
     if model_errors:
         if mode == "strict":
             raise_strict(file, model_errors, len(model_errors), max_reported)
@@ -135,7 +141,7 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
         rows_skipped=sum(by_reason.values()), skipped_by_reason=by_reason,
         examples=errs[:max_reported], events=n_events,
         sessions=len(sessions), users=len({s.user_id for s in sessions}),
-        users_known=n_anon == 0, anonymous_sessions=n_anon,
+        users_known=n_anon == 0, anonymous_sessions=n_anon, time_resolution=resolution,
         unused_columns=unused_columns(raw, spec.mapping),
         unknown_columns=sorted(spec.mapping.mapped_columns() - set(raw.columns)),
         seconds=round(time.perf_counter() - t0, 3))
@@ -160,7 +166,8 @@ def _attr_value(v: str) -> str | int | float:
         except ValueError:
             return v
 
-def _build_sessions(typed: pl.DataFrame, source: str) -> tuple[list[Session], list[RowError]]:
+def _build_sessions(typed: pl.DataFrame, source: str, resolution: TimeResolution | None
+                    ) -> tuple[list[Session], list[RowError]]:
     attr_cols = [c for c in typed.columns if c.startswith("a:")]
     cols = ["sid", ROW, "user_id", "_ts", "_type", "item_id", "category", "brand", "_price",
             "query", *attr_cols]
@@ -184,6 +191,7 @@ def _build_sessions(typed: pl.DataFrame, source: str) -> tuple[list[Session], li
             continue
         grouped.setdefault(r["sid"], []).append(ev)
         users[r["sid"]] = r["user_id"]
-    sessions = [Session(session_id=sid, user_id=users[sid], events=evs, source=source)
+    sessions = [Session(session_id=sid, user_id=users[sid], events=evs, source=source,
+                        time_resolution=resolution)
                 for sid, evs in sorted(grouped.items(), key=lambda kv: order[kv[0]])]
     return sessions, errors

@@ -14,7 +14,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from behavior_rag.types import EVENT_TYPES, Session
+from behavior_rag.types import EVENT_TYPES, Session, TimeResolution
 
 ROW = "__row"  # the 1-based data row column every reader adds
 CANONICAL_FIELDS = ("user_id", "session_id", "timestamp", "event_type", "item_id", "category",
@@ -184,6 +184,8 @@ class IngestReport(BaseModel):
                               "or all rows): those sessions each got their own anonymous user "
                               "('anon_…'), so profiles and similar users say nothing about people.")
     anonymous_sessions: int = 0
+    time_resolution: TimeResolution | None = Field(None, description="How finely the file "
+                                                   "records times: day, second or millisecond.")
     unused_columns: list[str] = Field(default_factory=list, description="File columns neither "
                                       "mapped nor kept in attrs.")
     unknown_columns: list[str] = Field(default_factory=list, description="Columns the mapping "

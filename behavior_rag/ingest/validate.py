@@ -12,7 +12,7 @@ import polars as pl
 from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.models import CANONICAL_FIELDS, REQUIRED_FIELDS, ColumnMapping
 from behavior_rag.ingest.readers import ROW
-from behavior_rag.types import EVENT_TYPES
+from behavior_rag.types import EVENT_TYPES, TimeResolution
 
 ERROR_SCHEMA = {ROW: pl.Int64, "field": pl.Utf8, "value": pl.Utf8, "reason": pl.Utf8,
                 "message": pl.Utf8}
@@ -117,6 +117,17 @@ def parse_timestamp(col: pl.Expr, fmt: str) -> pl.Expr:
     # Years outside 1970..2100 are almost always a unit mix-up (ms read as s) or garbage, and
     # far-out years cannot even become Python datetimes.
     return pl.when(out.dt.year().is_between(1970, 2100)).then(out).otherwise(None)
+
+
+def resolution_of(ts: pl.Series) -> TimeResolution | None:
+    """``day`` when every time is midnight UTC, ``millisecond`` when some carry milliseconds,
+    else ``second``; None for no times."""
+    ts = ts.drop_nulls()
+    if ts.is_empty():
+        return None
+    if (ts.dt.truncate("1d") == ts).all():
+        return "day"
+    return "millisecond" if (ts.dt.millisecond() != 0).any() else "second"
 
 
 def _parse_any(col: pl.Expr, fmt: str) -> pl.Expr:
