@@ -106,7 +106,9 @@ def test_null_tokens_per_column(tmp_path, settings):
     (["--gap-minutes", "0"], "gap_minutes"), (["--gap-minutes", "-5"], "gap_minutes"),
     (["--gap-minutes", "nan"], "gap_minutes"), (["--gap-minutes", "inf"], "gap_minutes"),
     (["--gap-minutes", "soon"], "gap_minutes"), (["--delimiter", "ab"], "delimiter"),
-    (["--mode", "loose"], "mode"), (["--null", "=x"], "null"),
+    (["--mode", "loose"], "mode"), (["--null", "=x"], "null"), (["--format", "nope"], "format"),
+    (["--map", "bogus=x"], "bogus"), (["--map", "event_type_constant=clicks"],
+                                       "event_type_constant"),
 ])
 def test_bad_cli_arguments_are_json_errors(tmp_path, monkeypatch, capsys, args, field):
     # In-process (the same main() the console script runs): a subprocess per case is slow.

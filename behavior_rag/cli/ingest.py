@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 from behavior_rag.cli.common import HUMAN, emit, err, load_sessions, progress
 from behavior_rag.errors import ConfigError
@@ -52,10 +53,18 @@ def _mapping(path: Path | None, pairs: list[str]) -> ColumnMapping | None:
         data[k.strip()] = v.strip()
     if not data:
         return None
+    if not isinstance(data, dict):
+        raise ConfigError("a mapping file holds FIELD: COLUMN pairs", file=str(path))
     try:
         return ColumnMapping.model_validate(data)
-    except Exception as e:  # pydantic.ValidationError: name the offending field
-        raise ConfigError(f"invalid column mapping: {e}", file=str(path) if path else None) from e
+    except ValidationError as e:  # name the offending field
+        first = e.errors()[0]
+        field = ".".join(map(str, first["loc"])) or None
+        hint = f" (fields: {', '.join(ColumnMapping.model_fields)})" \
+            if first["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"invalid column mapping: {field}: {first['msg']}{hint}",
+                          file=str(path) if path else None, field=field,
+                          value=str(first.get("input"))[:100]) from e
 
 
 def _read_options(delimiter: str | None, nulls: list[str], events_path: str | None = None

@@ -172,6 +172,10 @@ def _read_jsonl(path: Path, spec: FormatSpec, limit: int | None = None) -> RawRe
         # a flat JSONL row is its line
         return RawRead(frame=frame.with_columns(pl.Series(ROW, [i for i, _ in records],
                                                           dtype=pl.Int64)), bad_lines=bad)
+    if spec.events_path and records and not any(spec.events_path in r for _, r in records):
+        raise IngestError(f"no field {spec.events_path!r} to take events from (fields: "
+                          f"{sorted(records[0][1])})", file=str(path), field="events_path",
+                          value=spec.events_path)
     good = []
     for line, rec in records:
         evs = rec.get(nested)
