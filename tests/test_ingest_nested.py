@@ -146,3 +146,12 @@ def test_profile_of_a_session_only_user_says_users_are_unknown(settings):
     assert "users are unknown for this source" in p.cannot_infer[0]
     assert "users are unknown for this source" in p.narrative
     assert p.session_ids == [s.session_id]
+
+
+def test_otto_sessions_as_users_split_at_gaps_as_the_readme_says(settings):
+    res = load_events(OTTO, mapping=ColumnMapping(user_id="session", session_id=None),
+                      settings=settings)
+    gaps = sum(1 + sum(1 for a, b in zip(ts, ts[1:]) if b - a > 30 * 60 * 1000)
+               for ts in (sorted(e["ts"] for e in r["events"]) for r in _otto_raw()))
+    assert (res.report.format, res.report.users, res.report.users_known) == ("otto", 20, True)
+    assert res.report.sessions == gaps == 144  # README "Bring your own log"
