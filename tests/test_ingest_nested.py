@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from datetime import datetime, timezone
 
 import polars as pl
@@ -155,3 +156,15 @@ def test_otto_sessions_as_users_split_at_gaps_as_the_readme_says(settings):
                for ts in (sorted(e["ts"] for e in r["events"]) for r in _otto_raw()))
     assert (res.report.format, res.report.users, res.report.users_known) == ("otto", 20, True)
     assert res.report.sessions == gaps == 144  # README "Bring your own log"
+
+
+def test_cli_map_with_an_empty_column_unmaps_the_field(tmp_path, monkeypatch, capsys):
+    from behavior_rag.cli.app import main
+
+    monkeypatch.setenv("BEHAVIOR_RAG_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sys, "argv", ["behavior-rag", "ingest", str(need(OTTO)), "--map",
+                                      "user_id=session", "--map", "session_id=", "--out",
+                                      str(tmp_path / "st")])
+    main()
+    report = json.loads(capsys.readouterr().out)
+    assert (report["sessions"], report["users"], report["users_known"]) == (144, 20, True)

@@ -50,7 +50,7 @@ def _mapping(path: Path | None, pairs: list[str]) -> ColumnMapping | None:
         if "=" not in pair:
             raise ConfigError("--map takes FIELD=COLUMN", value=pair)
         k, v = pair.split("=", 1)
-        data[k.strip()] = v.strip()
+        data[k.strip()] = v.strip() or None  # FIELD= (empty) unmaps the field
     if not data:
         return None
     if not isinstance(data, dict):
