@@ -9,6 +9,9 @@ Example:
     >>> f = compute_facts(s)
     >>> f.n_events.value == s.n_events
     True
+    >>> day = s.model_copy(update={"time_resolution": "day"})
+    >>> compute_facts(day).part_of_day.value, compute_facts(day).unknown["part_of_day"]
+    (None, 'the source records dates only (day resolution)')
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def compute_facts(session: Session, tz: str = "UTC") -> SessionFacts:
         pod = weekday = Fact[str | None](value=None)
 
     aggregates = {k: Fact(value=v) for k, v in session.aggregates.items()}
-    return SessionFacts(
+    facts = SessionFacts(
         n_events=Fact[int](value=len(ev), events=all_idx),
         **counts,
         duration_s=Fact[float](value=session.duration_s, events=[0, len(ev) - 1] if ev else []),
@@ -123,3 +126,21 @@ def compute_facts(session: Session, tz: str = "UTC") -> SessionFacts:
         start_hour=start_hour, part_of_day=pod, weekday=weekday,
         aggregates=aggregates,
     )
+    return _dates_only(facts, session) if session.time_resolution == "day" else facts
+
+
+DAY_ONLY = "the source records dates only (day resolution)"
+
+
+def _dates_only(f: SessionFacts, session: Session) -> SessionFacts:
+    """Facts of a day-resolution session: no time of day, no dwell times (they would be
+    invented from midnight timestamps); the weekday is the recorded date's."""
+    none_int, none_str = Fact[int | None](value=None), Fact[str | None](value=None)
+    none_float = Fact[float | None](value=None)
+    weekday = Fact[str | None](value=WEEKDAYS[session.events[0].timestamp.weekday()],
+                               events=[0]) if session.events else none_str
+    gone = ("start_hour", "part_of_day", "dwell_s", "dwell_median_s", "dwell_max_s")
+    return f.model_copy(update={
+        "start_hour": none_int, "part_of_day": none_str, "weekday": weekday,
+        "dwell_s": Fact[list[float]](value=[]), "dwell_median_s": none_float,
+        "dwell_max_s": none_float, "unknown": f.unknown | dict.fromkeys(gone, DAY_ONLY)})

@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field, ValidationError
 from behavior_rag.errors import BehaviorRagError, DataError
 from behavior_rag.evidence import same_value
 from behavior_rag.facts import compute_facts
+from behavior_rag.ingest.pseudonym import is_anonymous
 from behavior_rag.llm.base import ChatMessage, LLMBackend
 from behavior_rag.phrases import render_template
 from behavior_rag.resources import prompts_dir
@@ -219,6 +220,9 @@ def build_profile(user_id: str, sessions: Sequence[Session], *, llm: LLMBackend 
     now = now or max(e.timestamp for s in mine for e in s.events) if any(
         s.events for s in mine) else now
     facts, cannot = profile_facts(mine, now=now, predictions=predictions)
+    if is_anonymous(user_id):
+        cannot.insert(0, "the shopper across sessions: users are unknown for this source (no "
+                      "user ids; this profile is one session's anonymous user)")
     claims, dropped = _llm_claims(llm, user_id, facts) if llm is not None and hasattr(
         llm, "generate") else ([], 0)
     # The model's wording for facts it got right; templates for every fact it did not cover.

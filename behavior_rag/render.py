@@ -90,7 +90,8 @@ def facts_clauses(session: Session, facts: SessionFacts, tz: str = "UTC") -> lis
     start = session.start.astimezone(ZoneInfo(tz))
     clauses = [
         f"{f.n_events.value} events over {_span(f.duration_s.value)}",
-        f"{start:%a %Y-%m-%d %H:%M} {tz} ({f.part_of_day.value})",
+        f"{start:%a %Y-%m-%d %H:%M} {tz} ({f.part_of_day.value})" if f.part_of_day.value
+        else f"{session.start:%a %Y-%m-%d} (time of day unknown)",
         counts,
         f"items {f.distinct_items.value}, categories {f.distinct_categories.value}"
         + (f", brands {f.distinct_brands.value}" if f.distinct_brands.value else ""),

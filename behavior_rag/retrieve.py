@@ -14,11 +14,12 @@ Example:
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from behavior_rag.embed.base import Embedder
 from behavior_rag.errors import ConfigError
 from behavior_rag.index.base import Filter, SearchHit, SessionMeta, VectorIndex
+from behavior_rag.ingest.pseudonym import is_anonymous
 from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.types import Session
@@ -33,6 +34,8 @@ class Neighbor(BaseModel):
     score: float
     meta: SessionMeta
     text: str | None = None
+    user_known: bool = Field(True, description="False when the source has no user ids: the "
+                             "user is an anonymous stand-in for this one session.")
 
 
 def _neighbors(hits: list[SearchHit], with_text: bool) -> list[Neighbor]:
@@ -40,7 +43,8 @@ def _neighbors(hits: list[SearchHit], with_text: bool) -> list[Neighbor]:
     for h in hits:
         meta = h.meta if with_text else h.meta.model_copy(update={"text": None})
         out.append(Neighbor(id=h.id, session_id=meta.session_id, user_id=meta.user_id,
-                            score=h.score, meta=meta, text=h.meta.text if with_text else None))
+                            score=h.score, meta=meta, text=h.meta.text if with_text else None,
+                            user_known=not is_anonymous(meta.user_id)))
     return out
 
 

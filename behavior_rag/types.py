@@ -21,6 +21,8 @@ EVENT_TYPES: tuple[str, ...] = ("view", "search", "cart", "remove_from_cart", "f
 
 # Scalars only: attrs are rendered and stored as columns, never arbitrary objects.
 AttrValue = str | int | float | bool | None
+# How finely a source records times, detected at ingest ("day": dates only).
+TimeResolution = Literal["day", "second", "millisecond"]
 
 
 class Event(BaseModel):
@@ -60,6 +62,9 @@ class Session(BaseModel):
     aggregates: dict[str, AttrValue] = Field(default_factory=dict)
     label: str | None = None
     source: str | None = None
+    time_resolution: TimeResolution | None = Field(
+        None, description="How finely the source records times (detected at ingest); 'day': "
+        "times of day and dwell times are unknown, and facts that need them are None.")
 
     @model_validator(mode="after")
     def _ordered(self) -> Session:
@@ -159,6 +164,8 @@ class SessionFacts(BaseModel):
     history: dict[str, Fact] = Field(default_factory=dict, description="Cross-session facts "
                                      "(the user's earlier sessions, purchase propensities), "
                                      "when the classifier knows a history.")
+    unknown: dict[str, str] = Field(default_factory=dict, description="Facts the data cannot "
+                                    "support (their value is None or empty) -> why.")
 
     def as_dict(self) -> dict[str, Fact]:
         """Flat ``name -> Fact`` (aggregates under their own names)."""

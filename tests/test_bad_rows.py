@@ -91,6 +91,7 @@ def test_missing_required_column_is_a_clear_error(tmp_path, settings):
     with pytest.raises(ConfigError) as info:
         load_events(p, "generic", settings=settings)
     assert "user_id" in str(info.value) and "not in the file" in str(info.value)
+    assert "timestamp" in str(info.value) and "event_type" in str(info.value)
 
 
 def test_uci_bad_row_names_field(tmp_path):

@@ -14,13 +14,16 @@ from typing import Any, Optional
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 from behavior_rag.cli.common import HUMAN, emit, err, load_sessions, progress
 from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.formats import FORMATS
-from behavior_rag.ingest.load import load_events
-from behavior_rag.ingest.models import ColumnMapping
-from behavior_rag.ingest.store import write_store
+from behavior_rag.ingest.inspect import inspect_file
+from behavior_rag.ingest.load import check_gap, load_events
+from behavior_rag.ingest.models import ColumnMapping, ReadOptions
+from behavior_rag.ingest.sniff import parse_delimiter
+from behavior_rag.ingest.store import check_store_target, write_store
 from behavior_rag.render import render
 from behavior_rag.settings import Settings
 from behavior_rag.synth import generate
@@ -47,36 +50,94 @@ def _mapping(path: Path | None, pairs: list[str]) -> ColumnMapping | None:
         if "=" not in pair:
             raise ConfigError("--map takes FIELD=COLUMN", value=pair)
         k, v = pair.split("=", 1)
-        data[k.strip()] = v.strip()
+        data[k.strip()] = v.strip() or None  # FIELD= (empty) unmaps the field
     if not data:
         return None
+    if not isinstance(data, dict):
+        raise ConfigError("a mapping file holds FIELD: COLUMN pairs", file=str(path))
     try:
         return ColumnMapping.model_validate(data)
-    except Exception as e:  # pydantic.ValidationError: name the offending field
-        raise ConfigError(f"invalid column mapping: {e}", file=str(path) if path else None) from e
+    except ValidationError as e:  # name the offending field
+        first = e.errors()[0]
+        field = ".".join(map(str, first["loc"])) or None
+        hint = f" (fields: {', '.join(ColumnMapping.model_fields)})" \
+            if first["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"invalid column mapping: {field}: {first['msg']}{hint}",
+                          file=str(path) if path else None, field=field,
+                          value=str(first.get("input"))[:100]) from e
+
+
+def _read_options(delimiter: str | None, nulls: list[str], events_path: str | None = None
+                  ) -> ReadOptions:
+    """``--delimiter`` and ``--null TOKEN`` / ``--null COLUMN=TOKEN`` as read options."""
+    plain = [n for n in nulls if "=" not in n]
+    per_column: dict[str, list[str]] = {}
+    for n in nulls:
+        if "=" in n:
+            col, tok = n.split("=", 1)
+            if not col.strip():
+                raise ConfigError("--null takes TOKEN or COLUMN=TOKEN", field="null", value=n)
+            per_column.setdefault(col.strip(), []).append(tok.strip())
+    return ReadOptions(delimiter=parse_delimiter(delimiter) if delimiter is not None else None,
+                       null_values=[t.strip() for t in plain] if plain else None,
+                       column_nulls=per_column, events_path=events_path or None)
+
+
+def _check_args(mode: str | None, gap_minutes: str | None, out: Path | None) -> float | None:
+    """Validate the arguments before any reading; returns the gap in minutes (or None)."""
+    if mode not in (None, "strict", "lenient"):
+        raise ConfigError("mode must be strict or lenient", field="mode", value=mode)
+    gap = None
+    if gap_minutes is not None:
+        try:
+            gap = float(gap_minutes)
+        except ValueError as e:
+            raise ConfigError("the session gap must be a finite number of minutes > 0",
+                              field="gap_minutes", value=gap_minutes) from e
+        check_gap(gap)
+    if out is not None:
+        check_store_target(out)
+    return gap
 
 
 def ingest_cmd(
     path: Path = typer.Argument(..., help="Event log: CSV, JSONL, Parquet, or a built-in format."),
-    out: Path = typer.Option(..., "--out", "-o", help="Session store folder to write."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Session store folder to write."),
     fmt: str = typer.Option("auto", "--format", "-f",
                             help=f"auto or one of: {', '.join(sorted(FORMATS))}"),
     mode: Optional[str] = typer.Option(None, help="strict (default): any bad row fails the load, "
                                        "nothing written. lenient: skip bad rows, count reasons."),
-    gap_minutes: Optional[float] = typer.Option(None, help="Inactivity gap that splits sessions."),
+    gap_minutes: Optional[str] = typer.Option(None, help="Inactivity gap in minutes (> 0) that "
+                                              "splits sessions."),
     mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="YAML/JSON column mapping."),
     map_: list[str] = typer.Option([], "--map", help="FIELD=COLUMN, repeatable."),
+    delimiter: Optional[str] = typer.Option(None, help="CSV delimiter (default: sniffed); one "
+                                            "character or tab, comma, semicolon, pipe."),
+    null: list[str] = typer.Option([], "--null", help="TOKEN read as missing in every column "
+                                   "(replaces the default NA, null), or COLUMN=TOKEN; repeatable."),
+    events_path: Optional[str] = typer.Option(None, help="JSONL/Parquet column holding each "
+                                              "session's list of events (default: the only "
+                                              "list-of-objects column)."),
     no_pseudonymize: bool = typer.Option(False, "--no-pseudonymize",
                                          help="Keep raw user ids (not recommended)."),
+    inspect: bool = typer.Option(False, "--inspect", help="Only look at the file: type, "
+                                 "delimiter, columns, timestamp format and a proposed mapping "
+                                 "(YAML on stdout with --human); nothing is written."),
     human: bool = HUMAN,
 ) -> None:
     """Read an event log, sessionise it and write a parquet session store."""
-    if mode not in (None, "strict", "lenient"):
-        raise ConfigError("mode must be strict or lenient", field="mode", value=mode)
-    settings = _settings(gap_minutes, mode, False if no_pseudonymize else None)
+    gap = _check_args(mode, gap_minutes, out)
+    if inspect:
+        _inspect(path, fmt, _read_options(delimiter, null, events_path), human)
+        return
+    if out is None:
+        raise ConfigError("--out is required (the session store folder to write)", field="out")
+    settings = _settings(gap, mode, False if no_pseudonymize else None)
+    options = _read_options(delimiter, null, events_path)
     with progress("ingesting") as bar:
         task = bar.add_task("ingest", total=None)
-        result = load_events(path, fmt, mapping=_mapping(mapping_file, map_), settings=settings)
+        result = load_events(path, fmt, mapping=_mapping(mapping_file, map_), settings=settings,
+                             options=options)
         bar.update(task, total=1, completed=1)
     write_store(result.sessions, out, info={"ingest": result.report.model_dump()})
     report = result.report.model_dump() | {"store": str(out)}
@@ -86,8 +147,27 @@ def ingest_cmd(
                   f"events, {r.sessions} sessions, {r.users} users in {r.seconds}s -> {out}")
         if r.rows_skipped:
             err.print(f"skipped {r.rows_skipped} rows: {r.skipped_by_reason}")
+        if not r.users_known:
+            err.print(f"users unknown: {r.anonymous_sessions} session(s) without a user id got "
+                      "one anonymous user each")
     else:
         emit(report)
+
+
+def _inspect(path: Path, fmt: str, options: ReadOptions, human: bool) -> None:
+    ins = inspect_file(path, fmt, options)
+    if not human:
+        emit(ins.model_dump())
+        return
+    err.print(f"[bold]{ins.file}[/]: {ins.file_type}, format {ins.format}"
+              + (f", delimiter {ins.delimiter!r}" if ins.delimiter else "")
+              + (f", events in {ins.events_path!r}" if ins.events_path else "")
+              + f"; {ins.rows_sampled} rows sampled", soft_wrap=True)
+    for c in ins.columns:
+        err.print(f"  {c.name:<24} null {c.null_rate:>6.1%}  {c.distinct:>6} distinct  "
+                  f"e.g. {', '.join(c.samples[:3])}", soft_wrap=True, highlight=False)
+    err.print(f"timestamp format {ins.timestamp_format}, resolution {ins.timestamp_resolution}")
+    print(ins.mapping_yaml, end="")  # stdout: redirect it to a file, edit, pass --mapping
 
 
 def render_cmd(

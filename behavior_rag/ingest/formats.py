@@ -7,10 +7,13 @@ Example:
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.models import ColumnMapping, FormatSpec
+from behavior_rag.ingest.sniff import HEAD_LINES, file_type, head_lines, sniff_delimiter
 
 TAOBAO = FormatSpec(
     name="taobao",
@@ -50,6 +53,19 @@ CDNOW = FormatSpec(
 # UCI online shoppers: one aggregate row per session, no events (see ingest.uci).
 UCI = FormatSpec(name="uci", kind="aggregate", pseudonymize=False)
 
+# OTTO (otto-de/recsys-dataset): JSONL, one session per line with its events; no user ids, so
+# each session gets its own anonymous user. Timestamps are unix milliseconds.
+OTTO = FormatSpec(
+    name="otto",
+    file_type="jsonl",
+    events_path="events",
+    mapping=ColumnMapping(
+        session_id="session", timestamp="ts", event_type="type", item_id="aid",
+        timestamp_format="unix_ms",
+        type_map={"clicks": "view", "carts": "cart", "orders": "purchase"}, attrs=[],
+    ),
+)
+
 GENERIC = FormatSpec(
     name="generic",
     mapping=ColumnMapping(user_id="user_id", session_id="session_id", timestamp="timestamp",
@@ -57,7 +73,8 @@ GENERIC = FormatSpec(
                           brand="brand", price="price", query="query"),
 )
 
-FORMATS: dict[str, FormatSpec] = {f.name: f for f in (TAOBAO, REES46, CDNOW, UCI, GENERIC)}
+FORMATS: dict[str, FormatSpec] = {f.name: f for f in (TAOBAO, REES46, CDNOW, UCI, OTTO,
+                                                        GENERIC)}
 
 _HEADERS = {
     "taobao": {"user_id", "item_id", "category_id", "behavior_type", "timestamp"},
@@ -68,40 +85,66 @@ _HEADERS = {
 
 def detect_format(path: Path) -> FormatSpec:
     """Guess the format from the file's first line; 'generic' for our own column names."""
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return GENERIC.model_copy(update={"file_type": "parquet"})
-    if suffix in (".jsonl", ".ndjson"):
-        return GENERIC.model_copy(update={"file_type": "jsonl"})
-    try:
-        with path.open("rb") as f:
-            first = f.readline(4096).decode("utf-8", "replace").strip()
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}", file=str(path)) from e
-    cols = {c.strip() for c in first.split(",")}
+    head = head_lines(path, HEAD_LINES)
+    kind = file_type(path, head)
+    if kind == "jsonl" and head and _is_otto(head[0]):
+        return OTTO
+    if kind != "csv":
+        return GENERIC.model_copy(update={"file_type": kind})
+    first = head[0].strip() if head else ""
+    sep = sniff_delimiter(head)
+    cols = set(header_columns(first, sep))
     for name, needed in _HEADERS.items():
         if needed <= cols:
-            return FORMATS[name]
+            return FORMATS[name].model_copy(update={"separator": sep})
     tokens = first.split()
     if first.startswith("customer_id") or (tokens and len(tokens) in (4, 5)
                                            and all(t.replace(".", "").isdigit() for t in tokens)):
         return CDNOW
-    if {"user_id", "timestamp", "event_type"} <= cols:
-        return GENERIC
+    if {"timestamp", "event_type"} <= cols and cols & {"user_id", "session_id"}:
+        return GENERIC.model_copy(update={"separator": sep})
     raise ConfigError("cannot tell the format of this file: pass --format (taobao, rees46, cdnow, "
-                      "uci, generic) or a column mapping", file=str(path), header=first[:200])
+                      "uci, generic, otto) or a column mapping (--map FIELD=COLUMN or --mapping "
+                      "FILE; `behavior-rag ingest FILE --inspect` proposes one)", file=str(path),
+                      header=first[:200], delimiter=sep)
 
 
-def resolve_format(fmt: str | FormatSpec | None, path: Path) -> FormatSpec:
+def _is_otto(line: str) -> bool:
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    evs = rec.get("events") if isinstance(rec, dict) else None
+    return "session" in rec and isinstance(evs, list) and bool(evs) and isinstance(
+        evs[0], dict) and {"aid", "ts", "type"} <= set(evs[0])
+
+
+def header_columns(line: str, sep: str) -> list[str]:
+    """Column names of a header line split on ``sep`` (quotes and blanks stripped)."""
+    try:
+        cells = next(csv.reader([line], delimiter=sep))
+    except (csv.Error, StopIteration):
+        cells = line.split(sep)
+    return [c.strip() for c in cells]
+
+
+def resolve_format(fmt: str | FormatSpec | None, path: Path, *,
+                   mapping_given: bool = False) -> FormatSpec:
+    """The spec for ``--format fmt``: detected for ``auto`` (generic when a mapping is given
+    and nothing else fits), a built-in adapter by name, or ``fmt`` itself."""
     if isinstance(fmt, FormatSpec):
         return fmt
     if fmt in (None, "auto"):
-        return detect_format(path)
+        try:
+            return detect_format(path)
+        except ConfigError:
+            if not mapping_given:
+                raise
+            fmt = "generic"
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; known: {sorted(FORMATS)}", field="format",
                           value=fmt)
     spec = FORMATS[fmt]
-    if fmt == "generic" and path.suffix.lower() in (".parquet", ".pq", ".jsonl", ".ndjson"):
-        kind = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "jsonl"
-        spec = spec.model_copy(update={"file_type": kind})
+    if fmt == "generic":
+        spec = spec.model_copy(update={"file_type": file_type(path, head_lines(path, 1))})
     return spec

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,59 +20,98 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import ValidationError
 
+from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.formats import GENERIC, resolve_format
 from behavior_rag.ingest.models import (
+    CANONICAL_FIELDS,
     ColumnMapping,
     FormatSpec,
     IngestReport,
     IngestResult,
+    ReadOptions,
     RowError,
 )
-from behavior_rag.ingest.pseudonym import Pseudonymizer
-from behavior_rag.ingest.readers import ROW, read_raw, records_frame
+from behavior_rag.ingest.pseudonym import Pseudonymizer, assign_users
+from behavior_rag.ingest.readers import ROW, raise_bad_lines, read_source, records_frame
 from behavior_rag.ingest.report import raise_strict, reasons_per_row, row_errors
 from behavior_rag.ingest.sessionize import sessionize
 from behavior_rag.ingest.uci import load_uci
-from behavior_rag.ingest.validate import check_types, map_columns
+from behavior_rag.ingest.validate import (
+    check_types,
+    map_columns,
+    resolution_of,
+    unused_columns,
+)
 from behavior_rag.settings import Settings, default_settings
-from behavior_rag.types import Event, Session
+from behavior_rag.types import Event, Session, TimeResolution
 
 Mode = Literal["strict", "lenient"]
 
 
 def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,
                 mapping: ColumnMapping | None = None, settings: Settings | None = None,
-                mode: Mode | None = None) -> IngestResult:
+                mode: Mode | None = None, options: ReadOptions | None = None) -> IngestResult:
     """Read an event log (CSV, JSONL, Parquet, or a built-in format) into sessions.
 
-    ``strict`` (default) raises :class:`IngestError` on the first bad row — after checking every
-    row, so the error lists all problems — and returns nothing; ``lenient`` skips bad rows and
-    counts them per reason in ``result.report``.
+    ``mapping`` is laid over the detected format's mapping (or the generic one): only the
+    fields it sets change. ``options`` override the delimiter (sniffed by default) and the null
+    tokens. ``strict`` (default) raises :class:`IngestError` on the first bad row — after
+    checking every row, so the error lists all problems — and returns nothing; ``lenient`` skips
+    bad rows and counts them per reason in ``result.report``.
     """
     settings = settings or default_settings()
     path = Path(path)
-    spec = resolve_format(fmt, path)
-    if mapping is not None:
-        spec = spec.model_copy(update={"mapping": mapping})
+    check_gap(settings.ingest.session_gap_minutes)
+    spec = resolve_format(fmt, path, mapping_given=mapping is not None)
+    if options is not None:
+        spec = options.apply(spec)
     if spec.kind == "aggregate":
-
         return load_uci(path, settings=settings, mode=mode or settings.ingest.mode)
+    spec = with_mapping(spec, mapping)
     t0 = time.perf_counter()
-    raw = read_raw(path, spec)
-    return _from_raw(raw, spec, str(path), settings, mode or settings.ingest.mode, t0)
+    mode = mode or settings.ingest.mode
+    got = read_source(path, spec)
+    if got.bad_lines and mode == "strict":
+        raise_bad_lines(str(path), got.bad_lines)
+    check_user_columns(got.frame, mapping, str(path))
+    return _from_raw(got.frame, spec, str(path), settings, mode, t0, got.bad_lines)
+
+
+def with_mapping(spec: FormatSpec, mapping: ColumnMapping | None) -> FormatSpec:
+    """``spec`` with ``mapping`` merged into its own (or the generic) mapping, checked whole."""
+    if mapping is not None:
+        spec = spec.model_copy(update={"mapping": mapping.merged_into(
+            spec.mapping or GENERIC.mapping)})
+    assert spec.mapping is not None
+    lacking = spec.mapping.missing_fields()
+    if lacking:
+        raise ConfigError(f"the column mapping lacks {', '.join(lacking)}: add --map "
+                          f"FIELD=COLUMN (or a --mapping file)", field=lacking[0])
+    return spec
+
+
+def check_user_columns(raw: pl.DataFrame, mapping: ColumnMapping | None, file: str) -> None:
+    """A field the user mapped must name a column of the file (a typo is not silently unused)."""
+    cols = [c for c in raw.columns if c != ROW]
+    for f in sorted((mapping.model_fields_set if mapping else set()) & set(CANONICAL_FIELDS)):
+        srcs = mapping.sources(f)
+        if srcs and not any(c in cols for c in srcs):
+            raise ConfigError(f"--map {f}={','.join(srcs)}: no such column (columns: {cols})",
+                              file=file, field=f, value=",".join(srcs))
 
 def load_records(records: Iterable[Mapping[str, Any]], *, mapping: ColumnMapping | None = None,
                  settings: Settings | None = None, mode: Mode | None = None,
                  name: str = "<records>") -> IngestResult:
     """Like :func:`load_events` for in-memory dicts (generic column names unless ``mapping``)."""
     settings = settings or default_settings()
+    check_gap(settings.ingest.session_gap_minutes)
     t0 = time.perf_counter()
     raw = records_frame(records)
-    spec = GENERIC if mapping is None else GENERIC.model_copy(update={"mapping": mapping})
+    spec = with_mapping(GENERIC, mapping)
     return _from_raw(raw, spec, name, settings, mode or settings.ingest.mode, t0)
 
 def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings, mode: Mode,
-              t0: float) -> IngestResult:
+              t0: float, bad_lines: list[RowError] | None = None) -> IngestResult:
     assert spec.mapping is not None
     mapped = map_columns(raw, spec.mapping)
     typed, errors = check_types(mapped, spec.mapping)
@@ -81,27 +121,39 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
         raise_strict(file, errs, errors[ROW].n_unique(), max_reported)
     typed = typed.filter(~pl.col(ROW).is_in(errors[ROW].implode()))
 
-    if spec.pseudonymize and settings.ingest.pseudonymize and typed.height:
-        pseudo = Pseudonymizer.from_settings(settings)
-        users = typed["user_id"].unique().to_list()
-        typed = typed.with_columns(pl.col("user_id").replace_strict(
-            {u: pseudo(u) for u in users}, return_dtype=pl.Utf8))
+    pseudo = Pseudonymizer.from_settings(settings) if spec.pseudonymize and \
+        settings.ingest.pseudonymize and typed.height else None
+    typed, n_anon = assign_users(typed, pseudo)
     typed = sessionize(typed, settings.ingest.session_gap_minutes)
 
-    sessions, model_errors = _build_sessions(typed, source=spec.name)
+    resolution = resolution_of(typed["_ts"])
+    sessions, model_errors = _build_sessions(typed, spec.name, resolution)
     if model_errors:
         if mode == "strict":
             raise_strict(file, model_errors, len(model_errors), max_reported)
         errs += model_errors
+    errs = (bad_lines or []) + errs
     by_reason = reasons_per_row(errs)
     n_events = sum(s.n_events for s in sessions)
     report = IngestReport(
-        file=file, format=spec.name, mode=mode, rows_read=raw.height, rows_ok=n_events,
+        file=file, format=spec.name, mode=mode,
+        rows_read=raw.height + len(bad_lines or []), rows_ok=n_events,
         rows_skipped=sum(by_reason.values()), skipped_by_reason=by_reason,
         examples=errs[:max_reported], events=n_events,
         sessions=len(sessions), users=len({s.user_id for s in sessions}),
+        users_known=n_anon == 0, anonymous_sessions=n_anon, time_resolution=resolution,
+        unused_columns=unused_columns(raw, spec.mapping),
+        unknown_columns=sorted(spec.mapping.mapped_columns() - set(raw.columns)),
         seconds=round(time.perf_counter() - t0, 3))
     return IngestResult(sessions=sessions, report=report)
+
+def check_gap(gap_minutes: float) -> None:
+    """Raise :class:`ConfigError` unless the session gap is a finite number of minutes > 0."""
+    if not (isinstance(gap_minutes, (int, float)) and math.isfinite(gap_minutes)
+            and gap_minutes > 0):
+        raise ConfigError("the session gap must be a finite number of minutes > 0",
+                          field="gap_minutes", value=str(gap_minutes))
+
 
 def _attr_value(v: str) -> str | int | float:
     # Attributes arrive as text; numbers become numbers so facts and renders can use them.
@@ -114,7 +166,8 @@ def _attr_value(v: str) -> str | int | float:
         except ValueError:
             return v
 
-def _build_sessions(typed: pl.DataFrame, source: str) -> tuple[list[Session], list[RowError]]:
+def _build_sessions(typed: pl.DataFrame, source: str, resolution: TimeResolution | None
+                    ) -> tuple[list[Session], list[RowError]]:
     attr_cols = [c for c in typed.columns if c.startswith("a:")]
     cols = ["sid", ROW, "user_id", "_ts", "_type", "item_id", "category", "brand", "_price",
             "query", *attr_cols]
@@ -138,6 +191,7 @@ def _build_sessions(typed: pl.DataFrame, source: str) -> tuple[list[Session], li
             continue
         grouped.setdefault(r["sid"], []).append(ev)
         users[r["sid"]] = r["user_id"]
-    sessions = [Session(session_id=sid, user_id=users[sid], events=evs, source=source)
+    sessions = [Session(session_id=sid, user_id=users[sid], events=evs, source=source,
+                        time_resolution=resolution)
                 for sid, evs in sorted(grouped.items(), key=lambda kv: order[kv[0]])]
     return sessions, errors

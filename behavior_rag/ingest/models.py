@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from typing import Literal
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from behavior_rag.types import EVENT_TYPES, Session
+from behavior_rag.types import EVENT_TYPES, Session, TimeResolution
 
+ROW = "__row"  # the 1-based data row column every reader adds
 CANONICAL_FIELDS = ("user_id", "session_id", "timestamp", "event_type", "item_id", "category",
                     "brand", "price", "query")
-REQUIRED_FIELDS = ("user_id", "timestamp", "event_type")
+# user_id is required unless the row has a session id (session-only logs: one anonymous user
+# per session).
+REQUIRED_FIELDS = ("timestamp", "event_type")
+DEFAULT_NULLS = ("NA", "null")
 
 
 class ColumnMapping(BaseModel):
@@ -26,12 +31,15 @@ class ColumnMapping(BaseModel):
     A field may name several columns: the first non-empty one wins (REES46's readable
     ``category_code`` falls back to ``category_id``). ``event_type`` may be a constant via
     ``event_type_constant`` for logs that hold one kind of event (CDNOW: purchases).
+    ``user_id`` may be left out for session-only logs: each session then gets its own
+    pseudonymous user, and the report says users are unknown. A mapping built from a few
+    fields (``--map``) is laid over the detected or generic one (:meth:`merged_into`).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str | list[str]
-    timestamp: str | list[str]
+    user_id: str | list[str] | None = None
+    timestamp: str | list[str] | None = None
     event_type: str | list[str] | None = None
     event_type_constant: Literal["view", "search", "cart", "remove_from_cart", "fav",
                                  "purchase"] | None = None
@@ -64,6 +72,28 @@ class ColumnMapping(BaseModel):
     def mapped_columns(self) -> set[str]:
         return {c for f in CANONICAL_FIELDS for c in self.sources(f)}
 
+    def merged_into(self, base: ColumnMapping) -> ColumnMapping:
+        """``base`` with the fields set here replacing its own; a column this mapping claims
+        is dropped from the base's other fields (so it is never read twice)."""
+        mine = {f: getattr(self, f) for f in self.model_fields_set}
+        claimed = {c for f in self.model_fields_set & set(CANONICAL_FIELDS)
+                   for c in self.sources(f)}
+        update = {}
+        for f in set(CANONICAL_FIELDS) - self.model_fields_set:
+            kept = [c for c in base.sources(f) if c not in claimed]
+            if kept != base.sources(f):
+                update[f] = kept or None
+        return base.model_copy(update=update | mine)
+
+    def missing_fields(self) -> list[str]:
+        """Fields every mapping needs but this one lacks."""
+        out = [] if self.timestamp else ["timestamp"]
+        if not (self.event_type or self.event_type_constant):
+            out.append("event_type")
+        if not (self.user_id or self.session_id):
+            out.append("user_id or session_id")
+        return out
+
 
 class FormatSpec(BaseModel):
     """How to read one source format: file type, parsing options and the column mapping."""
@@ -73,23 +103,67 @@ class FormatSpec(BaseModel):
     name: str
     file_type: Literal["csv", "jsonl", "parquet", "whitespace"] = "csv"
     kind: Literal["events", "aggregate"] = "events"
-    separator: str = ","
+    separator: str | None = Field(None, description="CSV delimiter; None: sniffed from the head.")
+    null_values: list[str] = Field(default_factory=lambda: list(DEFAULT_NULLS), description=
+                                   "Cell values read as missing in every column (blank always is).")
+    column_nulls: dict[str, list[str]] = Field(default_factory=dict, description="Extra missing-"
+                                               "value tokens for one column each.")
     has_header: bool = True
     columns: list[str] | None = Field(None, description="Column names for headerless files; for "
                                       "'whitespace' files, keyed by field count via alt_columns.")
     alt_columns: dict[int, list[str]] = Field(default_factory=dict)
+    events_path: str | None = Field(None, description="JSONL/Parquet column holding each "
+                                    "session's list of events (exploded to one row per event); "
+                                    "None: the only list-of-objects column, if any.")
     mapping: ColumnMapping | None = None
     pseudonymize: bool = True
+
+
+class ReadOptions(BaseModel):
+    """How to read one file beyond its format (the CLI's ``--delimiter``, ``--null``).
+
+    ``null_values`` None keeps the format's tokens (``NA``, ``null``; blank is always missing).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    delimiter: str | None = None
+    null_values: list[str] | None = None
+    column_nulls: dict[str, list[str]] = Field(default_factory=dict)
+    events_path: str | None = None
+
+    def apply(self, spec: FormatSpec) -> FormatSpec:
+        """``spec`` with these options laid over it."""
+        update: dict = {"column_nulls": spec.column_nulls | self.column_nulls}
+        if self.delimiter is not None:
+            update["separator"] = self.delimiter
+        if self.null_values is not None:
+            update["null_values"] = self.null_values
+        if self.events_path is not None:
+            update["events_path"] = self.events_path
+        return spec.model_copy(update=update)
 
 
 class RowError(BaseModel):
     """One rejected row: where, which field, what value, why."""
 
     row: int = Field(description="1-based data row (header not counted).")
+    line: int | None = Field(None, description="1-based line of the file, for lines that "
+                             "could not be read at all (reason 'malformed_line').")
     field: str
     value: str | None
     reason: str
     message: str
+
+
+class RawRead(BaseModel):
+    """A file read as text: every column Utf8 plus ``__row``, and the lines that could not be
+    read (a stray quote, an extra field, bad JSON), each naming its line."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    frame: pl.DataFrame
+    bad_lines: list[RowError] = Field(default_factory=list)
 
 
 class IngestReport(BaseModel):
@@ -106,6 +180,16 @@ class IngestReport(BaseModel):
     events: int = 0
     sessions: int = 0
     users: int = 0
+    users_known: bool = Field(True, description="False when the log has no user ids (for some "
+                              "or all rows): those sessions each got their own anonymous user "
+                              "('anon_…'), so profiles and similar users say nothing about people.")
+    anonymous_sessions: int = 0
+    time_resolution: TimeResolution | None = Field(None, description="How finely the file "
+                                                   "records times: day, second or millisecond.")
+    unused_columns: list[str] = Field(default_factory=list, description="File columns neither "
+                                      "mapped nor kept in attrs.")
+    unknown_columns: list[str] = Field(default_factory=list, description="Columns the mapping "
+                                       "names that the file does not have.")
     seconds: float = 0.0
 
 

@@ -8,6 +8,8 @@ Example:
     >>> p = Pseudonymizer(b"secret")
     >>> p("12345") == p("12345"), p("12345").startswith("u_")
     (True, True)
+    >>> is_anonymous(p.anonymous("session 7")), is_anonymous(p("12345"))
+    (True, False)
 """
 
 from __future__ import annotations
@@ -17,8 +19,17 @@ import hmac
 import secrets
 from pathlib import Path
 
+import polars as pl
+
 from behavior_rag.atomic import create_file_once
 from behavior_rag.settings import Settings
+
+ANON_PREFIX = "anon_"
+
+
+def is_anonymous(user_id: str) -> bool:
+    """Whether ``user_id`` stands for one session of a log without user ids (users unknown)."""
+    return user_id.startswith(ANON_PREFIX)
 
 
 class Pseudonymizer:
@@ -35,6 +46,10 @@ class Pseudonymizer:
             out = self._cache[raw] = "u_" + digest.hexdigest()[:16]
         return out
 
+    def anonymous(self, session_id: str) -> str:
+        """The user of one session of a log without user ids: ``anon_<16 hex>``, keyed."""
+        return ANON_PREFIX + self("session\x00" + session_id)[2:]
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Pseudonymizer:
         key = settings.ingest.pseudonym_key
@@ -50,3 +65,26 @@ def _installation_key(home: Path) -> bytes:
     # if another process created the key first, theirs is used
     create_file_once(path, secrets.token_bytes(32).hex(), mode=0o600)
     return bytes.fromhex(path.read_text().strip())
+
+
+def assign_users(typed: pl.DataFrame, pseudo: Pseudonymizer | None) -> tuple[pl.DataFrame, int]:
+    """Pseudonymise ``user_id`` (``pseudo`` None keeps raw ids); a row without a user id takes
+    its session's user, or else one anonymous user per session. Returns the frame and the
+    number of sessions with an anonymous user."""
+    sid = pl.col("session_id")
+    user = pl.when(sid.is_null()).then(pl.col("user_id")) \
+        .otherwise(pl.col("user_id").fill_null(pl.col("user_id").max().over("session_id")))
+    typed = typed.with_columns(user.alias("user_id"))
+    anon = pl.col("user_id").is_null()
+    anon_sids = typed.filter(anon)["session_id"].unique().to_list()
+    if pseudo is None:
+        fake = pl.lit(ANON_PREFIX) + sid
+        real = pl.col("user_id")
+    else:
+        users = typed["user_id"].drop_nulls().unique().to_list()
+        fake = sid.replace_strict({s: pseudo.anonymous(s) for s in anon_sids}, default=None,
+                                  return_dtype=pl.Utf8)
+        real = pl.col("user_id").replace_strict({u: pseudo(u) for u in users}, default=None,
+                                                return_dtype=pl.Utf8)
+    typed = typed.with_columns(pl.when(anon).then(fake).otherwise(real).alias("user_id"))
+    return typed, len(anon_sids)

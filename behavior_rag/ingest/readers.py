@@ -15,35 +15,87 @@ from typing import Any
 import polars as pl
 
 from behavior_rag.errors import IngestError
-from behavior_rag.ingest.models import FormatSpec
+from behavior_rag.ingest.lines import scan_csv
+from behavior_rag.ingest.models import ROW, FormatSpec, RawRead, RowError
+from behavior_rag.ingest.nested import (
+    as_text,
+    auto_events_path,
+    auto_list_column,
+    cell,
+    explode_frame,
+    explode_records,
+)
+from behavior_rag.ingest.sniff import BOM, head_lines, sniff_delimiter
 
-ROW = "__row"
+__all__ = ["ROW", "null_tokens", "raise_bad_lines", "read_raw", "read_source", "records_frame"]
 
 
-def read_raw(path: Path, spec: FormatSpec) -> pl.DataFrame:
-    """Read ``path`` as ``spec`` says; every column Utf8, plus ``__row``."""
+def read_raw(path: Path, spec: FormatSpec, limit: int | None = None) -> pl.DataFrame:
+    """Read ``path`` as ``spec`` says; every column Utf8, plus ``__row``. ``limit``: only the
+    first rows (lines, for nested JSONL), for a look at the file. A line that cannot be read
+    at all raises :class:`IngestError` naming it (see :func:`read_source` to skip such lines)."""
+    got = read_source(path, spec, limit)
+    if got.bad_lines:
+        raise_bad_lines(str(path), got.bad_lines)
+    return got.frame
+
+
+def read_source(path: Path, spec: FormatSpec, limit: int | None = None) -> RawRead:
+    """Like :func:`read_raw`, returning the lines that could not be read instead of raising."""
     if not path.is_file():
-        raise IngestError("file not found", file=str(path))
+        raise IngestError("file not found" if not path.is_dir() else
+                          "is a folder, not a file", file=str(path))
+    bad: list[RowError] = []
     try:
         if spec.file_type == "csv":
-            df = pl.read_csv(path, infer_schema=False, separator=spec.separator,
-                             has_header=spec.has_header, new_columns=spec.columns,
-                             encoding="utf8-lossy",
-                             raise_if_empty=False)
+            got = _read_csv(path, spec, limit)
+            df, bad = got.frame, got.bad_lines
         elif spec.file_type == "whitespace":
             df = _read_whitespace(path, spec)
         elif spec.file_type == "jsonl":
-            df = _read_jsonl(path)
+            got = _read_jsonl(path, spec, limit)
+            df, bad = got.frame, got.bad_lines
         else:
-            df = pl.read_parquet(path)
-            df = df.select(pl.all().cast(pl.Utf8))
+            df = _read_parquet(path, spec, limit)
     except IngestError:
         raise
     except (pl.exceptions.PolarsError, OSError, ValueError) as e:
         raise IngestError(f"cannot parse {spec.file_type} file: {e}", file=str(path)) from e
-    # Blank cells mean "missing" in every format we read.
-    df = df.with_columns(pl.col(c).str.strip_chars().replace("", None) for c in df.columns)
-    return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    if ROW not in df.columns:
+        df = df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    return RawRead(frame=null_tokens(df, spec.null_values, spec.column_nulls), bad_lines=bad)
+
+
+def raise_bad_lines(file: str, bad: list[RowError]) -> None:
+    """Raise the first unreadable line, listing them all (strict mode)."""
+    first = bad[0]
+    raise IngestError(f"{first.message} ({len(bad)} unreadable line(s); nothing was written — "
+                      "fix them or use --mode lenient to skip them)", file=file, row=first.row,
+                      line=first.line, value=first.value, reason=first.reason,
+                      field=None if first.field == "<line>" else first.field,
+                      errors=[e.model_dump() for e in bad[:50]], error_count=len(bad))
+
+
+def _read_csv(path: Path, spec: FormatSpec, limit: int | None) -> RawRead:
+    sep = spec.separator or sniff_delimiter(head_lines(path))
+    try:
+        return RawRead(frame=pl.read_csv(
+            path, infer_schema=False, separator=sep, has_header=spec.has_header,
+            new_columns=spec.columns, n_rows=limit, encoding="utf8-lossy", raise_if_empty=False))
+    except pl.exceptions.PolarsError:
+        # A malformed line (stray quote, extra field): read line by line to name it.
+        return scan_csv(path, sep, spec.has_header, spec.columns, limit)
+
+
+def null_tokens(df: pl.DataFrame, tokens: list[str], per_column: dict[str, list[str]]
+                ) -> pl.DataFrame:
+    """Strip cells; blank cells and the null tokens (all columns, plus per column) become null."""
+    def one(c: str) -> pl.Expr:
+        nulls = ["", *tokens, *per_column.get(c, [])]
+        v = pl.col(c).str.strip_chars()
+        return pl.when(v.is_in(nulls)).then(None).otherwise(v).alias(c)
+
+    return df.with_columns(one(c) for c in df.columns if c != ROW)
 
 
 def records_frame(records: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
@@ -110,21 +162,70 @@ def _read_whitespace(path: Path, spec: FormatSpec) -> pl.DataFrame:
     )
 
 
-def _read_jsonl(path: Path) -> pl.DataFrame:
+def _read_jsonl(path: Path, spec: FormatSpec, limit: int | None = None) -> RawRead:
+    records, bad = _jsonl_records(path, limit)
+    nested = spec.events_path or (auto_events_path(records[0][1]) if records else None)
+    if nested is None:
+        frame = records_frame(
+            {k: v if not isinstance(v, (dict, list)) else cell(v) for k, v in rec.items()}
+            for _, rec in records)
+        # a flat JSONL row is its line
+        return RawRead(frame=frame.with_columns(pl.Series(ROW, [i for i, _ in records],
+                                                          dtype=pl.Int64)), bad_lines=bad)
+    if spec.events_path and records and not any(spec.events_path in r for _, r in records):
+        raise IngestError(f"no field {spec.events_path!r} to take events from (fields: "
+                          f"{sorted(records[0][1])})", file=str(path), field="events_path",
+                          value=spec.events_path)
+    good = []
+    for line, rec in records:
+        evs = rec.get(nested)
+        if evs is not None and not (isinstance(evs, list)
+                                    and all(isinstance(e, dict) for e in evs)):
+            bad.append(_bad_line(line, f"{nested!r} must be a list of event objects",
+                                 cell(evs) or "", field=nested))
+        else:
+            good.append(rec)
+    return RawRead(frame=explode_records(good, nested), bad_lines=sorted(bad, key=lambda e: e.line
+                                                                         or 0))
+
+
+def _bad_line(line: int, message: str, text: str, field: str = "<line>") -> RowError:
+    return RowError(row=line, line=line, field=field, value=text[:200], reason="malformed_line",
+                    message=f"line {line}: {message}")
+
+
+def _jsonl_records(path: Path, limit: int | None = None
+                   ) -> tuple[list[tuple[int, dict[str, Any]]], list[RowError]]:
     # Parse line by line with json so a bad line is reported with its number, not as a frame error.
-    records = []
+    records, bad = [], []
     with path.open("rb") as f:
         for i, raw in enumerate(f, start=1):
-            line = raw.decode("utf-8", "replace").strip()
+            line = raw.decode("utf-8", "replace").strip().lstrip(BOM)
             if not line:
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise IngestError(f"invalid JSON: {e.msg}", file=str(path), row=i,
-                                  value=line[:60]) from e
+                bad.append(_bad_line(i, f"invalid JSON: {e.msg}", line))
+                continue
+            except RecursionError:
+                bad.append(_bad_line(i, "JSON nested too deeply", line))
+                continue
             if not isinstance(rec, dict):
-                raise IngestError("each JSONL line must be an object", file=str(path), row=i)
-            records.append({k: v if not isinstance(v, (dict, list)) else json.dumps(v)
-                            for k, v in rec.items()})
-    return records_frame(records).drop(ROW)
+                bad.append(_bad_line(i, "each JSONL line must be an object", line))
+                continue
+            records.append((i, rec))
+            if limit is not None and len(records) >= limit:
+                break
+    return records, bad
+
+
+def _read_parquet(path: Path, spec: FormatSpec, limit: int | None = None) -> pl.DataFrame:
+    df = pl.read_parquet(path, n_rows=limit)
+    nested = spec.events_path or auto_list_column(df)
+    if nested is not None:
+        if nested not in df.columns:
+            raise IngestError(f"no column {nested!r} to take events from (columns: "
+                              f"{df.columns})", file=str(path), field=nested)
+        df = explode_frame(df, nested)
+    return as_text(df)

@@ -29,10 +29,11 @@ def raise_strict(file: str, errs: list[RowError], n_rows: int, max_reported: int
 
 
 def reasons_per_row(errs: list[RowError]) -> dict[str, int]:
-    """Skipped rows per reason; a row with several problems counts once, under its first."""
-    first: dict[int, str] = {}
+    """Skipped rows per reason; a row with several problems counts once, under its first
+    (an unreadable line counts once, as ``malformed_line``)."""
+    first: dict[tuple[int | None, int], str] = {}
     for e in errs:
-        first.setdefault(e.row, e.reason)
+        first.setdefault((e.line, e.row), e.reason)
     out: dict[str, int] = {}
     for reason in first.values():
         out[reason] = out.get(reason, 0) + 1

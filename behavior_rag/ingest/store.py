@@ -33,7 +33,7 @@ EVENT_SCHEMA = {"session_id": pl.Utf8, "idx": pl.Int32, "user_id": pl.Utf8,
                 "category": pl.Utf8, "brand": pl.Utf8, "price": pl.Float64, "query": pl.Utf8,
                 "attrs": pl.Utf8}
 SESSION_SCHEMA = {"session_id": pl.Utf8, "user_id": pl.Utf8, "label": pl.Utf8, "source": pl.Utf8,
-                  "n_events": pl.Int32, "aggregates": pl.Utf8}
+                  "n_events": pl.Int32, "aggregates": pl.Utf8, "time_resolution": pl.Utf8}
 
 
 class StoreManifest(BaseModel):
@@ -65,7 +65,8 @@ def write_store(sessions: list[Session], path: str | Path, info: dict[str, Any] 
         "label": [s.label for s in sessions], "source": [s.source for s in sessions],
         "n_events": [s.n_events for s in sessions],
         "aggregates": [json.dumps(s.aggregates, sort_keys=True) if s.aggregates else None
-                       for s in sessions]}, schema=SESSION_SCHEMA)
+                       for s in sessions],
+        "time_resolution": [s.time_resolution for s in sessions]}, schema=SESSION_SCHEMA)
     labels: dict[str, int] = {}
     for s in sessions:
         if s.label is not None:
@@ -73,15 +74,26 @@ def write_store(sessions: list[Session], path: str | Path, info: dict[str, Any] 
     manifest = StoreManifest(sessions=len(sessions), events=events.height,
                              users=len({s.user_id for s in sessions}), labels=labels,
                              created=datetime.now(timezone.utc), info=info or {})
-    if path.exists() and not (path / "manifest.json").exists() and \
-            (not path.is_dir() or any(path.iterdir())):
-        raise StoreError("refusing to replace a folder that is not a session store",
-                         file=str(path))
+    check_store_target(path)
     with replace_dir(path) as tmp:
         events.write_parquet(tmp / "events.parquet")
         sess.write_parquet(tmp / "sessions.parquet")
         (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2))
     return manifest
+
+
+def check_store_target(path: str | Path) -> None:
+    """Raise :class:`StoreError` unless ``path`` can become a store: absent (below folders),
+    an empty folder, or a store folder (which is then replaced)."""
+    path = Path(path)
+    up = next((p for p in (path, *path.parents) if p.exists()), None)
+    if up is not None and not up.is_dir():
+        what = "is a file" if up == path else f"is inside {str(up)!r}, which is a file"
+        raise StoreError(f"the store path {what}: give a folder (new, empty, or a session store)",
+                         file=str(path), field="out")
+    if path.is_dir() and not (path / "manifest.json").exists() and any(path.iterdir()):
+        raise StoreError("refusing to replace a folder that is not a session store",
+                         file=str(path), field="out")
 
 
 def read_store(path: str | Path) -> list[Session]:
@@ -106,7 +118,8 @@ def read_store(path: str | Path) -> list[Session]:
                 price=r["price"], query=r["query"], attrs=attrs))
         return [Session(session_id=r["session_id"], user_id=r["user_id"], label=r["label"],
                         source=r["source"], events=by_session.get(r["session_id"], []),
-                        aggregates=json.loads(r["aggregates"]) if r["aggregates"] else {})
+                        aggregates=json.loads(r["aggregates"]) if r["aggregates"] else {},
+                        time_resolution=r.get("time_resolution"))  # absent in older stores
                 for r in sess.iter_rows(named=True)]
     except (ValidationError, json.JSONDecodeError) as e:
         raise StoreError(f"store holds invalid data: {e}", file=str(path)) from e

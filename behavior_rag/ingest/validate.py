@@ -12,7 +12,7 @@ import polars as pl
 from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.models import CANONICAL_FIELDS, REQUIRED_FIELDS, ColumnMapping
 from behavior_rag.ingest.readers import ROW
-from behavior_rag.types import EVENT_TYPES
+from behavior_rag.types import EVENT_TYPES, TimeResolution
 
 ERROR_SCHEMA = {ROW: pl.Int64, "field": pl.Utf8, "value": pl.Utf8, "reason": pl.Utf8,
                 "message": pl.Utf8}
@@ -21,15 +21,14 @@ REPLACEMENT_CHAR = "\ufffd"
 
 def map_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> pl.DataFrame:
     """Raw frame -> frame with canonical string columns (+ ``attrs`` columns prefixed ``a:``)."""
-    missing = [c for c in mapping.mapped_columns() if c not in raw.columns]
-    required_missing = [
-        f for f in REQUIRED_FIELDS
-        if mapping.sources(f) and not any(c in raw.columns for c in mapping.sources(f))
-    ]
-    if required_missing:
-        f = required_missing[0]
-        raise ConfigError(f"column {mapping.sources(f)} for required field {f!r} is not in the "
-                          f"file (columns: {[c for c in raw.columns if c != ROW]})", field=f)
+    present = [c for c in raw.columns if c != ROW]
+    lacking = [f for f in ("user_id", *REQUIRED_FIELDS) if not _has_source(f, mapping, present)]
+    if lacking:
+        raise ConfigError(
+            f"the column(s) for required field(s) {lacking} are not in the file (looked for "
+            f"{ {f: mapping.sources(f) for f in lacking} }; columns: {present})"
+            + ("; a log without user ids needs a session id column" if "user_id" in lacking
+               else "") + ". Map them with --map FIELD=COLUMN", field=lacking[0])
     exprs = [pl.col(ROW)]
     for field in CANONICAL_FIELDS:
         cols = [c for c in mapping.sources(field) if c in raw.columns]
@@ -39,19 +38,37 @@ def map_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> pl.DataFrame:
             exprs.append(pl.coalesce(pl.col(c) for c in cols).alias(field))
         else:
             exprs.append(pl.lit(None, pl.Utf8).alias(field))
-    if mapping.attrs == "rest":
-        attr_cols = [c for c in raw.columns if c != ROW and c not in mapping.mapped_columns()]
-    else:
-        attr_cols = [c for c in mapping.attrs if c in raw.columns]
-    exprs += [pl.col(c).alias(f"a:{c}") for c in attr_cols]
-    del missing  # optional columns may be absent; only required ones are fatal
+    exprs += [pl.col(c).alias(f"a:{c}") for c in attr_columns(present, mapping)]
     return raw.select(exprs)
+
+
+def _has_source(f: str, mapping: ColumnMapping, present: list[str]) -> bool:
+    if f == "event_type" and mapping.event_type_constant:
+        return True
+    found = any(c in present for c in mapping.sources(f))
+    if f == "user_id":  # no user column but a session id: one anonymous user per session
+        return found or any(c in present for c in mapping.sources("session_id"))
+    return found
+
+
+def attr_columns(columns: list[str], mapping: ColumnMapping) -> list[str]:
+    """The file's columns kept in ``Event.attrs``."""
+    if mapping.attrs == "rest":
+        return [c for c in columns if c not in mapping.mapped_columns()]
+    return [c for c in mapping.attrs if c in columns]
+
+
+def unused_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> list[str]:
+    """The file's columns that feed no field and no attribute (reported, never an error)."""
+    cols = [c for c in raw.columns if c != ROW]
+    used = mapping.mapped_columns() | set(attr_columns(cols, mapping))
+    return [c for c in cols if c not in used]
 
 
 def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Typed frame (timestamp as UTC datetime, price as float) and the row errors found."""
     text_cols = [c for c in df.columns if c != ROW]
-    ts = _parse_timestamp(pl.col("timestamp"), mapping.timestamp_format)
+    ts = parse_timestamp(pl.col("timestamp"), mapping.timestamp_format)
     etype = pl.col("event_type").replace(mapping.type_map) if mapping.type_map \
         else pl.col("event_type")
     typed = df.with_columns(
@@ -63,6 +80,8 @@ def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame,
     for c in text_cols:
         checks.append((c, pl.col(c).str.contains(REPLACEMENT_CHAR, literal=True),
                        "invalid_utf8", "contains bytes that are not valid UTF-8"))
+    checks.append(("user_id", pl.col("user_id").is_null() & pl.col("session_id").is_null(),
+                   "missing", "required field 'user_id' is empty and the row has no session id"))
     for f in REQUIRED_FIELDS:
         checks.append((f, pl.col(f).is_null(), "missing", f"required field {f!r} is empty"))
     checks += [
@@ -92,11 +111,23 @@ def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame,
     return typed, errors
 
 
-def _parse_timestamp(col: pl.Expr, fmt: str) -> pl.Expr:
+def parse_timestamp(col: pl.Expr, fmt: str) -> pl.Expr:
+    """Text -> UTC datetime (ms) in ``fmt``; null where it does not parse or is out of range."""
     out = _parse_any(col, fmt)
     # Years outside 1970..2100 are almost always a unit mix-up (ms read as s) or garbage, and
     # far-out years cannot even become Python datetimes.
     return pl.when(out.dt.year().is_between(1970, 2100)).then(out).otherwise(None)
+
+
+def resolution_of(ts: pl.Series) -> TimeResolution | None:
+    """``day`` when every time is midnight UTC, ``millisecond`` when some carry milliseconds,
+    else ``second``; None for no times."""
+    ts = ts.drop_nulls()
+    if ts.is_empty():
+        return None
+    if (ts.dt.truncate("1d") == ts).all():
+        return "day"
+    return "millisecond" if (ts.dt.millisecond() != 0).any() else "second"
 
 
 def _parse_any(col: pl.Expr, fmt: str) -> pl.Expr:
