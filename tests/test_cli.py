@@ -13,10 +13,11 @@ import pytest
 from tests.conftest import DATA, TAOBAO, need
 
 
-def run(*args: str, env_extra: dict | None = None, cwd: Path | None = None):
+def run(*args: str, env_extra: dict | None = None, cwd: Path | None = None,
+        timeout: float = 300):
     env = os.environ | (env_extra or {})
     return subprocess.run([sys.executable, "-m", "behavior_rag.cli", *args], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=cwd)
+                          text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 @pytest.fixture()
@@ -74,7 +75,8 @@ def demo_env(env, embed_home) -> dict:
 
 
 def test_demo_on_real_data(demo_env, tmp_path):
-    p = run("demo", "--json", "--index", str(tmp_path / "ix"), env_extra=demo_env)
+    # the whole demo (ingest, index, fit with the LLM cascade, service): minutes on 2 cores
+    p = run("demo", "--json", "--index", str(tmp_path / "ix"), env_extra=demo_env, timeout=900)
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert "Taobao" in d["source"] and d["sessions"] > 5_000 and len(d["examples"]) == 3
