@@ -161,8 +161,14 @@ def contribution_evidence(contrib: Mapping[str, float], facts: SessionFacts, *, 
         (['n_view'], ['n_cart'])
     """
     ranked = sorted(contrib.items(), key=lambda kv: -abs(kv[1]))
-    ev = [e for e in (_item(n, facts, round(c, 4)) for n, c in ranked if c >= min_abs)
-          if e is not None][:top]
-    against = [e for e in (_item(n, facts, round(c, 4)) for n, c in ranked if c <= -min_abs)
-               if e is not None][:top_against]
-    return ev, against
+
+    def first(sign: int, n: int) -> list[Evidence]:
+        out: list[Evidence] = []  # built lazily: phrases are rendered for the kept ones only
+        for name, c in ranked:
+            if len(out) == n:
+                break
+            if sign * c >= min_abs and (e := _item(name, facts, round(c, 4))) is not None:
+                out.append(e)
+        return out
+
+    return first(1, top), first(-1, top_against)

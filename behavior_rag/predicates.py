@@ -24,7 +24,7 @@ from __future__ import annotations
 import operator
 import re
 import typing
-from functools import cache
+from functools import cache, lru_cache
 
 from pydantic import BaseModel
 
@@ -90,6 +90,7 @@ def _known(name: str) -> str:
     return name
 
 
+@lru_cache(maxsize=4096)
 def parse_predicate(text: str) -> Predicate:
     """``"n_cart >= 1"`` -> :class:`Predicate`; ValueError saying what is wrong."""
     m = _FORM.match(text or "")

@@ -176,7 +176,12 @@ class SessionFacts(BaseModel):
         return out
 
     def get(self, name: str) -> Fact | None:
-        return self.as_dict().get(name)
+        # the hot path of evidence checks: no flat dict per lookup (same precedence as as_dict)
+        for extra in (self.history, self.aggregates):
+            if name in extra:
+                return extra[name]
+        v = getattr(self, name, None) if name in type(self).model_fields else None
+        return v if isinstance(v, Fact) else None
 
 
 class Evidence(BaseModel):
