@@ -217,3 +217,23 @@ def test_gpu_search_matches_cpu():
     a = [[h.id for h in r] for r in cpu.search(x[:20], 10)]
     b = [[h.id for h in r] for r in gpu.search(x[:20], 10)]
     assert a == b and gpu.vectors_._gpu is not None
+
+
+def test_the_knn_filter_fast_path_matches_a_full_scan():
+    from behavior_rag.index.base import Filter, SessionMeta
+    from behavior_rag.index.metadata import MetadataStore
+
+    store = MetadataStore()
+    for i in range(60):
+        store.put(SessionMeta(id=1000 - i * 7, session_id=f"s{i}", user_id=f"u{i % 9}",
+                              label=None if i % 4 == 0 else "a"))
+    f = store.frame()
+    for users, sessions in (([], []), (["u3"], []), (["u3", "u5"], ["s10", "s0"]),
+                            (["nobody"], ["s1"])):
+        expect = f.filter(f["label"].is_not_null() & ~f["user_id"].is_in(users)
+                          & ~f["session_id"].is_in(sessions))["id"].sort().to_list()
+        flt = Filter(labelled=True, exclude_users=users, exclude_sessions=sessions)
+        assert store.matching(flt).tolist() == expect
+    assert 993 in store.matching(Filter(labelled=True)).tolist()
+    store.remove(993)  # changes invalidate the cached labelled set
+    assert 993 not in store.matching(Filter(labelled=True)).tolist()

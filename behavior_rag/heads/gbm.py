@@ -99,7 +99,8 @@ class FactsHead:
             return np.stack([-c[:, :d], c[:, :d]], axis=1)
         return c.reshape(len(c), len(self.classes), d + 1)[:, :, :d]
 
-    def logodds_contributions(self, X: np.ndarray) -> np.ndarray:
+    def logodds_contributions(self, X: np.ndarray, probs: np.ndarray | None = None
+                              ) -> np.ndarray:
         """Per feature, its share of each class's log-odds against the other classes:
         ``[n, classes, features]``; > 0: the feature moved the head toward that class.
 
@@ -109,7 +110,7 @@ class FactsHead:
         c = self.contributions(X)
         if len(self.classes) == 2:
             return c
-        p = self.predict_proba(X)
+        p = self.predict_proba(X) if probs is None else probs
         s = np.einsum("nk,nkf->nf", p, c)[:, None, :]
         rest = np.clip(1.0 - p, 1e-12, None)[:, :, None]
         return c - (s - p[:, :, None] * c) / rest

@@ -133,7 +133,7 @@ class HeadsModel:
         heads = self.predict_heads(rows, x)
         out = HeadOutputs(heads=heads, stacked=self.stack.predict_proba(heads))
         if explain and len(x):
-            out.contributions = self.facts.logodds_contributions(x)
+            out.contributions = self.facts.logodds_contributions(x, heads["facts"])
             out.fact_names = self.spec.fact_names
         return out
 

@@ -31,6 +31,7 @@ class MetadataStore:
         self._by_id: dict[int, SessionMeta] = {}
         self._by_session: dict[str, int] = {}
         self._frame: pl.DataFrame | None = None
+        self._labelled: tuple[np.ndarray, dict[str, list[int]]] | None = None  # kNN fast path
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -41,13 +42,13 @@ class MetadataStore:
     def put(self, meta: SessionMeta) -> None:
         self._by_id[meta.id] = meta
         self._by_session[meta.session_id] = meta.id
-        self._frame = None
+        self._frame = self._labelled = None
 
     def remove(self, id_: int) -> SessionMeta | None:
         meta = self._by_id.pop(id_, None)
         if meta is not None:
             self._by_session.pop(meta.session_id, None)
-            self._frame = None
+            self._frame = self._labelled = None
         return meta
 
     def get(self, id_: int) -> SessionMeta | None:
@@ -69,8 +70,31 @@ class MetadataStore:
                 schema=SCHEMA)
         return self._frame
 
+    def _labelled_ids(self) -> tuple[np.ndarray, dict[str, list[int]]]:
+        """Labelled ids (sorted) and, per user and per session id, their positions in it."""
+        if self._labelled is None:
+            metas = sorted((m for m in self._by_id.values() if m.label is not None),
+                           key=lambda m: m.id)
+            pos: dict[str, list[int]] = {}
+            for i, m in enumerate(metas):
+                pos.setdefault("u:" + m.user_id, []).append(i)
+                pos.setdefault("s:" + m.session_id, []).append(i)
+            self._labelled = (np.array([m.id for m in metas], dtype=np.int64), pos)
+        return self._labelled
+
+    def _knn_filter(self, flt: Filter) -> np.ndarray:
+        # the classifier's filter on every query (labelled, not this user or session): numpy on
+        # a cached labelled set instead of a polars scan of the whole frame
+        ids, pos = self._labelled_ids()
+        drop = [i for u in flt.exclude_users for i in pos.get("u:" + u, ())]
+        drop += [i for sid in flt.exclude_sessions for i in pos.get("s:" + sid, ())]
+        return np.delete(ids, drop) if drop else ids
+
     def matching(self, flt: Filter) -> np.ndarray:
         """Ids of sessions passing ``flt`` (int64, sorted)."""
+        if flt.labelled and flt == Filter(labelled=True, exclude_users=flt.exclude_users,
+                                          exclude_sessions=flt.exclude_sessions):
+            return self._knn_filter(flt)
         f = self.frame()
         conds = []
         if flt.labelled is not None:
