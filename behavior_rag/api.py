@@ -136,9 +136,7 @@ class BehaviorRAG:
     def recorded(self) -> dict[str, Session]:
         """Sessions recorded with :meth:`add_history` (``<index>/history/``), by id."""
         if self._history is None:
-            path = self.index_path / "history"
-            self._history = {} if self._fresh or not (path / "manifest.json").exists() else \
-                {s.session_id: s for s in read_store(path)}
+            self._history = self._read_sessions("history")
         return self._history
 
     def add_history(self, sessions: Sequence[Session]) -> int:
@@ -168,11 +166,15 @@ class BehaviorRAG:
     def sessions(self) -> dict[str, Session]:
         """Indexed sessions with their events (kept in ``<index>/sessions/``), by id."""
         if self._sessions is None:
-
-            path = self.index_path / "sessions"
-            self._sessions = {} if self._fresh or not (path / "manifest.json").exists() else \
-                {s.session_id: s for s in read_store(path)}
+            self._sessions = self._read_sessions("sessions")
         return self._sessions
+
+    def _read_sessions(self, folder: str) -> dict[str, Session]:
+        """A session store inside the index folder, by id (empty if fresh or absent)."""
+        path = self.index_path / folder
+        if self._fresh or not (path / "manifest.json").exists():
+            return {}
+        return {s.session_id: s for s in read_store(path)}
 
     def add_labelled(self, sessions: Sequence[Session], labels: Sequence[str] | None = None, *,
                      split: str | None = "train", progress: Progress | None = None
