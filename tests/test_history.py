@@ -110,3 +110,19 @@ def test_propensity_comes_from_training_sessions_only(intent):
         e.item_id in table for e in x.events)][:5], prompts=False)
     assert all(0 < p.facts.history["item_propensity"].value < 1 for p in seen)
     assert np.isfinite([p.facts.history["item_propensity"].value for p in seen]).all()
+
+
+def test_cli_fit_records_history_and_fits_history_facts(tmp_path, embed_home):
+    from behavior_rag.heads.store import read_manifest
+    from behavior_rag.ingest.store import write_store
+    from tests.conftest import cli_json
+
+    full = generate(300, seed=32).sessions
+    write_store(purchase_intent(full), tmp_path / "train")
+    write_store(full, tmp_path / "all")
+    env = {"BEHAVIOR_RAG_HOME": str(embed_home), "BEHAVIOR_RAG_EMBED__BACKEND": "onnx-int8"}
+    cli_json(env, "fit", str(tmp_path / "train"), "--index", str(tmp_path / "ix"), "--taxonomy",
+             "purchase_intent", "--llm", "none", "--cascade", "never", "--history",
+             str(tmp_path / "all"))
+    assert (tmp_path / "ix" / "history" / "manifest.json").exists()
+    assert "purchases_before" in read_manifest(tmp_path / "ix" / "model").feature_names

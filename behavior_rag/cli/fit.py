@@ -9,7 +9,8 @@ which loads the fitted model from the index folder at start.
 
 Example:
     $ behavior-rag fit data/labelled --index indexes/shop --dev-frac 0.2
-    $ behavior-rag fit data/train --dev data/dev --index indexes/shop --taxonomy purchase_intent
+    $ behavior-rag fit data/train --dev data/dev --index indexes/shop --taxonomy purchase_intent \
+        --history data/all_sessions
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def fit_cmd(
     cascade: Optional[str] = typer.Option(None, "--cascade", help="always | cascade | never "
                                           "(classify.llm; never: no LLM calls while fitting)."),
     seed: int = typer.Option(0, help="Seed of the dev split."),
+    history: Optional[Path] = typer.Option(None, "--history", help="Users' past sessions in "
+                                           "full (a store or an event log), recorded in "
+                                           "<index>/history/ for cross-session facts."),
     human: bool = HUMAN,
 ) -> None:
     """Fit heads, stack, abstain threshold and LLM cascade; save them with the index."""
@@ -63,6 +67,8 @@ def fit_cmd(
     else:
         split = split_by_user(train, seed=seed, dev_frac=dev_frac, test_frac=0.0)
         train, dev_sessions = split.train, split.dev
+    if history is not None:
+        rag.add_history(load_sessions(history, fmt, rag.settings))
     report = rag.fit(train, dev_sessions, progress=(lambda m: err.print(m)) if human else None)
     if human:
         d = report.dev
