@@ -31,7 +31,9 @@ def part_of_day(hour: int) -> str:
 
 
 def compute_facts(session: Session, tz: str = "UTC") -> SessionFacts:
-    """All facts of ``session``; time-of-day facts in ``tz``."""
+    """All facts of ``session``; time-of-day facts in the session's own zone (its source's),
+    else ``tz``."""
+    zone = ZoneInfo(session.timezone or tz)
     ev = session.events
     idx_by_type: dict[str, list[int]] = defaultdict(list)
     for i, e in enumerate(ev):
@@ -93,7 +95,7 @@ def compute_facts(session: Session, tz: str = "UTC") -> SessionFacts:
                           ([next(iter(views.values()))[0]] if views else []))
 
     if ev:
-        local = ev[0].timestamp.astimezone(ZoneInfo(tz))
+        local = ev[0].timestamp.astimezone(zone)
         start_hour = Fact[int | None](value=local.hour, events=[0])
         pod = Fact[str | None](value=part_of_day(local.hour), events=[0])
         weekday = Fact[str | None](value=WEEKDAYS[local.weekday()], events=[0])
@@ -126,18 +128,18 @@ def compute_facts(session: Session, tz: str = "UTC") -> SessionFacts:
         start_hour=start_hour, part_of_day=pod, weekday=weekday,
         aggregates=aggregates,
     )
-    return _dates_only(facts, session) if session.time_resolution == "day" else facts
+    return _dates_only(facts, session, zone) if session.time_resolution == "day" else facts
 
 
 DAY_ONLY = "the source records dates only (day resolution)"
 
 
-def _dates_only(f: SessionFacts, session: Session) -> SessionFacts:
+def _dates_only(f: SessionFacts, session: Session, zone: ZoneInfo) -> SessionFacts:
     """Facts of a day-resolution session: no time of day, no dwell times (they would be
     invented from midnight timestamps); the weekday is the recorded date's."""
     none_int, none_str = Fact[int | None](value=None), Fact[str | None](value=None)
     none_float = Fact[float | None](value=None)
-    weekday = Fact[str | None](value=WEEKDAYS[session.events[0].timestamp.weekday()],
+    weekday = Fact[str | None](value=WEEKDAYS[session.events[0].timestamp.astimezone(zone).weekday()],
                                events=[0]) if session.events else none_str
     gone = ("start_hour", "part_of_day", "dwell_s", "dwell_median_s", "dwell_max_s")
     return f.model_copy(update={

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, time
 from functools import lru_cache
 from typing import Any
 
@@ -139,9 +139,14 @@ def profile_facts(sessions: Sequence[Session], *, now: datetime | None = None,
                                       sessions=sorted({s for s, e in ev if e.price is not None}))
     else:
         cannot.append("price band: no prices in the data")
-    if any(t.hour or t.minute or t.second for t in times):
-        parts = Counter(compute_facts(s).part_of_day.value for s in ss if s.events)
-        f["part_of_day"] = ProfileFact(value=_share(parts, 4), sessions=ids)
+    # Sessions' own zone and resolution decide (a day-resolution date in UTC+8 is 16:00 UTC);
+    # midnight-only times without a recorded resolution are dates too.
+    timed = [s for s in ss if s.events and s.time_resolution != "day"
+             and (s.time_resolution or any(e.timestamp.time() != time(0) for e in s.events))]
+    if timed:
+        parts = Counter(compute_facts(s).part_of_day.value for s in timed)
+        f["part_of_day"] = ProfileFact(value=_share(parts, 4),
+                                       sessions=sorted(s.session_id for s in timed))
     else:
         cannot.append("time of day: timestamps have day resolution")
     if predictions:

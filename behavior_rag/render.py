@@ -87,11 +87,12 @@ def facts_clauses(session: Session, facts: SessionFacts, tz: str = "UTC") -> lis
     counts = ", ".join(f"{t} {getattr(f, 'n_' + t).value}" for t in
                        ("view", "search", "cart", "remove_from_cart", "fav", "purchase")
                        if getattr(f, "n_" + t).value)
+    tz = session.timezone or tz  # the source's zone: the same clock the facts were computed on
     start = session.start.astimezone(ZoneInfo(tz))
     clauses = [
         f"{f.n_events.value} events over {_span(f.duration_s.value)}",
         f"{start:%a %Y-%m-%d %H:%M} {tz} ({f.part_of_day.value})" if f.part_of_day.value
-        else f"{session.start:%a %Y-%m-%d} (time of day unknown)",
+        else f"{start:%a %Y-%m-%d} (time of day unknown)",
         counts,
         f"items {f.distinct_items.value}, categories {f.distinct_categories.value}"
         + (f", brands {f.distinct_brands.value}" if f.distinct_brands.value else ""),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any, Generic, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,6 +24,22 @@ EVENT_TYPES: tuple[str, ...] = ("view", "search", "cart", "remove_from_cart", "f
 AttrValue = str | int | float | bool | None
 # How finely a source records times, detected at ingest ("day": dates only).
 TimeResolution = Literal["day", "second", "millisecond"]
+
+
+def check_timezone(name: str | None) -> str | None:
+    """``name`` if it is an IANA time zone (``Asia/Shanghai``, ``UTC``), else ValueError.
+
+    >>> check_timezone("Asia/Shanghai")
+    'Asia/Shanghai'
+    """
+    if name is None:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as e:
+        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as 'UTC', "
+                         "'Europe/Berlin' or 'Asia/Shanghai'") from e
+    return name
 
 
 class Event(BaseModel):
@@ -65,6 +82,15 @@ class Session(BaseModel):
     time_resolution: TimeResolution | None = Field(
         None, description="How finely the source records times (detected at ingest); 'day': "
         "times of day and dwell times are unknown, and facts that need them are None.")
+    timezone: str | None = Field(
+        None, description="IANA zone the source's shoppers live in (set per source at ingest, "
+        "e.g. Taobao: Asia/Shanghai): time-of-day and weekday facts are computed there. None: "
+        "the render.timezone setting.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return check_timezone(v)
 
     @model_validator(mode="after")
     def _ordered(self) -> Session:

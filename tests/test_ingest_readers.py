@@ -109,6 +109,7 @@ def test_null_tokens_per_column(tmp_path, settings):
     (["--mode", "loose"], "mode"), (["--null", "=x"], "null"), (["--format", "nope"], "format"),
     (["--map", "bogus=x"], "bogus"), (["--map", "event_type_constant=clicks"],
                                        "event_type_constant"),
+    (["--timezone", "Mars/Olympus"], "timezone"),
 ])
 def test_bad_cli_arguments_are_json_errors(tmp_path, monkeypatch, capsys, args, field):
     # In-process (the same main() the console script runs): a subprocess per case is slow.

@@ -27,6 +27,7 @@ from behavior_rag.ingest.store import check_store_target, write_store
 from behavior_rag.render import render
 from behavior_rag.settings import Settings
 from behavior_rag.synth import generate
+from behavior_rag.types import check_timezone
 
 
 def _settings(gap_minutes: float | None = None, mode: str | None = None,
@@ -67,9 +68,15 @@ def _mapping(path: Path | None, pairs: list[str]) -> ColumnMapping | None:
                           value=str(first.get("input"))[:100]) from e
 
 
-def _read_options(delimiter: str | None, nulls: list[str], events_path: str | None = None
-                  ) -> ReadOptions:
-    """``--delimiter`` and ``--null TOKEN`` / ``--null COLUMN=TOKEN`` as read options."""
+def _read_options(delimiter: str | None, nulls: list[str], events_path: str | None = None,
+                  timezone: str | None = None) -> ReadOptions:
+    """``--delimiter``, ``--null TOKEN`` / ``--null COLUMN=TOKEN`` and ``--timezone`` as read
+    options."""
+    if timezone is not None:
+        try:
+            check_timezone(timezone)
+        except ValueError as e:
+            raise ConfigError(str(e), field="timezone", value=timezone) from e
     plain = [n for n in nulls if "=" not in n]
     per_column: dict[str, list[str]] = {}
     for n in nulls:
@@ -80,7 +87,8 @@ def _read_options(delimiter: str | None, nulls: list[str], events_path: str | No
             per_column.setdefault(col.strip(), []).append(tok.strip())
     return ReadOptions(delimiter=parse_delimiter(delimiter) if delimiter is not None else None,
                        null_values=[t.strip() for t in plain] if plain else None,
-                       column_nulls=per_column, events_path=events_path or None)
+                       column_nulls=per_column, events_path=events_path or None,
+                       timezone=timezone)
 
 
 def _check_args(mode: str | None, gap_minutes: str | None, out: Path | None) -> float | None:
@@ -118,6 +126,10 @@ def ingest_cmd(
     events_path: Optional[str] = typer.Option(None, help="JSONL/Parquet column holding each "
                                               "session's list of events (default: the only "
                                               "list-of-objects column)."),
+    timezone: Optional[str] = typer.Option(None, help="IANA zone of the source's shoppers "
+                                           "(time-of-day facts; naive times are read there); "
+                                           "default: the format's (taobao: Asia/Shanghai), "
+                                           "else UTC."),
     no_pseudonymize: bool = typer.Option(False, "--no-pseudonymize",
                                          help="Keep raw user ids (not recommended)."),
     inspect: bool = typer.Option(False, "--inspect", help="Only look at the file: type, "
@@ -128,12 +140,12 @@ def ingest_cmd(
     """Read an event log, sessionise it and write a parquet session store."""
     gap = _check_args(mode, gap_minutes, out)
     if inspect:
-        _inspect(path, fmt, _read_options(delimiter, null, events_path), human)
+        _inspect(path, fmt, _read_options(delimiter, null, events_path, timezone), human)
         return
     if out is None:
         raise ConfigError("--out is required (the session store folder to write)", field="out")
     settings = _settings(gap, mode, False if no_pseudonymize else None)
-    options = _read_options(delimiter, null, events_path)
+    options = _read_options(delimiter, null, events_path, timezone)
     with progress("ingesting") as bar:
         task = bar.add_task("ingest", total=None)
         result = load_events(path, fmt, mapping=_mapping(mapping_file, map_), settings=settings,

@@ -15,11 +15,12 @@ from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.models import ColumnMapping, FormatSpec
 from behavior_rag.ingest.sniff import HEAD_LINES, file_type, head_lines, sniff_delimiter
 
+# Taobao's shoppers are in China: unix times, local clock UTC+8 (the dataset's own description).
 TAOBAO = FormatSpec(
     name="taobao",
     mapping=ColumnMapping(
         user_id="user_id", timestamp="timestamp", event_type="behavior_type", item_id="item_id",
-        category="category_id", timestamp_format="unix_s",
+        category="category_id", timestamp_format="unix_s", timezone="Asia/Shanghai",
         type_map={"pv": "view", "cart": "cart", "fav": "fav", "buy": "purchase"}, attrs=[],
     ),
 )
@@ -30,6 +31,7 @@ REES46 = FormatSpec(
         user_id="user_id", session_id="user_session", timestamp="event_time",
         event_type="event_type", item_id="product_id", category=["category_code", "category_id"],
         brand="brand", price="price", timestamp_format="%Y-%m-%d %H:%M:%S UTC",
+        timestamp_zone="UTC",
         type_map={"view": "view", "cart": "cart", "remove_from_cart": "remove_from_cart",
                   "purchase": "purchase"},
         attrs=["category_id"],

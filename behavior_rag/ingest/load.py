@@ -68,6 +68,7 @@ def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,
     if spec.kind == "aggregate":
         return load_uci(path, settings=settings, mode=mode or settings.ingest.mode)
     spec = with_mapping(spec, mapping)
+    spec = options.zoned(spec) if options is not None else spec
     t0 = time.perf_counter()
     mode = mode or settings.ingest.mode
     got = read_source(path, spec)
@@ -126,8 +127,8 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
     typed, n_anon = assign_users(typed, pseudo)
     typed = sessionize(typed, settings.ingest.session_gap_minutes)
 
-    resolution = resolution_of(typed["_ts"])
-    sessions, model_errors = _build_sessions(typed, spec.name, resolution)
+    resolution = resolution_of(typed["_ts"], spec.mapping.naive_zone)
+    sessions, model_errors = _build_sessions(typed, spec.name, resolution, spec.mapping.timezone)
     if model_errors:
         if mode == "strict":
             raise_strict(file, model_errors, len(model_errors), max_reported)
@@ -166,8 +167,8 @@ def _attr_value(v: str) -> str | int | float:
         except ValueError:
             return v
 
-def _build_sessions(typed: pl.DataFrame, source: str, resolution: TimeResolution | None
-                    ) -> tuple[list[Session], list[RowError]]:
+def _build_sessions(typed: pl.DataFrame, source: str, resolution: TimeResolution | None,
+                    zone: str | None) -> tuple[list[Session], list[RowError]]:
     attr_cols = [c for c in typed.columns if c.startswith("a:")]
     cols = ["sid", ROW, "user_id", "_ts", "_type", "item_id", "category", "brand", "_price",
             "query", *attr_cols]
@@ -192,6 +193,6 @@ def _build_sessions(typed: pl.DataFrame, source: str, resolution: TimeResolution
         grouped.setdefault(r["sid"], []).append(ev)
         users[r["sid"]] = r["user_id"]
     sessions = [Session(session_id=sid, user_id=users[sid], events=evs, source=source,
-                        time_resolution=resolution)
+                        time_resolution=resolution, timezone=zone)
                 for sid, evs in sorted(grouped.items(), key=lambda kv: order[kv[0]])]
     return sessions, errors

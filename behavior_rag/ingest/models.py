@@ -14,7 +14,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from behavior_rag.types import EVENT_TYPES, Session, TimeResolution
+from behavior_rag.types import EVENT_TYPES, Session, TimeResolution, check_timezone
 
 ROW = "__row"  # the 1-based data row column every reader adds
 CANONICAL_FIELDS = ("user_id", "session_id", "timestamp", "event_type", "item_id", "category",
@@ -52,10 +52,28 @@ class ColumnMapping(BaseModel):
     timestamp_format: str = Field("auto", description="'unix_s', 'unix_ms', 'iso', 'auto' "
                                   "(numbers are unix seconds, else ISO 8601), or a strftime "
                                   "format such as '%Y%m%d'.")
+    timezone: str | None = Field(None, description="IANA zone the source's shoppers live in "
+                                 "(Taobao: Asia/Shanghai): time-of-day and weekday facts are "
+                                 "computed there, and naive times are read as local times there "
+                                 "unless timestamp_zone says otherwise. None: UTC.")
+    timestamp_zone: str | None = Field(None, description="Zone of the file's naive timestamps "
+                                       "when it differs from timezone (REES46 logs UTC times of "
+                                       "shoppers elsewhere). Unix times and times with an offset "
+                                       "are absolute and ignore it.")
     type_map: dict[str, str] = Field(default_factory=dict, description="Source value -> event "
                                      "type; values already equal to an event type pass through.")
     attrs: list[str] | Literal["rest"] = Field("rest", description="Columns kept in Event.attrs: "
                                                "a list, or 'rest' for every unmapped column.")
+
+    @field_validator("timezone", "timestamp_zone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return check_timezone(v)
+
+    @property
+    def naive_zone(self) -> str:
+        """The zone naive timestamps of the file are read in."""
+        return self.timestamp_zone or self.timezone or "UTC"
 
     @field_validator("type_map")
     @classmethod
@@ -131,6 +149,13 @@ class ReadOptions(BaseModel):
     null_values: list[str] | None = None
     column_nulls: dict[str, list[str]] = Field(default_factory=dict)
     events_path: str | None = None
+    timezone: str | None = Field(None, description="The shoppers' zone (see "
+                                 "ColumnMapping.timezone), overriding the format's.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        return check_timezone(v)
 
     def apply(self, spec: FormatSpec) -> FormatSpec:
         """``spec`` with these options laid over it."""
@@ -142,6 +167,13 @@ class ReadOptions(BaseModel):
         if self.events_path is not None:
             update["events_path"] = self.events_path
         return spec.model_copy(update=update)
+
+    def zoned(self, spec: FormatSpec) -> FormatSpec:
+        """``spec`` with ``timezone`` on its (merged) mapping: the flag beats the mapping."""
+        if self.timezone is None or spec.mapping is None:
+            return spec
+        return spec.model_copy(update={"mapping": spec.mapping.model_copy(
+            update={"timezone": self.timezone})})
 
 
 class RowError(BaseModel):

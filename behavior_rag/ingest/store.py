@@ -33,7 +33,8 @@ EVENT_SCHEMA = {"session_id": pl.Utf8, "idx": pl.Int32, "user_id": pl.Utf8,
                 "category": pl.Utf8, "brand": pl.Utf8, "price": pl.Float64, "query": pl.Utf8,
                 "attrs": pl.Utf8}
 SESSION_SCHEMA = {"session_id": pl.Utf8, "user_id": pl.Utf8, "label": pl.Utf8, "source": pl.Utf8,
-                  "n_events": pl.Int32, "aggregates": pl.Utf8, "time_resolution": pl.Utf8}
+                  "n_events": pl.Int32, "aggregates": pl.Utf8, "time_resolution": pl.Utf8,
+                  "timezone": pl.Utf8}
 
 
 class StoreManifest(BaseModel):
@@ -66,7 +67,8 @@ def write_store(sessions: list[Session], path: str | Path, info: dict[str, Any] 
         "n_events": [s.n_events for s in sessions],
         "aggregates": [json.dumps(s.aggregates, sort_keys=True) if s.aggregates else None
                        for s in sessions],
-        "time_resolution": [s.time_resolution for s in sessions]}, schema=SESSION_SCHEMA)
+        "time_resolution": [s.time_resolution for s in sessions],
+        "timezone": [s.timezone for s in sessions]}, schema=SESSION_SCHEMA)
     labels: dict[str, int] = {}
     for s in sessions:
         if s.label is not None:
@@ -119,7 +121,8 @@ def read_store(path: str | Path) -> list[Session]:
         return [Session(session_id=r["session_id"], user_id=r["user_id"], label=r["label"],
                         source=r["source"], events=by_session.get(r["session_id"], []),
                         aggregates=json.loads(r["aggregates"]) if r["aggregates"] else {},
-                        time_resolution=r.get("time_resolution"))  # absent in older stores
+                        # absent in older stores
+                        time_resolution=r.get("time_resolution"), timezone=r.get("timezone"))
                 for r in sess.iter_rows(named=True)]
     except (ValidationError, json.JSONDecodeError) as e:
         raise StoreError(f"store holds invalid data: {e}", file=str(path)) from e

@@ -68,7 +68,7 @@ def unused_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> list[str]:
 def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Typed frame (timestamp as UTC datetime, price as float) and the row errors found."""
     text_cols = [c for c in df.columns if c != ROW]
-    ts = parse_timestamp(pl.col("timestamp"), mapping.timestamp_format)
+    ts = parse_timestamp(pl.col("timestamp"), mapping.timestamp_format, mapping.naive_zone)
     etype = pl.col("event_type").replace(mapping.type_map) if mapping.type_map \
         else pl.col("event_type")
     typed = df.with_columns(
@@ -111,18 +111,21 @@ def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame,
     return typed, errors
 
 
-def parse_timestamp(col: pl.Expr, fmt: str) -> pl.Expr:
-    """Text -> UTC datetime (ms) in ``fmt``; null where it does not parse or is out of range."""
-    out = _parse_any(col, fmt)
+def parse_timestamp(col: pl.Expr, fmt: str, zone: str = "UTC") -> pl.Expr:
+    """Text -> UTC datetime (ms) in ``fmt``; null where it does not parse or is out of range.
+
+    Naive times (no offset in the text) are local times in ``zone``; unix times are absolute.
+    """
+    out = _parse_any(col, fmt, zone)
     # Years outside 1970..2100 are almost always a unit mix-up (ms read as s) or garbage, and
     # far-out years cannot even become Python datetimes.
     return pl.when(out.dt.year().is_between(1970, 2100)).then(out).otherwise(None)
 
 
-def resolution_of(ts: pl.Series) -> TimeResolution | None:
-    """``day`` when every time is midnight UTC, ``millisecond`` when some carry milliseconds,
-    else ``second``; None for no times."""
-    ts = ts.drop_nulls()
+def resolution_of(ts: pl.Series, zone: str = "UTC") -> TimeResolution | None:
+    """``day`` when every time is midnight in ``zone`` (the file's naive times' zone),
+    ``millisecond`` when some carry milliseconds, else ``second``; None for no times."""
+    ts = ts.drop_nulls().dt.convert_time_zone(zone)
     if ts.is_empty():
         return None
     if (ts.dt.truncate("1d") == ts).all():
@@ -130,7 +133,7 @@ def resolution_of(ts: pl.Series) -> TimeResolution | None:
     return "millisecond" if (ts.dt.millisecond() != 0).any() else "second"
 
 
-def _parse_any(col: pl.Expr, fmt: str) -> pl.Expr:
+def _parse_any(col: pl.Expr, fmt: str, zone: str) -> pl.Expr:
     num = col.cast(pl.Float64, strict=False)
     # Clip before the integer cast: a huge float would overflow Int64 rather than become null.
     num = pl.when(num.abs() < 1e15).then(num).otherwise(None)
@@ -139,17 +142,21 @@ def _parse_any(col: pl.Expr, fmt: str) -> pl.Expr:
     if fmt == "unix_ms":
         return _epoch_ms(num.round(0))
     if fmt in ("iso", "auto"):
-        iso = col.str.to_datetime(time_zone="UTC", strict=False, time_unit="ms")
+        iso = _utc(col.str.to_datetime(time_zone=zone, strict=False, time_unit="ms"))
         if fmt == "iso":
             return iso
         return pl.when(num.is_not_null()).then(_epoch_ms((num * 1000).round(0))).otherwise(iso)
     if "%" in fmt:
         if any(t in fmt for t in ("%H", "%M", "%S", "%T", "%s")):
-            return col.str.to_datetime(fmt, strict=False, time_unit="ms", time_zone="UTC")
-        return col.str.to_date(fmt, strict=False).cast(pl.Datetime("ms")).dt.replace_time_zone(
-            "UTC")
+            return _utc(col.str.to_datetime(fmt, strict=False, time_unit="ms", time_zone=zone))
+        return _utc(col.str.to_date(fmt, strict=False).cast(pl.Datetime("ms"))
+                    .dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null"))
     raise ConfigError(f"unknown timestamp_format {fmt!r}: use unix_s, unix_ms, iso, auto or a "
                       "strftime pattern", field="timestamp_format", value=fmt)
+
+
+def _utc(ts: pl.Expr) -> pl.Expr:
+    return ts.dt.convert_time_zone("UTC")
 
 
 def _epoch_ms(ms: pl.Expr) -> pl.Expr:
