@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from behavior_rag.classify import Classifier
 from behavior_rag.embed import Embedder, get_embedder
 from behavior_rag.embed.base import EmbedderInfo, Progress
-from behavior_rag.errors import TaxonomyError
+from behavior_rag.errors import ConfigError, TaxonomyError
 from behavior_rag.finetune import finetune
 from behavior_rag.fitting import fit_model
 from behavior_rag.fusion import FusionParams, fit
@@ -33,7 +33,7 @@ from behavior_rag.heads.model import FitStats
 from behavior_rag.heads.store import load_model, save_model
 from behavior_rag.history import UserHistory
 from behavior_rag.index.base import Filter, VectorIndex
-from behavior_rag.index.build import UpsertReport, upsert_sessions
+from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
 from behavior_rag.index.factory import create_index, open_index
 from behavior_rag.index.storage import IndexConfig, read_config
 from behavior_rag.ingest.store import read_store, write_store
@@ -43,6 +43,7 @@ from behavior_rag.retrieve import Neighbor, similar
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.taxonomy import load_taxonomy
 from behavior_rag.types import PatternPrediction, Session
+from behavior_rag.vectors import HybridSpec, fit_hybrid
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class FitReport(BaseModel):
     cv_loss: dict[str, float]
     dev: FitStats
     cascade: CascadeParams
+    hybrid: HybridSpec | None = None
 
 
 class BehaviorRAG:
@@ -284,6 +286,8 @@ class BehaviorRAG:
             ['facts', 'knn']
         """
         self._check_labels(dev, required=True)
+        if self.settings.index.hybrid:
+            self._use_hybrid(fit_hybrid(self.embedder, train, dev, settings=self.settings))
         self.add_labelled(train)
         self.save()
         clf = self.classifier
@@ -296,7 +300,22 @@ class BehaviorRAG:
         clf.model = model
         return FitReport(path=str(self.index_path / "model"), chosen=manifest.chosen,
                          cv_loss=manifest.cv_loss, metric=manifest.metric, dev=manifest.dev,
-                         cascade=manifest.cascade)
+                         cascade=manifest.cascade, hybrid=self.index.hybrid)
+
+    def _use_hybrid(self, spec: HybridSpec) -> None:
+        """Make vectors as ``spec`` says: set on an empty index, else rebuild the index from
+        its kept sessions (texts come from the embedding cache)."""
+        if not len(self.index):
+            self.index.set_hybrid(spec)
+            return
+        kept = [s for s in self.sessions.values() if self.index.get(s.session_id)]
+        if len(kept) < len(self.index):
+            raise ConfigError(f"{len(self.index) - len(kept)} indexed sessions have no kept "
+                              "events to rebuild hybrid vectors from: index them again",
+                              field="hybrid", file=str(self.index_path))
+        self._index = rebuild(self.index, self.embedder, list(self.sessions.values()),
+                              hybrid=spec, settings=self.settings)
+        self._classifier = None  # it holds the old index
 
     @overload
     def classify(self, session: Session) -> PatternPrediction: ...

@@ -39,6 +39,7 @@ from behavior_rag.heads.model import HeadInputs, HeadOutputs
 from behavior_rag.heads.store import FittedModel
 from behavior_rag.history import UserHistory, history_facts
 from behavior_rag.index.base import VectorIndex
+from behavior_rag.index.build import encode
 from behavior_rag.llm.base import ChatMessage, LLMBackend
 from behavior_rag.phrases import sentence
 from behavior_rag.prompts import PromptFile, load_prompt
@@ -148,10 +149,14 @@ class Classifier:
                      for s, f, e in zip(sessions, facts, earlier)]
         texts = [render(s, settings=self.settings, facts=f) for s, f in zip(sessions, facts)]
         vecs = self.embedder.embed(texts) if texts and retrieve else \
-            np.zeros((len(texts), self.index.dim), dtype=np.float32)
+            np.zeros((len(texts), self.embedder.info.dim), dtype=np.float32)
+        # the index's own vectors (hybrid: with the facts) find the neighbours; the text
+        # vector stays the embedding head's input
+        queries = encode(self.index, vecs, list(zip(sessions, facts))) if retrieve else vecs
         out = []
-        for s, f, text, v, warn, past in zip(sessions, facts, texts, vecs, warnings, earlier):
-            hits = labelled_neighbors(self.index, v, max(cs.knn_k, cs.k_examples * 4),
+        for s, f, text, v, q, warn, past in zip(sessions, facts, texts, vecs, queries, warnings,
+                                                earlier):
+            hits = labelled_neighbors(self.index, q, max(cs.knn_k, cs.k_examples * 4),
                                       session_id=s.session_id, user_id=s.user_id) \
                 if retrieve else []
             examples = [e.model_copy(update={"text": self._neutralise(e.text)}) for e in

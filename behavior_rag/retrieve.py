@@ -18,7 +18,9 @@ from pydantic import BaseModel, Field
 
 from behavior_rag.embed.base import Embedder
 from behavior_rag.errors import ConfigError
+from behavior_rag.facts import compute_facts
 from behavior_rag.index.base import Filter, SearchHit, SessionMeta, VectorIndex
+from behavior_rag.index.build import encode
 from behavior_rag.ingest.pseudonym import is_anonymous
 from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
@@ -73,7 +75,9 @@ def similar(index: VectorIndex, embedder: Embedder, *, session: Session | None =
     flt = flt or Filter()
     settings = settings or default_settings()
     if session is not None:
-        q = embedder.embed([render(session, settings=settings)])
+        facts = compute_facts(session, tz=settings.render.timezone)
+        q = encode(index, embedder.embed([render(session, settings=settings, facts=facts)]),
+                   [(session, facts)])
         flt = flt.model_copy(update={"exclude_sessions": [*flt.exclude_sessions,
                                                           session.session_id]})
     elif session_id is not None:
@@ -86,6 +90,7 @@ def similar(index: VectorIndex, embedder: Embedder, *, session: Session | None =
         if not text.strip():
             raise ConfigError("query text is empty", field="text")
         q = embedder.embed([text])
+        q = index.hybrid.text_only(q) if index.hybrid is not None else q
     else:
         q = user_vector(index, user_id)[None, :]
         flt = flt.model_copy(update={"exclude_users": [*flt.exclude_users, user_id]})

@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"ingest", "facts", "history", "tokens", "guard", "predicates", "taxonomy", "synth",
      "fusion"},
     {"render", "phrases", "evidence"},
-    {"embed", "index"},
+    {"embed", "index", "vectors"},
     {"retrieve", "prompts"},
     {"llm"},
     {"heads"},

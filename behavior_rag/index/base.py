@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import ConfigError
 from behavior_rag.index.storage import IndexConfig
+from behavior_rag.vectors import HybridSpec
 
 
 class EmbedderMismatch(ConfigError):
@@ -108,10 +109,15 @@ class VectorIndex(Protocol):
     :func:`behavior_rag.index.factory.open_index`; callers hold this Protocol, not a backend.
     """
 
-    dim: int
+    dim: int  # of the stored vectors: the embedder's, plus the facts' when hybrid
     embedder: EmbedderInfo  # the model the vectors came from (queries must use the same)
+    hybrid: HybridSpec | None  # how facts are joined to the text vectors (None: text only)
 
     def __len__(self) -> int: ...
+
+    def set_hybrid(self, hybrid: HybridSpec | None) -> None:
+        """Choose how vectors are made (only while the index is empty)."""
+        ...
 
     def upsert(self, vectors: np.ndarray, metas: list[SessionMeta]) -> None:
         """Add or replace (by ``meta.id``) one vector per metadata row."""

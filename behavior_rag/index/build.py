@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import numpy as np
 from pydantic import BaseModel
 
 from behavior_rag.embed.base import Embedder, Progress
+from behavior_rag.facts import compute_facts
 from behavior_rag.index.base import EmbedderMismatch, SessionMeta, VectorIndex, session_key
 from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
-from behavior_rag.types import Session
+from behavior_rag.types import Session, SessionFacts
+from behavior_rag.vectors import HybridSpec, fact_rows
 
 
 class UpsertReport(BaseModel):
@@ -25,6 +28,15 @@ class UpsertReport(BaseModel):
     embedded: int
     unchanged: int
     index_size: int
+
+
+def encode(index: VectorIndex, text_vectors: np.ndarray,
+           sessions: Sequence[tuple[Session, SessionFacts]]) -> np.ndarray:
+    """The vectors ``index`` stores for sessions with these text vectors (and facts)."""
+    if index.hybrid is None:
+        return text_vectors
+    return index.hybrid.join(text_vectors, fact_rows([s for s, _ in sessions],
+                                                     [f for _, f in sessions]))
 
 
 def text_hash(text: str) -> str:
@@ -48,10 +60,11 @@ def upsert_sessions(index: VectorIndex, embedder: Embedder, sessions: Sequence[S
     """Render, embed and upsert ``sessions``; an unchanged session (same text, same label) costs
     only its rendering."""
     settings = settings or default_settings()
-    metas, texts = [], []
+    metas, texts, changed = [], [], []
     unchanged = 0
     for s in sessions:
-        text = render(s, settings=settings)
+        facts = compute_facts(s, tz=settings.render.timezone)
+        text = render(s, settings=settings, facts=facts)
         meta = meta_for(s, text, split, store_text)
         old = index.get(s.session_id)
         if old is not None and old == meta:
@@ -59,11 +72,35 @@ def upsert_sessions(index: VectorIndex, embedder: Embedder, sessions: Sequence[S
             continue
         metas.append(meta)
         texts.append(text)
+        changed.append((s, facts))
     if metas:
-        if index.embedder.id != embedder.info.id or index.dim != embedder.info.dim:
+        if index.embedder.id != embedder.info.id or index.embedder.dim != embedder.info.dim:
             raise EmbedderMismatch("embedder differs from the one the index was built with",
                                    field="embedder", value=embedder.info.id)
-        vecs = embedder.embed(texts, progress=progress)
-        index.upsert(vecs, metas)
+        if settings.index.hybrid and index.hybrid is None and not len(index):
+            # the first batch fixes the facts' mean and scale for the index's lifetime
+            index.set_hybrid(HybridSpec.fit([s for s, _ in changed], facts=[f for _, f in
+                                                                            changed],
+                                            weight=settings.index.hybrid_weight))
+        index.upsert(encode(index, embedder.embed(texts, progress=progress), changed), metas)
     return UpsertReport(sessions=len(sessions), embedded=len(metas), unchanged=unchanged,
                         index_size=len(index))
+
+
+def rebuild(index: VectorIndex, embedder: Embedder, sessions: Sequence[Session], *,
+            hybrid: HybridSpec | None, settings: Settings | None = None,
+            progress: Progress | None = None) -> VectorIndex:
+    """A new index of ``sessions`` (each keeping the split it has in ``index``) with vectors
+    made by ``embedder`` and ``hybrid``; unchanged texts come from the embedding cache."""
+    from behavior_rag.index.factory import create_index
+
+    settings = settings or default_settings()
+    new = create_index(embedder.info, settings.index, hybrid)
+    by_split: dict[str | None, list[Session]] = {}
+    for s in sessions:
+        meta = index.get(s.session_id)
+        by_split.setdefault(meta.split if meta else None, []).append(s)
+    for split, group in by_split.items():
+        upsert_sessions(new, embedder, group, settings=settings, split=split,
+                        store_text=True, progress=progress)
+    return new

@@ -16,11 +16,13 @@ from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.index.base import VectorIndex
 from behavior_rag.index.faiss_index import FaissSessionIndex
 from behavior_rag.settings import IndexSettings
+from behavior_rag.vectors import HybridSpec
 
 
-def create_index(embedder: EmbedderInfo, spec: IndexSettings | None = None) -> VectorIndex:
-    """An empty index for vectors of ``embedder``."""
-    return FaissSessionIndex(embedder, spec)
+def create_index(embedder: EmbedderInfo, spec: IndexSettings | None = None,
+                 hybrid: HybridSpec | None = None) -> VectorIndex:
+    """An empty index for vectors of ``embedder`` (joined with facts as ``hybrid`` says)."""
+    return FaissSessionIndex(embedder, spec, hybrid)
 
 
 def open_index(path: str | Path, *, expect: EmbedderInfo | None = None,

@@ -39,14 +39,17 @@ from behavior_rag.index.storage import (
     read_config,
 )
 from behavior_rag.settings import IndexSettings
+from behavior_rag.vectors import HybridSpec
 
 
 class FaissSessionIndex(VectorIndex):
     """Session vectors with stable ids, metadata and filter-before-scoring search (FAISS)."""
 
-    def __init__(self, embedder: EmbedderInfo, spec: IndexSettings | None = None) -> None:
+    def __init__(self, embedder: EmbedderInfo, spec: IndexSettings | None = None,
+                 hybrid: HybridSpec | None = None) -> None:
         self.embedder = embedder
-        self.dim = embedder.dim
+        self.hybrid = hybrid
+        self.dim = embedder.dim + (hybrid.extra_dim if hybrid else 0)
         self.spec = spec or IndexSettings()
         self.vectors_ = FaissVectors(self.dim, self.spec)
         self.meta = MetadataStore()
@@ -61,6 +64,14 @@ class FaissSessionIndex(VectorIndex):
         return self.vectors_.kind
 
     # ---- VectorIndex --------------------------------------------------------------------
+    def set_hybrid(self, hybrid: HybridSpec | None) -> None:
+        if len(self):
+            raise ConfigError("an index with vectors cannot change how its vectors are made: "
+                              "rebuild it (behavior-rag index reembed)", field="hybrid")
+        self.hybrid = hybrid
+        self.dim = self.embedder.dim + (hybrid.extra_dim if hybrid else 0)
+        self.vectors_ = FaissVectors(self.dim, self.spec)
+
     def upsert(self, vectors: np.ndarray, metas: list[SessionMeta]) -> None:
         ids = np.array([m.id for m in metas], dtype=np.int64)
         for m in metas:
@@ -109,7 +120,8 @@ class FaissSessionIndex(VectorIndex):
         np.save(tmp / "ids.npy", v.labels, allow_pickle=False)
         self.meta.write(tmp / "metadata.parquet")
         cfg = IndexConfig(embedder=self.embedder, index=self.spec, kind=v.kind, count=len(self),
-                          created=self.created, updated=self.created, data="")
+                          created=self.created, updated=self.created, data="",
+                          hybrid=self.hybrid)
         cfg = commit(root, tmp, cfg)
         self.path = root
         return cfg
@@ -133,7 +145,7 @@ class FaissSessionIndex(VectorIndex):
         use = cfg.index if spec is None else spec.model_copy(update={
             "kind": cfg.index.kind, "sq8": cfg.index.sq8, "hnsw_m": cfg.index.hnsw_m,
             "nlist": cfg.index.nlist, "auto_threshold": cfg.index.auto_threshold})
-        ix = cls(cfg.embedder, use)
+        ix = cls(cfg.embedder, use, cfg.hybrid)
         ix.created = cfg.created
         data = root / cfg.data
         v = ix.vectors_
@@ -141,6 +153,9 @@ class FaissSessionIndex(VectorIndex):
         try:
             if (data / "faiss.index").exists():
                 v.index = v.faiss.read_index(str(data / "faiss.index"))
+                if v.index.d != ix.dim:
+                    raise StoreError(f"faiss.index holds vectors of dim {v.index.d}, the config "
+                                     f"says {ix.dim}", file=str(data / "faiss.index"))
                 if v.kind == "hnsw":
                     v.index.hnsw.efSearch = use.ef_search
             v.labels = np.load(data / "ids.npy", allow_pickle=False)

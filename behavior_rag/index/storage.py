@@ -26,6 +26,7 @@ from behavior_rag.atomic import fsync_path, fsync_tree, replace_file, temp_name
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import StoreError
 from behavior_rag.settings import IndexSettings
+from behavior_rag.vectors import HybridSpec
 
 FORMAT_VERSION = 1
 
@@ -41,6 +42,12 @@ class IndexConfig(BaseModel):
     created: datetime
     updated: datetime
     data: str  # current data folder name
+    hybrid: HybridSpec | None = None  # facts joined to the text vectors (behavior_rag.vectors)
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the stored vectors (text, plus facts when hybrid)."""
+        return self.embedder.dim + (self.hybrid.extra_dim if self.hybrid else 0)
 
 
 def read_config(root: Path) -> IndexConfig:
