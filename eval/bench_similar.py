@@ -180,7 +180,7 @@ def _report(args, synth, tb, synth_out, tb_out, seconds: float) -> str:
     if fitted:
         lines += ["", "Dev agreement@10 by weight (what `fit_hybrid` chose from): "
                   + ", ".join(f"{w}: {v:.3f}" for w, v in fitted["dev"].items()) + "."]
-    lines += ["", f"## Taobao (UserBehavior dev log, whole sessions, split by user)", "",
+    lines += ["", "## Taobao (UserBehavior dev log, whole sessions, split by user)", "",
               f"{len(tb.train)} sessions indexed (train users); queries: test sessions that "
               "buy. Share = buying sessions among their 10 nearest sessions of other users.", "",
               "| vectors | queries | share buying | base rate | ratio | index build s |",
