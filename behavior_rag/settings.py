@@ -66,10 +66,12 @@ class IndexSettings(BaseModel):
         "auto", description="Search a GPU copy (faiss-gpu) when one is visible.")
     omp_threads: int | None = Field(None, description="FAISS OpenMP threads (None: FAISS's "
                                     "default). 1 is faster when other work shares the cores.")
-    hybrid: bool = Field(False, description="Join each session's z-scored facts to its text "
+    hybrid: bool = Field(True, description="Join each session's z-scored facts to its text "
                          "vector (behavior_rag.vectors): similar shoppers, the kNN vote and "
-                         "discovery then see behaviour, not only how a rendering reads. Takes "
-                         "effect when an index is built (index reembed rebuilds one).")
+                         "discovery then see behaviour, not only how a rendering reads "
+                         "(eval/reports/bench_similar.md). Takes effect when an index is "
+                         "built; the first batch indexed fixes the facts' mean and scale, and "
+                         "fit re-chooses the weight on dev. False: text vectors only.")
     hybrid_weight: float = Field(0.5, ge=0.0, le=1.0, description="The facts' share of a hybrid "
                                  "vector when no labelled dev set chose it (fit chooses it on "
                                  "dev).")

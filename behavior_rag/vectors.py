@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -87,7 +88,8 @@ class HybridSpec(BaseModel):
     def from_rows(cls, rows: np.ndarray, weight: float, fitted: str = "setting") -> HybridSpec:
         """Mean and scale of raw fact rows (:func:`fact_rows`)."""
         x = _signed_log(rows)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # a fact no session has (no prices) is all-NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
             mu = np.nan_to_num(np.nanmean(x, axis=0)) if len(x) else np.zeros(x.shape[1])
             sd = np.nan_to_num(np.nanstd(x, axis=0)) if len(x) else np.ones(x.shape[1])
         sd = np.where(sd > 1e-9, sd, 1.0)
