@@ -240,7 +240,8 @@ class Classifier:
         conf = probs[label]
         abstained = checked.abstain or conf < abstain_below
         if contrib is not None:
-            support, against = contribution_evidence(contrib(label), p.facts)
+            support, against = contribution_evidence(
+                contrib(label), p.facts, min_share=self.settings.classify.evidence_min_share)
         else:
             support, against = definition_evidence(label, p.facts, self.taxonomy), []
         own = llm.proposed if llm.label == label else []  # the LLM argued for this label

@@ -145,12 +145,14 @@ def definition_evidence(label: str, facts: SessionFacts, taxonomy: Taxonomy) -> 
 
 
 def contribution_evidence(contrib: Mapping[str, float], facts: SessionFacts, *, top: int = 3,
-                          top_against: int = 3, min_abs: float = 0.01
+                          top_against: int = 3, min_abs: float = 0.01, min_share: float = 0.0
                           ) -> tuple[list[Evidence], list[Evidence]]:
     """``(evidence, against)`` from per-fact contributions toward the label: the strongest
     positive ones (support) and the strongest negative ones (against), each with its events.
     Three reasons by default: a fourth added mostly session-wide facts, and the cited events
-    then covered most of the session (eval reports: faithfulness).
+    then covered most of the session (eval reports: faithfulness). ``min_share``: a reason
+    must carry at least this share of the strongest one's contribution (weak reasons cite
+    events the decision barely rests on).
 
     Example:
         >>> from behavior_rag.synth import generate
@@ -164,11 +166,13 @@ def contribution_evidence(contrib: Mapping[str, float], facts: SessionFacts, *, 
 
     def first(sign: int, n: int) -> list[Evidence]:
         out: list[Evidence] = []  # built lazily: phrases are rendered for the kept ones only
+        floor = min_abs
         for name, c in ranked:
             if len(out) == n:
                 break
-            if sign * c >= min_abs and (e := _item(name, facts, round(c, 4))) is not None:
+            if sign * c >= floor and (e := _item(name, facts, round(c, 4))) is not None:
                 out.append(e)
+                floor = max(min_abs, min_share * abs(out[0].contribution or 0.0))
         return out
 
     return first(1, top), first(-1, top_against)

@@ -112,3 +112,15 @@ def test_the_sentence_keeps_support_and_against_apart():
     assert text == ("cart_abandoner (91% confident): 2 add-to-carts. Against: 1 purchase. "
                     "1 of 1 nearest labelled session is cart_abandoner. Moved from "
                     "window_shopper: excludes n_cart >= 1, but n_cart = 2.")
+
+
+def test_weak_reasons_are_not_cited_beside_a_strong_one(synth_sessions):
+    from behavior_rag.evidence import contribution_evidence
+
+    f = compute_facts(next(s for s in synth_sessions if s.n_events > 3))
+    contrib = {"n_view": 2.0, "n_events": 0.9, "duration_s": 0.3, "n_cart": -0.05}
+    every, _ = contribution_evidence(contrib, f)
+    strong, against = contribution_evidence(contrib, f, min_share=0.4)
+    assert [e.fact for e in every] == ["n_view", "n_events", "duration_s"]
+    assert [e.fact for e in strong] == ["n_view", "n_events"]  # 0.3 < 0.4 x 2.0
+    assert [e.fact for e in against] == ["n_cart"]  # what argues against is still shown

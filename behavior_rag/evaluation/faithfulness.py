@@ -78,27 +78,36 @@ def _only(s: Session, keep: set[int]) -> Session:
 
 def faithfulness(sessions: Sequence[Session], preds: Sequence[PatternPrediction],
                  reclassify: Callable[[list[Session]], list[PatternPrediction]],
-                 taxonomy: Taxonomy, seed: int = 0) -> Faithfulness:
-    """ERASER rows for ``preds`` of ``sessions``; ``reclassify`` is the product's classify."""
+                 taxonomy: Taxonomy, seed: int = 0, draws: int = 3) -> Faithfulness:
+    """ERASER rows for ``preds`` of ``sessions``; ``reclassify`` is the product's classify.
+    Each random baseline is the mean over ``draws`` random event sets per prediction (one draw
+    left the baseline's noise as large as the effect on ~70 rows)."""
     rng = np.random.default_rng(seed)
     rows, variants = [], []
+    width = 2 + 2 * draws
     for s, p in zip(sessions, preds):
         cited = rationale(p, s)
         if p.abstained or not cited or len(cited) == s.n_events:
             continue
-        rand = set(rng.choice(s.n_events, size=len(cited), replace=False).tolist())
+        rand = [set(rng.choice(s.n_events, size=len(cited), replace=False).tolist())
+                for _ in range(draws)]
         rows.append((p, len(cited) / s.n_events))
-        variants += [_without(s, cited), _without(s, rand), _only(s, cited), _only(s, rand)]
+        variants += [_without(s, cited), _only(s, cited), *(_without(s, r) for r in rand),
+                     *(_only(s, r) for r in rand)]
     again = reclassify(variants) if variants else []
     prob = np.array([q.probabilities.get(p.label, 0.0) for (p, _), q in
-                     zip([r for r in rows for _ in range(4)], again)]).reshape(-1, 4)
+                     zip([r for r in rows for _ in range(width)], again)]).reshape(-1, width)
     full = np.array([p.confidence for p, _ in rows]).reshape(-1, 1)
-    drop = full - prob if len(rows) else np.zeros((0, 4))
+    drop = full - prob if len(rows) else np.zeros((0, width))
     n = len(preds)
-    mean = (lambda col: float(drop[:, col].mean()) if len(rows) else float("nan"))  # noqa: E731
+
+    def mean(cols: slice) -> float:
+        return float(drop[:, cols].mean()) if len(rows) else float("nan")
+
     return Faithfulness(
-        predictions=n, measured=len(rows), comprehensiveness=mean(0),
-        comprehensiveness_random=mean(1), sufficiency=mean(2), sufficiency_random=mean(3),
+        predictions=n, measured=len(rows), comprehensiveness=mean(slice(0, 1)),
+        comprehensiveness_random=mean(slice(2, 2 + draws)), sufficiency=mean(slice(1, 2)),
+        sufficiency_random=mean(slice(2 + draws, width)),
         cited_share=float(np.mean([c for _, c in rows])) if rows else float("nan"),
         contradicting=float(np.mean([contradicts(p, s, taxonomy)
                                      for s, p in zip(sessions, preds)])) if n else 0.0,

@@ -118,6 +118,8 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
     return res
 
 
+FAITH_MAX = 500  # test sessions the ERASER measures reclassify (seeded sample)
+
 class _Rows:
     """Probabilities per method on validation (for thresholds) and test, and timings."""
 
@@ -128,6 +130,9 @@ class _Rows:
         self.llm_test_idx = sorted(rng.choice(len(task.test), size=min(cfg.llm_limit,
                                    len(task.test)), replace=False).tolist())
         self.llm_test = [task.test[i] for i in self.llm_test_idx]
+        # faithfulness reclassifies without the LLM: cheap enough for a larger sample
+        self.faith_idx = sorted(np.random.default_rng(cfg.seed + 1).choice(
+            len(task.test), size=min(FAITH_MAX, len(task.test)), replace=False).tolist())
         self.y_val = np.array([s.label for s in task.val])
         self.y_test = np.array([s.label for s in task.test])
         self.val_p: dict[str, np.ndarray] = {}
@@ -199,8 +204,8 @@ def _product(cfg: EvalConfig, settings: Settings, task: LoadedTask, rows: _Rows)
     evidence = evidence_summary(test)
     faith = None
     if any(s.events for s in task.test):  # aggregate-only sessions cite no events
-        faith = faithfulness([task.test[i] for i in rows.llm_test_idx],
-                             [test[i] for i in rows.llm_test_idx],
+        faith = faithfulness([task.test[i] for i in rows.faith_idx],
+                             [test[i] for i in rows.faith_idx],
                              lambda ss: run.classify(ss, "never")[0],
                              load_taxonomy(task.spec.taxonomy), seed=cfg.seed)
     for mode in ("cascade", "always"):

@@ -251,8 +251,9 @@ def _lora_lines(res: EvalResult) -> list[str]:
 def _faith_lines(f) -> list[str]:
     ratio = (f"{f.comprehensiveness / f.comprehensiveness_random:.1f}x the random baseline"
              if f.comprehensiveness_random > 0 else "random removal moves nothing")
-    return [f"- Faithfulness of the evidence (ERASER, product classify.llm=never, LLM sample): "
-            f"on {f.measured} answered predictions whose evidence cites events (on average "
+    return [f"- Faithfulness of the evidence (ERASER, product classify.llm=never, a seeded "
+            f"sample of {f.predictions} test sessions; random baselines averaged over 3 draws "
+            f"per prediction): on {f.measured} answered predictions whose evidence cites events (on average "
             f"{f.cited_share:.0%} of a session's events), removing the cited events lowers the "
             f"label's probability by {f.comprehensiveness:.3f} (comprehensiveness; the same "
             f"number of random events: {f.comprehensiveness_random:.3f}, so {ratio}); the cited "
