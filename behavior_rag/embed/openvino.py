@@ -72,7 +72,7 @@ class OpenVinoEmbedder:
         compiled = core.compile_model(core.read_model(str(path)), "CPU", compile_config(threads))
         self._request = compiled.create_infer_request()
         # what OpenVINO chose for this CPU ("bf16" or "f32"), shown by eval/bench_embed.py
-        self.precision = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self._lock = threading.Lock()  # an infer request serves one call at a time
         dim = compiled.outputs[0].get_partial_shape()[-1]
         self.info = EmbedderInfo(id=model_id(model),
