@@ -116,11 +116,17 @@ def test_auto_falls_back_down_the_chain_by_installed_extras():
     from behavior_rag.errors import ConfigError
 
     everything = {"openvino", "onnxruntime", "onnx"}
-    assert resolve_backend("auto", installed=everything, cuda=False) == "openvino"
-    assert resolve_backend("auto", installed={"onnxruntime", "onnx"}, cuda=False) == "onnx-int8"
-    assert resolve_backend("auto", installed={"openvino"}, cuda=False) == "torch"  # no exporter
-    assert resolve_backend("auto", installed=set(), cuda=False) == "torch"
-    assert resolve_backend("auto", installed=everything, cuda=True) == "torch"  # GPU wins
+
+    def auto(installed, cuda=False, bf16=True):
+        return resolve_backend("auto", installed=installed, cuda=cuda, bf16=bf16)
+
+    assert auto(everything) == "openvino"  # bf16 CPU: OpenVINO in bf16 is the fastest
+    assert auto(everything, bf16=False) == "onnx-int8"  # else int8 beats OpenVINO in f32
+    assert auto({"openvino", "onnx"}, bf16=False) == "openvino"
+    assert auto({"onnxruntime", "onnx"}) == "onnx-int8"
+    assert auto({"openvino"}) == "torch"  # no exporter
+    assert auto(set()) == "torch"
+    assert auto(everything, cuda=True) == "torch"  # a GPU beats any CPU path
     assert resolve_backend("onnx", installed=set(), cuda=False) == "onnx"  # named: as asked
     with pytest.raises(ConfigError, match="unknown embedding backend"):
         resolve_backend("tensorflow")

@@ -1,12 +1,13 @@
 """Pick the embedder from :class:`Settings` (``embed.backend``), wrapped in the content cache.
 
 ``"auto"`` (the default) resolves, when the embedder is loaded, to torch on a CUDA GPU, else
-to the first backend of :data:`AUTO_ORDER` whose packages are installed: the fastest that keeps mean cosine >= 0.99 to
+to the first backend of :data:`AUTO_ORDER` (or :data:`AUTO_ORDER_NO_BF16` on a CPU without
+native bf16) whose packages are installed: the fastest that keeps mean cosine >= 0.99 to
 torch fp32 in ``eval/bench_embed.py`` comes first, torch (a core dependency) last. The concrete
 name is what ``embedder.info.backend`` and an index's config record.
 
 Example:
-    >>> resolve_backend("auto", installed={"openvino", "onnx"}, cuda=False)
+    >>> resolve_backend("auto", installed={"openvino", "onnx"}, cuda=False, bf16=True)
     'openvino'
     >>> resolve_backend("auto", installed=set(), cuda=False)
     'torch'
@@ -28,7 +29,10 @@ from behavior_rag.settings import Settings, default_settings
 # Fastest first, each at mean cosine >= 0.99 to torch fp32 on 2,000 real Taobao renderings
 # (eval/reports/bench_embed.md): openvino 0.99998, onnx-int8 0.992. onnx (fp32 on ONNX Runtime)
 # is never picked: where onnxruntime is installed, its int8 variant is faster at cosine >= 0.99.
+# openvino leads where the CPU has native bf16 (OpenVINO then computes in bf16); forced to f32
+# (what it does on other CPUs) it measured slower than onnx-int8, so there int8 leads.
 AUTO_ORDER: tuple[str, ...] = ("openvino", "onnx-int8", "torch")
+AUTO_ORDER_NO_BF16: tuple[str, ...] = ("onnx-int8", "openvino", "torch")
 # The importable packages each backend needs beyond the core install (pip extra in brackets):
 # the exported backends also need `onnx` for our torch -> ONNX export.
 REQUIRES: dict[str, tuple[str, ...]] = {
@@ -54,10 +58,20 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (avx512_bf16 or AMX), from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_backend(backend: str, installed: Collection[str] | None = None,
-                    cuda: bool | None = None) -> str:
+                    cuda: bool | None = None, bf16: bool | None = None) -> str:
     """The concrete backend for a setting: ``auto`` -> torch on a CUDA GPU (the GPU beats any
-    CPU path), else the first of AUTO_ORDER whose packages are installed.
+    CPU path), else the first of AUTO_ORDER (AUTO_ORDER_NO_BF16 on CPUs without native bf16)
+    whose packages are installed.
 
     A named backend is returned as is; if its extra is missing, loading it says which.
     """
@@ -69,7 +83,8 @@ def resolve_backend(backend: str, installed: Collection[str] | None = None,
     if cuda_available() if cuda is None else cuda:
         return "torch"
     have = installed_packages() if installed is None else set(installed)
-    return next(b for b in AUTO_ORDER if set(REQUIRES[b]) <= have)
+    order = AUTO_ORDER if (cpu_has_bf16() if bf16 is None else bf16) else AUTO_ORDER_NO_BF16
+    return next(b for b in order if set(REQUIRES[b]) <= have)
 
 
 def get_embedder(settings: Settings | None = None, *, cache: bool = True) -> Embedder:

@@ -39,7 +39,7 @@ def _openvino():
     return openvino
 
 
-def compile_config(threads: int | None = None) -> dict[str, str]:
+def compile_config(threads: int | None = None, precision: str | None = None) -> dict[str, str]:
     """OpenVINO CPU settings: our thread budget and the latency hint.
 
     Arithmetic precision is OpenVINO's per-CPU default on purpose: bf16 where the CPU has it
@@ -47,29 +47,34 @@ def compile_config(threads: int | None = None) -> dict[str, str]:
     avx512_bf16 EPYC at mean cosine 0.99998 to torch fp32 (min 0.99997), so vectors built on
     two kinds of box agree far above the 0.99 bar (eval/reports/bench_embed.md).
 
+    ``precision`` ("f32", "bf16") overrides it; the benchmark uses that to show f32's speed.
+
     Example:
         >>> compile_config(2)["INFERENCE_NUM_THREADS"]
         '2'
     """
-    return {
+    cfg = {
         # One request at a time on all our threads: the latency hint does not split the cores
         # into parallel streams that a single caller could never fill.
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": str(threads or os.cpu_count() or 1),
     }
+    if precision:
+        cfg["INFERENCE_PRECISION_HINT"] = precision
+    return cfg
 
 
 class OpenVinoEmbedder:
     """openvino backend (CPU). Thread-safe: one infer request, used under a lock."""
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", *, cache_root: str | Path | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, precision: str | None = None) -> None:
         ov = _openvino()
         cache_root = Path(cache_root) if cache_root else default_settings().home / "models"
         path = export_onnx(model, cache_root, quantized=False)
         self._pool = TokenPooler(embedding_model_dir(model))
         core = ov.Core()
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", compile_config(threads))
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", compile_config(threads, precision))
         self._request = compiled.create_infer_request()
         # what OpenVINO chose for this CPU ("bf16" or "f32"), shown by eval/bench_embed.py
         self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
