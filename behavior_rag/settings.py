@@ -47,7 +47,13 @@ class EmbedSettings(BaseModel):
 
     model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (the packaged model) "
                        "or a path to a local sentence-transformers folder.")
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino"] = Field(
+        "auto", description="auto (default): torch on a CUDA GPU, else the fastest installed "
+        "backend that keeps mean cosine >= 0.99 to torch fp32 -- openvino (4.8-8.5x torch, extra "
+        "[openvino]), else onnx-int8 (dynamic int8, extra [onnx]), else torch; resolved when "
+        "the embedder loads and recorded concretely in the index. Or name one: torch "
+        "(sentence-transformers reference), onnx (fp32 on ONNX Runtime), onnx-int8, openvino "
+        "(fp32 on OpenVINO). Measured ratios: eval/reports/bench_embed.md.")
 
 
 class IndexSettings(BaseModel):

@@ -74,3 +74,74 @@ def test_factory_picks_backend_from_settings(embed_home):
     emb = get_embedder(Settings(home=embed_home, embed={"backend": "onnx-int8"}))
     assert emb.info.backend == "onnx-int8" and emb.info.dim == 384
     assert emb.info.id == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def openvino_embedder(embed_home):
+    pytest.importorskip("openvino", reason="the 'openvino' extra is not installed")
+    from behavior_rag.embed.openvino import OpenVinoEmbedder
+
+    return OpenVinoEmbedder(cache_root=embed_home / "models")
+
+
+def test_openvino_vectors_are_unit_float32_and_agree_with_torch(torch_embedder,
+                                                                 openvino_embedder, texts):
+    ref = torch_embedder.embed(texts)
+    ov = openvino_embedder.embed(texts)
+    assert ov.shape == ref.shape and ov.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ov, axis=1), 1.0, atol=1e-5)
+    cos = (ref * ov).sum(1)
+    assert cos.mean() >= 0.99 and cos.min() > 0.99  # same weights; at most bf16 arithmetic
+    info = openvino_embedder.info
+    assert (info.backend, info.id, info.dim) == ("openvino", torch_embedder.info.id, 384)
+    assert openvino_embedder.embed([]).shape == (0, 384)
+    np.testing.assert_allclose(openvino_embedder.embed(texts[:5]), ov[:5], atol=1e-5)
+
+
+def test_auto_is_the_default_and_records_the_concrete_backend(embed_home):
+    from behavior_rag.embed import get_embedder
+    from behavior_rag.embed.base import BACKENDS
+    from behavior_rag.embed.factory import resolve_backend
+    from behavior_rag.settings import Settings
+
+    s = Settings(home=embed_home)
+    assert s.embed.backend == "auto"
+    emb = get_embedder(s)
+    assert emb.info.backend in BACKENDS and emb.info.backend == resolve_backend("auto")
+    assert emb.info.id == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_auto_falls_back_down_the_chain_by_installed_extras():
+    from behavior_rag.embed.factory import resolve_backend
+    from behavior_rag.errors import ConfigError
+
+    everything = {"openvino", "onnxruntime", "onnx"}
+
+    def auto(installed, cuda=False, bf16=True):
+        return resolve_backend("auto", installed=installed, cuda=cuda, bf16=bf16)
+
+    assert auto(everything) == "openvino"  # bf16 CPU: OpenVINO in bf16 is the fastest
+    assert auto(everything, bf16=False) == "onnx-int8"  # else int8 beats OpenVINO in f32
+    assert auto({"openvino", "onnx"}, bf16=False) == "openvino"
+    assert auto({"onnxruntime", "onnx"}) == "onnx-int8"
+    assert auto({"openvino"}) == "torch"  # no exporter
+    assert auto(set()) == "torch"
+    assert auto(everything, cuda=True) == "torch"  # a GPU beats any CPU path
+    assert resolve_backend("onnx", installed=set(), cuda=False) == "onnx"  # named: as asked
+    with pytest.raises(ConfigError, match="unknown embedding backend"):
+        resolve_backend("tensorflow")
+
+
+def test_missing_openvino_names_the_extra_and_auto_skips_it(monkeypatch, embed_home):
+    import sys
+
+    from behavior_rag.embed.factory import resolve_backend
+    from behavior_rag.embed.openvino import OpenVinoEmbedder
+    from behavior_rag.errors import ConfigError
+
+    # None in sys.modules makes `import openvino` fail as on a box without the package.
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(ConfigError, match=r"pip install 'behavior_rag\[openvino\]'") as e:
+        OpenVinoEmbedder(cache_root=embed_home / "models")
+    assert isinstance(e.value, ImportError) and e.value.context["extra"] == "openvino"
+    assert resolve_backend("auto", cuda=False) != "openvino"

@@ -16,13 +16,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from behavior_rag.api import BehaviorRAG
 from behavior_rag.cli.common import HUMAN, emit, err, load_sessions
+from behavior_rag.embed.base import BACKENDS
 from behavior_rag.errors import ConfigError
 from behavior_rag.index.base import Filter
 from behavior_rag.settings import Settings
 
 index_app = typer.Typer(no_args_is_help=True, help="Build and manage session indexes.")
 INDEX = typer.Option(None, "--index", "-i", help="Index folder (default: indexes/default).")
-BACKEND = typer.Option(None, "--backend", help="torch | onnx | onnx-int8 (default: settings, or "
+BACKEND = typer.Option(None, "--backend", help="auto | torch | onnx | onnx-int8 | openvino "
+                       "(default: settings' embed.backend, auto = the fastest installed; or "
                        "the backend an existing index was built with).")
 
 
@@ -30,9 +32,9 @@ def _rag(index: Path | None, backend: str | None = None, kind: str | None = None
          sq8: bool | None = None, fresh: bool = False) -> BehaviorRAG:
     s = Settings()
     if backend:
-        if backend not in ("torch", "onnx", "onnx-int8"):
-            raise ConfigError("backend must be torch, onnx or onnx-int8", field="backend",
-                              value=backend)
+        if backend not in ("auto", *BACKENDS):
+            raise ConfigError(f"backend must be auto or one of {', '.join(BACKENDS)}",
+                              field="backend", value=backend)
         s = s.model_copy(update={"embed": s.embed.model_copy(update={"backend": backend})})
     upd = {k: v for k, v in {"kind": kind, "sq8": sq8}.items() if v is not None}
     if upd:

@@ -10,13 +10,28 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-Backend = Literal["torch", "onnx", "onnx-int8"]
+from behavior_rag.errors import ConfigError
+
+# Concrete backends (what an index records); settings may also say "auto" (embed/factory.py).
+Backend = Literal["torch", "onnx", "onnx-int8", "openvino"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 Progress = Callable[[int, int], None]  # (done, total)
+
+
+class MissingBackendError(ConfigError, ImportError):
+    """An embedding backend's optional dependency is not installed; ``extra`` names the pip
+    extra that brings it. Also an ImportError, so ``except ImportError`` callers still work.
+
+    Example:
+        >>> MissingBackendError("needs openvino: pip install 'behavior_rag[openvino]'",
+        ...                     extra="openvino").context["extra"]
+        'openvino'
+    """
 
 
 class EmbedderInfo(BaseModel):

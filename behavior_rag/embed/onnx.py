@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from behavior_rag.atomic import writing_file
-from behavior_rag.embed.base import EmbedderInfo, Progress, normalise
+from behavior_rag.embed.base import EmbedderInfo, MissingBackendError, Progress
+from behavior_rag.embed.pooling import TokenPooler
 from behavior_rag.embed.sentence_transformers import model_id
 from behavior_rag.resources import embedding_model_dir
 from behavior_rag.settings import default_settings
@@ -33,8 +33,8 @@ def _require(extra: str = "onnx"):
     try:
         import onnxruntime  # noqa: F401
     except ImportError as e:
-        raise ImportError(f"the ONNX embedding backend needs onnxruntime and onnx: "
-                          f"pip install 'behavior_rag[{extra}]'") from e
+        raise MissingBackendError("the ONNX embedding backend needs onnxruntime and onnx: "
+                                  f"pip install 'behavior_rag[{extra}]'", extra=extra) from e
 
 def export_onnx(model: str, cache_root: Path, quantized: bool) -> Path:
     """Export (and quantise) once into ``cache_root``; returns the .onnx path."""
@@ -100,18 +100,10 @@ class OnnxEmbedder:
                  cache_root: str | Path | None = None, threads: int | None = None) -> None:
         _require()
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
-        src = embedding_model_dir(model)
         cache_root = Path(cache_root) if cache_root else default_settings().home / "models"
         path = export_onnx(model, cache_root, quantized)
-        max_len = 256
-        cfg = src / "sentence_bert_config.json"
-        if cfg.exists():
-            max_len = int(json.loads(cfg.read_text()).get("max_seq_length", max_len))
-        self._tok = Tokenizer.from_file(str(src / "tokenizer.json"))
-        self._tok.enable_truncation(max_len)
-        self._tok.no_padding()
+        self._pool = TokenPooler(embedding_model_dir(model))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
         opts.inter_op_num_threads = 1
@@ -119,34 +111,11 @@ class OnnxEmbedder:
         out = self._sess.get_outputs()[0].shape
         dim = out[-1] if isinstance(out[-1], int) else 384
         self.info = EmbedderInfo(id=model_id(model), dim=int(dim),
-                                 backend="onnx-int8" if quantized else "onnx", max_tokens=max_len)
+                                 backend="onnx-int8" if quantized else "onnx",
+                                 max_tokens=self._pool.max_len)
 
     def embed(self, texts: Sequence[str], *, batch_size: int | None = None,
               progress: Progress | None = None) -> np.ndarray:
         # Small length-sorted batches measured fastest on 2 cores (less padding, cache-friendly).
-        batch_size = batch_size or 16
-        texts = list(texts)
-        out = np.zeros((len(texts), self.info.dim), dtype=np.float32)
-        if not texts:
-            return out
-        enc = self._tok.encode_batch(texts)
-        # Length-sorted batches waste little compute on padding (as sentence-transformers does).
-        order = np.argsort([-len(e.ids) for e in enc], kind="stable")
-        for start in range(0, len(order), batch_size):
-            idx = order[start: start + batch_size]
-            width = max(len(enc[i].ids) for i in idx)
-            ids = np.zeros((len(idx), width), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            types = np.zeros_like(ids)
-            for row, i in enumerate(idx):
-                n = len(enc[i].ids)
-                ids[row, :n] = enc[i].ids
-                mask[row, :n] = 1
-                types[row, :n] = enc[i].type_ids
-            hidden = self._sess.run(None, {"input_ids": ids, "attention_mask": mask,
-                                           "token_type_ids": types})[0]
-            m = mask[..., None].astype(np.float32)
-            out[idx] = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-            if progress:
-                progress(min(start + batch_size, len(texts)), len(texts))
-        return normalise(out)
+        return self._pool.embed(lambda feeds: self._sess.run(None, feeds)[0], texts,
+                                self.info.dim, batch_size=batch_size or 16, progress=progress)
