@@ -121,14 +121,19 @@ def train_model(pb: PairBatches, *, base: str = "all-MiniLM-L6-v2",
     try:
         import torch
         from datasets import Dataset
-        from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                           SentenceTransformerTrainingArguments, losses)
+        from sentence_transformers import (
+            SentenceTransformer,
+            SentenceTransformerTrainer,
+            SentenceTransformerTrainingArguments,
+            losses,
+        )
     except ImportError as e:
         raise ConfigError("tuning the embedder needs datasets and accelerate: "
                           "pip install 'behavior_rag[tune]'") from e
     torch.manual_seed(cfg.seed)
     model = SentenceTransformer(str(embedding_model_dir(base)), device="cpu",
                                 local_files_only=True)
+    serve_len = model.max_seq_length
     model.max_seq_length = cfg.max_seq_length
     steps = min(cfg.max_steps, len(pb.batches) * cfg.epochs)
     data = Dataset.from_dict({"anchor": pb.anchors, "positive": pb.positives})
@@ -144,6 +149,9 @@ def train_model(pb: PairBatches, *, base: str = "all-MiniLM-L6-v2",
             loss=losses.MultipleNegativesRankingLoss(model))
         trainer.train()
     logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    # Shorter texts only make training cheap; the model embeds as its base did (same token
+    # budget, so an index's max_tokens and renderings do not change with tuning).
+    model.max_seq_length = serve_len
     model.eval()
     return model, steps, (round(float(logged[-1]), 4) if logged else None)
 
