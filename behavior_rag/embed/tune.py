@@ -17,8 +17,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -147,7 +149,9 @@ def train_model(pb: PairBatches, *, base: str = "all-MiniLM-L6-v2",
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=data,
             loss=losses.MultipleNegativesRankingLoss(model))
-        trainer.train()
+        # The trainer prints its logs on stdout, which is our CLI's JSON channel.
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.train()
     logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     # Shorter texts only make training cheap; the model embeds as its base did (same token
     # budget, so an index's max_tokens and renderings do not change with tuning).
