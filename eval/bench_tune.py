@@ -79,7 +79,10 @@ def main() -> None:
     lines += ["", "Seconds are the trainer's wall time (model load + training, not pair "
               "rendering or saving); peak RSS is the whole process's (ru_maxrss), so it "
               "includes the base-model evaluation before tuning. Other jobs may share the "
-              "two cores."]
+              "two cores. The cost is bounded by max_steps, not by the session count: "
+              "labelled pairs are capped per label and every step is one batch, so "
+              "tuning on all 1,000 sessions takes the same steps (only the pair "
+              "rendering, a few seconds, grows)."]
     replace_file(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
