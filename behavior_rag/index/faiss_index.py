@@ -127,7 +127,7 @@ class FaissSessionIndex(VectorIndex):
             raise EmbedderMismatch(
                 f"index was built with {cfg.embedder.id} (dim {cfg.embedder.dim}) but the "
                 f"configured embedder is {expect.id} (dim {expect.dim}); configure the same model, "
-                f"or re-embed the index with this one: behavior-rag index reembed --index "
+                f"or rebuild its vectors with this one: behavior-rag index reembed --index "
                 f"{root} --model <model>", file=str(root), field="embedder",
                 value=f"{expect.id}/{expect.dim}")
         # Search-time knobs may change on load (efSearch, nprobe, gpu); the structure may not.
