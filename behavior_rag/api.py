@@ -35,12 +35,13 @@ from behavior_rag.history import UserHistory
 from behavior_rag.index.base import Filter, VectorIndex
 from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
 from behavior_rag.index.factory import create_index, open_index
+from behavior_rag.index.reembed import recorded_model
 from behavior_rag.index.storage import IndexConfig, read_config
 from behavior_rag.ingest.store import read_store, write_store
 from behavior_rag.llm.factory import get_llm
 from behavior_rag.profile import build_profile
 from behavior_rag.retrieve import Neighbor, similar
-from behavior_rag.settings import Settings, default_settings
+from behavior_rag.settings import EmbedSettings, Settings, default_settings
 from behavior_rag.taxonomy import load_taxonomy
 from behavior_rag.types import PatternPrediction, Session
 from behavior_rag.vectors import HybridSpec, fit_hybrid
@@ -80,6 +81,13 @@ class BehaviorRAG:
         self._fresh = fresh
         if not fresh and (self.index_path / "config.json").exists():
             built = read_config(self.index_path).embedder
+            recorded = recorded_model(self.index_path)
+            if recorded and self.settings.embed.model == EmbedSettings().model:
+                # `index reembed` recorded the (e.g. tuned) model: the default setting means
+                # "whatever this index was made with", not "refuse it".
+                log.info("using the index's embedding model %s", recorded)
+                self.settings = self.settings.model_copy(update={
+                    "embed": self.settings.embed.model_copy(update={"model": recorded})})
             if built.backend != self.settings.embed.backend:
                 log.info("using the index's embedding backend %s", built.backend)
                 self.settings = self.settings.model_copy(update={

@@ -23,6 +23,7 @@ from behavior_rag.cli.fit import fit_cmd
 from behavior_rag.cli.index import index_app, similar_cmd
 from behavior_rag.cli.ingest import ingest_cmd, render_cmd, synth_cmd
 from behavior_rag.cli.serve import serve_cmd
+from behavior_rag.cli.tune import embed_app, reembed_cmd
 from behavior_rag.errors import BehaviorRagError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -30,7 +31,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.command("ingest")(ingest_cmd)
 app.command("render")(render_cmd)
 app.command("synth")(synth_cmd)
+index_app.command("reembed")(reembed_cmd)
 app.add_typer(index_app, name="index")
+app.add_typer(embed_app, name="embed")
 app.command("similar")(similar_cmd)
 app.command("fit")(fit_cmd)
 app.command("classify")(classify_cmd)

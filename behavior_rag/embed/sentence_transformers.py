@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from behavior_rag.embed.base import EmbedderInfo, Progress, normalise
+from behavior_rag.embed.tuned import is_tuned, tuned_id
 from behavior_rag.errors import ConfigError
 from behavior_rag.resources import embedding_model_dir
 
@@ -24,9 +25,12 @@ PACKAGED_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def model_id(model: str) -> str:
-    """A stable identity for a model setting (the packaged name, or the folder's name)."""
+    """A stable identity for a model setting: the packaged name, ``tuned:<content hash>`` for a
+    folder made by :func:`behavior_rag.embed.tune.tune_embedder`, else the folder's name."""
     if model in ("all-MiniLM-L6-v2", PACKAGED_ID):
         return PACKAGED_ID
+    if is_tuned(model):
+        return tuned_id(model)
     return f"local:{os.path.basename(os.path.normpath(model))}"
 
 

@@ -138,8 +138,9 @@ class FaissSessionIndex(VectorIndex):
         if expect is not None and (expect.id, expect.dim) != (cfg.embedder.id, cfg.embedder.dim):
             raise EmbedderMismatch(
                 f"index was built with {cfg.embedder.id} (dim {cfg.embedder.dim}) but the "
-                f"configured embedder is {expect.id} (dim {expect.dim}); rebuild the index or "
-                "configure the same model", file=str(root), field="embedder",
+                f"configured embedder is {expect.id} (dim {expect.dim}); configure the same model, "
+                f"or rebuild its vectors with this one: behavior-rag index reembed --index "
+                f"{root} --model <model>", file=str(root), field="embedder",
                 value=f"{expect.id}/{expect.dim}")
         # Search-time knobs may change on load (efSearch, nprobe, gpu); the structure may not.
         use = cfg.index if spec is None else spec.model_copy(update={
