@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -24,8 +23,8 @@ from pydantic import BaseModel, Field
 from behavior_rag.atomic import replace_file
 from behavior_rag.embed.base import Embedder, Progress
 from behavior_rag.errors import ConfigError
-from behavior_rag.index.build import upsert_sessions
-from behavior_rag.index.factory import create_index, open_index
+from behavior_rag.index.build import rebuild
+from behavior_rag.index.factory import open_index
 from behavior_rag.index.storage import read_config
 from behavior_rag.ingest.store import read_store
 from behavior_rag.settings import Settings, default_settings
@@ -64,13 +63,11 @@ def reembed(path: str | Path, embedder: Embedder, *, model: str | None = None,
                           f"{root / 'sessions'} (e.g. {missing[0]!r}), so they cannot be "
                           "re-rendered; rebuild the index from the source with "
                           "`behavior-rag index build`", file=str(root), field="sessions")
-    new = create_index(embedder.info, cfg.index)
-    by_split = defaultdict(list)
-    for row in frame.select("session_id", "label", "split").iter_rows(named=True):
-        s = sessions[row["session_id"]]
-        by_split[row["split"]].append(s.model_copy(update={"label": row["label"]}))
-    for split, group in by_split.items():
-        upsert_sessions(new, embedder, group, settings=settings, split=split, progress=progress)
+    labelled = [sessions[r["session_id"]].model_copy(update={"label": r["label"]})
+                for r in frame.select("session_id", "label").iter_rows(named=True)]
+    # the facts' part of hybrid vectors does not depend on the embedder: it is kept as it was
+    new = rebuild(old, embedder, labelled, hybrid=cfg.hybrid,
+                  settings=settings.model_copy(update={"index": cfg.index}), progress=progress)
     new.save(root)
     if model is not None:
         replace_file(root / MODEL_FILE, json.dumps(
