@@ -35,10 +35,11 @@ def main() -> None:
 
     from behavior_rag.atomic import replace_file
     from behavior_rag.embed.sentence_transformers import SentenceTransformerEmbedder
-    from behavior_rag.embed.tune import TuneConfig, agreement_at_k, tune_embedder
+    from behavior_rag.embed.tune import TuneConfig, tune_embedder
     from behavior_rag.evaluation import split_by_user
     from behavior_rag.render import render
     from behavior_rag.synth import generate
+    from behavior_rag.vectors import agreement_at_k
 
     sessions = generate(args.n, seed=args.seed).sessions
     sp = split_by_user(sessions, seed=args.seed, dev_frac=0.0, test_frac=0.3)

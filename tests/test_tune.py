@@ -15,7 +15,6 @@ from behavior_rag.embed.pairs import build_pairs, view
 from behavior_rag.embed.sentence_transformers import PACKAGED_ID, SentenceTransformerEmbedder
 from behavior_rag.embed.tune import (
     TuneConfig,
-    agreement_at_k,
     save_tuned,
     train_model,
     tune_embedder,
@@ -28,6 +27,7 @@ from behavior_rag.ingest.store import write_store
 from behavior_rag.render import render
 from behavior_rag.settings import Settings
 from behavior_rag.synth import generate
+from behavior_rag.vectors import agreement_at_k
 
 CFG = TuneConfig(max_steps=8, batch_size=8, lr=1e-4, max_pairs_per_label=16, seed=3)
 

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from behavior_rag.atomic import replace_dir, replace_file
@@ -188,21 +187,3 @@ def save_tuned(model, out: str | Path, manifest: TunedManifest) -> TunedManifest
         manifest = manifest.model_copy(update={"content_hash": content_hash(tmp)})
         replace_file(tmp / MANIFEST, manifest.model_dump_json(indent=2))
     return manifest
-
-
-def agreement_at_k(queries: np.ndarray, q_labels: Sequence[str], q_users: Sequence[str],
-                   refs: np.ndarray, r_labels: Sequence[str], r_users: Sequence[str],
-                   k: int = 10) -> float:
-    """Mean share of each query's top-``k`` reference neighbours (other users only, cosine on
-    unit vectors) with the query's label.
-
-    Example:
-        >>> v = np.eye(2, dtype=np.float32)
-        >>> agreement_at_k(v, ["a", "b"], ["u1", "u2"], v, ["a", "b"], ["u3", "u4"], k=1)
-        1.0
-    """
-    sims = np.asarray(queries, np.float32) @ np.asarray(refs, np.float32).T
-    sims[np.asarray(q_users)[:, None] == np.asarray(r_users)[None, :]] = -np.inf
-    top = np.argsort(-sims, axis=1)[:, :k]
-    r_labels = np.asarray(r_labels)
-    return float(np.mean(r_labels[top] == np.asarray(q_labels)[:, None]))
