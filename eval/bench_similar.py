@@ -99,7 +99,8 @@ def synth_row(args, home: Path, split, hybrid: bool, model: str | None, fitted: 
     return {"agreement": float(np.mean(agree)),
             "knn_f1": float(f1_score(gold, votes, labels=labels, average="macro")),
             "ari": float(ari), "weight": spec.weight if spec else None,
-            "build_s": build_s, "dev": spec.dev_agreement if spec else {}}
+            "build_s": build_s, "dev": spec.dev_agreement if spec else {},
+            "backend": rag.embedder.info.backend}
 
 
 def taobao_row(args, home: Path, split, hybrid: bool, model: str | None) -> dict:
@@ -161,8 +162,9 @@ def _home(cache_home: Path, tmp: str) -> Path:
 
 
 def _report(args, synth, tb, synth_out, tb_out, seconds: float) -> str:
-    s = Settings()
-    backend = args.backend or f"{s.embed.backend} (the default)"
+    first = next(iter(synth_out.values()))
+    backend = first["backend"] + ("" if args.backend else f" ({Settings().embed.backend}, the "
+                                  "default)")
     lines = [
         "# Similar-shopper benchmark (`eval/bench_similar.py`)", "",
         f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {seconds:.0f} s on a shared "
