@@ -15,6 +15,7 @@ import typer
 
 from behavior_rag.cli.common import HUMAN, emit, err, load_sessions, progress
 from behavior_rag.embed import get_embedder
+from behavior_rag.embed.base import BACKENDS
 from behavior_rag.embed.tune import TuneConfig, tune_embedder
 from behavior_rag.errors import ConfigError
 from behavior_rag.index.reembed import reembed
@@ -58,15 +59,15 @@ def reembed_cmd(index: Path = typer.Option(Path("indexes/default"), "--index", "
                                            help="Index folder."),
                 model: str = typer.Option(..., "--model", "-m", help="Model folder (e.g. "
                                           "`embed tune`'s) or all-MiniLM-L6-v2."),
-                backend: Optional[str] = typer.Option(None, "--backend", help="torch | onnx | "
-                                                      "onnx-int8 (default: the index's)."),
+                backend: Optional[str] = typer.Option(None, "--backend", help="auto or a "
+                                                      "backend (default: the index's)."),
                 human: bool = HUMAN) -> None:
     """Re-embed every session of an index with another model (atomic; labels, splits and
     history kept)."""
     backend = backend or read_config(index).embedder.backend
-    if backend not in ("torch", "onnx", "onnx-int8"):
-        raise ConfigError("backend must be torch, onnx or onnx-int8", field="backend",
-                          value=backend)
+    if backend not in ("auto", *BACKENDS):
+        raise ConfigError(f"backend must be auto or one of {', '.join(BACKENDS)}",
+                          field="backend", value=backend)
     s = Settings()
     s = s.model_copy(update={"embed": s.embed.model_copy(update={"model": model,
                                                                   "backend": backend})})
