@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from behavior_rag.evaluation.harness import EvalConfig, run_eval
+from behavior_rag.evaluation.harness import FAITH_MAX, EvalConfig, run_eval
 from behavior_rag.settings import Settings
 from tests.conftest import TAOBAO, UCI, need
 
@@ -86,7 +86,9 @@ def test_synth_personas_with_the_embedded_llm(tmp_path, settings):
     assert {r.method for r in res.llm_sample} >= {"llm", "cascade", "knn"}
     assert res.llm_sample_size == 6
     assert res.evidence["evidence_kept"] > 0 and res.evidence["evidence_dropped"] == 0
-    assert res.faithfulness.predictions == 6 and res.faithfulness.contradicting == 0.0
+    # faithfulness reclassifies without the LLM, so it measures every test session here
+    assert res.faithfulness.predictions == min(FAITH_MAX, res.sizes["test"])
+    assert res.faithfulness.contradicting == 0.0
     assert "Faithfulness of the evidence" in (tmp_path / "s" / "report.md").read_text()
     assert (tmp_path / "s" / "confusion.png").stat().st_size > 1000
 
