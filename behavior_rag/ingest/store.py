@@ -136,3 +136,35 @@ def read_manifest(path: str | Path) -> StoreManifest:
         raise StoreError("not a session store (no manifest.json)", file=str(path)) from e
     except ValidationError as e:
         raise StoreError(f"invalid manifest: {e}", file=str(path)) from e
+
+
+class SessionStore:
+    """Read access to a store folder by id (being replaced by a segmented store; same API).
+
+    Example:
+        >>> import tempfile
+        >>> from behavior_rag.synth import generate
+        >>> d = tempfile.mkdtemp()
+        >>> _ = write_store(generate(10, seed=1).sessions, d + "/s")
+        >>> st = open_store(d + "/s")
+        >>> len(st), st.get_many(st.ids()[:2])[0].session_id == st.ids()[0]
+        (10, True)
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._by_id = {s.session_id: s for s in read_store(self.path)}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def ids(self) -> list[str]:
+        return list(self._by_id)
+
+    def get_many(self, ids: list[str]) -> list[Session]:
+        """The sessions with these ids, in that order (unknown ids are skipped)."""
+        return [self._by_id[i] for i in ids if i in self._by_id]
+
+
+def open_store(path: str | Path) -> SessionStore:
+    return SessionStore(path)
