@@ -37,7 +37,7 @@ from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
 from behavior_rag.index.factory import create_index, open_index
 from behavior_rag.index.reembed import recorded_model
 from behavior_rag.index.storage import IndexConfig, read_config
-from behavior_rag.ingest.store import read_store, write_store
+from behavior_rag.ingest.store import SessionStore, StoreManifest
 from behavior_rag.llm.factory import get_llm
 from behavior_rag.profile import build_profile
 from behavior_rag.retrieve import Neighbor, similar
@@ -96,10 +96,8 @@ class BehaviorRAG:
         self._index: VectorIndex | None = None
         self._classifier = None
         self._llm = llm  # an LLMBackend object overrides settings.llm (e.g. LangChainBackend)
-        self._sessions: dict[str, Session] | None = None  # the events, for profiles
-        self._sessions_dirty = False
-        self._history: dict[str, Session] | None = None  # recorded, not indexed (add_history)
-        self._history_dirty = False
+        self._sessions: SessionStore | None = None  # the events, for profiles
+        self._history: SessionStore | None = None  # recorded, not indexed (add_history)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, index_path: str | Path | None = None,
@@ -136,17 +134,16 @@ class BehaviorRAG:
         self._check_labels(sessions, required=False)
         report = upsert_sessions(self.index, self.embedder, sessions, settings=self.settings,
                                  split=split, progress=progress)
-        self.sessions.update({s.session_id: s for s in sessions})
-        self._sessions_dirty = True
+        self.sessions.upsert(sessions)
         if self._classifier is not None and self._classifier.history is not None:
             self._classifier.history.add(sessions, override=False)
         return report
 
     @property
-    def recorded(self) -> dict[str, Session]:
-        """Sessions recorded with :meth:`add_history` (``<index>/history/``), by id."""
+    def recorded(self) -> SessionStore:
+        """Sessions recorded with :meth:`add_history` (``<index>/history/``)."""
         if self._history is None:
-            self._history = self._read_sessions("history")
+            self._history = self._open_store("history")
         return self._history
 
     def add_history(self, sessions: Sequence[Session]) -> int:
@@ -158,8 +155,7 @@ class BehaviorRAG:
         Example:
             >>> rag.add_history(all_past_sessions)                             # doctest: +SKIP
         """
-        self.recorded.update({s.session_id: s for s in sessions})
-        self._history_dirty = True
+        self.recorded.upsert(sessions)
         if self._classifier is not None and self._classifier.history is not None:
             self._classifier.history.add(sessions)
         return len(sessions)
@@ -173,18 +169,23 @@ class BehaviorRAG:
         return h
 
     @property
-    def sessions(self) -> dict[str, Session]:
-        """Indexed sessions with their events (kept in ``<index>/sessions/``), by id."""
+    def sessions(self) -> SessionStore:
+        """Indexed sessions with their events (``<index>/sessions/``): ``get(id)``,
+        ``of_user(id)``, iteration; lookups read one slice, not the whole store."""
         if self._sessions is None:
-            self._sessions = self._read_sessions("sessions")
+            self._sessions = self._open_store("sessions")
         return self._sessions
 
-    def _read_sessions(self, folder: str) -> dict[str, Session]:
-        """A session store inside the index folder, by id (empty if fresh or absent)."""
+    def _open_store(self, folder: str) -> SessionStore:
+        """A session store inside the index folder, as the folder's last commit lists it
+        (empty if fresh or absent; an older folder's own ``manifest.json`` is read)."""
         path = self.index_path / folder
-        if self._fresh or not (path / "manifest.json").exists():
-            return {}
-        return {s.session_id: s for s in read_store(path)}
+        manifest: StoreManifest | None = None
+        if not self._fresh and (self.index_path / "config.json").exists():
+            manifest = read_config(self.index_path).stores.get(folder)
+        if self._fresh:
+            return SessionStore(path, StoreManifest.empty(), own_manifest=False)
+        return SessionStore(path, manifest, own_manifest=False)
 
     def add_labelled(self, sessions: Sequence[Session], labels: Sequence[str] | None = None, *,
                      split: str | None = "train", progress: Progress | None = None
@@ -216,21 +217,20 @@ class BehaviorRAG:
 
     def delete_sessions(self, session_ids: Sequence[str]) -> int:
         ids = [m.id for s in session_ids if (m := self.index.get(s)) is not None]
-        for sid in session_ids:
-            if self.sessions.pop(sid, None) is not None:
-                self._sessions_dirty = True
+        self.sessions.delete(session_ids)
         return self.index.delete(ids)
 
     def save(self) -> IndexConfig:
-        """Commit the index folder atomically (and the session events beside it)."""
-        cfg = self.index.save(self.index_path)
-        if self._sessions_dirty:
-
-            write_store(list(self.sessions.values()), self.index_path / "sessions")
-            self._sessions_dirty = False
-        if self._history_dirty:
-            write_store(list(self.recorded.values()), self.index_path / "history")
-            self._history_dirty = False
+        """Commit the index folder atomically: vectors, metadata and the session stores'
+        new segments become visible together, by one rename of ``config.json``."""
+        stores = {name: st for name, st in (("sessions", self._sessions),
+                                            ("history", self._history)) if st is not None}
+        prepared = {name: st.prepare() for name, st in stores.items()}
+        if (self.index_path / "config.json").exists() and not self._fresh:
+            prepared = read_config(self.index_path).stores | prepared
+        cfg = self.index.save(self.index_path, stores=prepared)
+        for name, st in stores.items():
+            st.committed(prepared[name])
         return cfg
 
     def profile(self, user_id: str, *, sessions: Sequence[Session] | None = None,
@@ -243,13 +243,15 @@ class BehaviorRAG:
             >>> rag.profile("u_3f2a...").narrative                              # doctest: +SKIP
         """
 
-        pool = list(sessions) if sessions is not None else \
-            [s for s in self.sessions.values() if s.user_id == user_id]
-        mine = [s for s in pool if s.user_id == user_id]
+        if sessions is not None:
+            mine = [s for s in sessions if s.user_id == user_id]
+            every = [s.end for s in sessions if s.events]
+            now = max(every) if every else None
+        else:
+            mine, now = self.sessions.of_user(user_id), self.sessions.last_event()
         preds = self.classify_many(mine) if patterns and mine else None
-        every = [e.timestamp for s in (sessions or self.sessions.values()) for e in s.events]
         return build_profile(user_id, mine, llm=self.classifier.llm if use_llm else None,
-                             predictions=preds, now=max(every) if every else None)
+                             predictions=preds, now=now)
 
     def similar(self, *, session: Session | None = None, session_id: str | None = None,
                 user_id: str | None = None, text: str | None = None, k: int = 10,
@@ -316,12 +318,12 @@ class BehaviorRAG:
         if not len(self.index):
             self.index.set_hybrid(spec)
             return
-        kept = [s for s in self.sessions.values() if self.index.get(s.session_id)]
+        kept = [s for s in self.sessions if self.index.get(s.session_id)]
         if len(kept) < len(self.index):
             raise ConfigError(f"{len(self.index) - len(kept)} indexed sessions have no kept "
                               "events to rebuild hybrid vectors from: index them again",
                               field="hybrid", file=str(self.index_path))
-        self._index = rebuild(self.index, self.embedder, list(self.sessions.values()),
+        self._index = rebuild(self.index, self.embedder, kept,
                               hybrid=spec, settings=self.settings)
         self._classifier = None  # it holds the old index
 

@@ -120,5 +120,5 @@ def tiny_adapter(embed_home, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter") / "intent-lora"
     res = finetune(sp.train, sp.dev, load_taxonomy("purchase_intent"), out=out, settings=s,
                    config=FinetuneConfig(max_steps=4, batch_size=4, eval_every=4, val_max=6,
-                                         lr=2e-3, patience=1, max_examples=64, k_examples=1))
+                                         lr=1e-3, patience=1, max_examples=64, k_examples=1))
     return res, sp, s

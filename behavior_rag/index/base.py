@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import ConfigError
 from behavior_rag.index.storage import IndexConfig
+from behavior_rag.ingest.store import StoreManifest
 from behavior_rag.vectors import HybridSpec
 
 
@@ -146,6 +148,8 @@ class VectorIndex(Protocol):
         """Every indexed session's :class:`SessionMeta`, one row each."""
         ...
 
-    def save(self, path: str | Path) -> IndexConfig:
-        """Commit the index as a self-describing folder at ``path``, atomically."""
+    def save(self, path: str | Path, stores: Mapping[str, StoreManifest] | None = None
+             ) -> IndexConfig:
+        """Commit the index as a self-describing folder at ``path``, atomically, with the
+        session stores prepared in it (None: keep the stores the last commit lists)."""
         ...

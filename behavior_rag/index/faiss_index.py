@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from behavior_rag.index.base import (
 )
 from behavior_rag.index.faiss_vectors import FaissVectors
 from behavior_rag.index.metadata import MetadataStore
+from behavior_rag.ingest.store import StoreManifest
 from behavior_rag.index.storage import (
     FORMAT_VERSION,
     IndexConfig,
@@ -110,9 +112,14 @@ class FaissSessionIndex(VectorIndex):
         return self.meta.frame()
 
     # ---- persistence --------------------------------------------------------------------
-    def save(self, path: str | Path) -> IndexConfig:
-        """Write the index folder atomically (see :mod:`behavior_rag.index.storage`)."""
+    def save(self, path: str | Path,
+             stores: Mapping[str, StoreManifest] | None = None) -> IndexConfig:
+        """Write the index folder atomically (see :mod:`behavior_rag.index.storage`), with
+        ``stores`` (session stores prepared in the folder) in the same commit; None keeps the
+        stores the folder's last commit lists."""
         root = Path(path)
+        if stores is None:
+            stores = read_config(root).stores if (root / "config.json").exists() else {}
         tmp = new_data_dir(root)
         v = self.vectors_
         if v.index is not None:
@@ -121,7 +128,7 @@ class FaissSessionIndex(VectorIndex):
         self.meta.write(tmp / "metadata.parquet")
         cfg = IndexConfig(embedder=self.embedder, index=self.spec, kind=v.kind, count=len(self),
                           created=self.created, updated=self.created, data="",
-                          hybrid=self.hybrid)
+                          hybrid=self.hybrid, stores=dict(stores))
         cfg = commit(root, tmp, cfg)
         self.path = root
         return cfg

@@ -7,6 +7,8 @@ Layout::
     <index>/v-000007/faiss.index   FAISS's own serialisation (no pickle)
     <index>/v-000007/ids.npy       internal slot -> session key (-1 = dead), allow_pickle=False
     <index>/v-000007/metadata.parquet
+    <index>/sessions/seg-*.parquet  the indexed sessions' events (behavior_rag.ingest.store),
+                               live segments listed in config.json's ``stores``
 
 A save writes a new ``v-N`` folder (fsynced), then atomically replaces ``config.json`` to point at
 it; only then are older folders removed. A crash at any point leaves the previous config pointing
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from behavior_rag.atomic import fsync_path, fsync_tree, replace_file, temp_name
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import StoreError
+from behavior_rag.ingest.store import StoreManifest
 from behavior_rag.settings import IndexSettings
 from behavior_rag.vectors import HybridSpec
 
@@ -43,6 +46,8 @@ class IndexConfig(BaseModel):
     updated: datetime
     data: str  # current data folder name
     hybrid: HybridSpec | None = None  # facts joined to the text vectors (behavior_rag.vectors)
+    # session stores in the folder (sessions/, history/): committed by this file's rename too
+    stores: dict[str, StoreManifest] = {}
 
     @property
     def dim(self) -> int:

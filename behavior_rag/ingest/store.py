@@ -1,43 +1,63 @@
-"""The session store: a folder with ``events.parquet``, ``sessions.parquet`` and ``manifest.json``.
+"""The session store: append-only segments plus tombstones, committed by one manifest.
 
-Writes are atomic: everything goes to a temp folder beside the target (fsynced), which then
-replaces the target by rename, so a crash leaves either the old store or the new one, never a mix.
-Attribute and aggregate dicts are stored as JSON text (never pickle).
+A store folder holds immutable segment files (:mod:`behavior_rag.ingest.segments`), a tombstone
+file naming dead rows, and a manifest listing what is live. An upsert writes a new segment
+and tombstones the rows it replaces; nothing already written is rewritten until compaction
+(when segments pile up or a quarter of the rows are dead). Lookups by session id or user id
+read one slice of one segment's events, never the whole store.
+
+The commit point is a single atomic rename of the manifest: ``manifest.json`` for a standalone
+store, or the index's ``config.json`` for the store inside an index folder (so vectors and
+events commit together). Files no manifest lists (a crash before the commit) are swept by the
+next commit. Attribute and aggregate dicts are JSON text (never pickle).
 
 Example:
     >>> import tempfile
     >>> from behavior_rag.synth import generate
     >>> d = tempfile.mkdtemp()
-    >>> _ = write_store(generate(10, seed=1).sessions, d + "/s")
-    >>> len(read_store(d + "/s"))
-    10
+    >>> ss = generate(10, seed=1).sessions
+    >>> _ = write_store(ss, d + "/s")
+    >>> st = open_store(d + "/s")
+    >>> len(st), st.get(ss[3].session_id) == ss[3]
+    (10, True)
+    >>> st.delete([ss[3].session_id]), st.commit().sessions
+    (1, 9)
+    >>> len(open_store(d + "/s")), len(read_store(d + "/s"))
+    (9, 9)
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 
-from behavior_rag.atomic import replace_dir
+from behavior_rag.atomic import fsync_path, replace_dir, replace_file, writing_file
 from behavior_rag.errors import StoreError
-from behavior_rag.types import Event, Session
+from behavior_rag.ingest.segments import (
+    SESSION_SCHEMA,
+    SegmentInfo,
+    load_sessions,
+    sessions_from_rows,
+    read_table,
+    write_segment,
+)
+from behavior_rag.types import Session
 
-FORMAT_VERSION = 1
-EVENT_SCHEMA = {"session_id": pl.Utf8, "idx": pl.Int32, "user_id": pl.Utf8,
-                "timestamp": pl.Datetime("ms", "UTC"), "type": pl.Utf8, "item_id": pl.Utf8,
-                "category": pl.Utf8, "brand": pl.Utf8, "price": pl.Float64, "query": pl.Utf8,
-                "attrs": pl.Utf8}
-SESSION_SCHEMA = {"session_id": pl.Utf8, "user_id": pl.Utf8, "label": pl.Utf8, "source": pl.Utf8,
-                  "n_events": pl.Int32, "aggregates": pl.Utf8, "time_resolution": pl.Utf8,
-                  "timezone": pl.Utf8}
+FORMAT_VERSION = 2
+FLUSH_EVERY = 20_000  # pending sessions written out as a segment (bounds memory on big loads)
+MAX_SEGMENTS = 24
+MAX_DEAD = 0.25
+TOMB_SCHEMA = {"seg": pl.Utf8, "row": pl.Int32}
 
 
 class StoreManifest(BaseModel):
+    """What a store holds: live counts, its segments and the file of dead rows."""
+
     format_version: int = FORMAT_VERSION
     sessions: int
     events: int
@@ -45,42 +65,254 @@ class StoreManifest(BaseModel):
     labels: dict[str, int]
     created: datetime
     info: dict[str, Any] = {}
+    segments: list[SegmentInfo] = []
+    tombstones: str | None = None
+
+    @classmethod
+    def empty(cls) -> StoreManifest:
+        return cls(sessions=0, events=0, users=0, labels={}, created=datetime.now(timezone.utc))
+
+    @model_validator(mode="after")
+    def _legacy(self) -> StoreManifest:
+        # format 1: one unsorted pair of files and no offsets; read whole (see SessionStore)
+        if self.format_version == 1 and not self.segments:
+            self.segments = [SegmentInfo(name="legacy", sessions_file="sessions.parquet",
+                                         events_file="events.parquet",
+                                         sessions=self.sessions, events=self.events)]
+        return self
 
 
-def write_store(sessions: list[Session], path: str | Path, info: dict[str, Any] | None = None
-                ) -> StoreManifest:
+class SessionStore:
+    """Sessions by id and user, upserted and deleted in place; :meth:`commit` publishes.
+
+    ``manifest``: the committed state when the caller keeps it (an index folder's config);
+    ``None`` reads ``<path>/manifest.json`` (absent: an empty store).
+    """
+
+    def __init__(self, path: str | Path, manifest: StoreManifest | None = None, *,
+                 own_manifest: bool = True) -> None:
+        self.path = Path(path)
+        self.own_manifest = own_manifest  # commit writes <path>/manifest.json
+        if manifest is None and (self.path / "manifest.json").exists():
+            manifest = read_manifest(self.path)
+        if manifest is not None and manifest.format_version not in (1, FORMAT_VERSION):
+            raise StoreError(f"store format {manifest.format_version} is not supported "
+                             f"(expected {FORMAT_VERSION})", file=str(self.path))
+        self.manifest = manifest
+        self._table: pl.DataFrame | None = None  # live committed/flushed rows
+        self._pending: dict[str, Session] = {}
+        self._segments = list(manifest.segments) if manifest else []
+        self._dead: pl.DataFrame | None = None
+        self._legacy: dict[str, Session] | None = None
+
+    # ---- reading --------------------------------------------------------------------------
+    def _live(self) -> pl.DataFrame:
+        if self._table is None:
+            self._read_tables()
+        assert self._table is not None
+        return self._table
+
+    def _read_tables(self) -> None:
+        legacy = [g for g in self._segments if g.name == "legacy"]
+        if legacy:  # format 1 has no event offsets: held in memory until the next commit
+            self._pending = {s.session_id: s for s in _read_legacy(self.path)}
+            self._segments = [g for g in self._segments if g.name != "legacy"]
+        tables = [read_table(self.path, g) for g in self._segments]
+        self._dead = self._read_dead()
+        frame = pl.concat(tables) if tables else _empty()
+        if self._dead.height:
+            frame = frame.join(self._dead, on=["seg", "row"], how="anti")
+        self._table = frame
+
+    def _read_dead(self) -> pl.DataFrame:
+        name = self.manifest.tombstones if self.manifest else None
+        if not name:
+            return pl.DataFrame(schema=TOMB_SCHEMA)
+        try:
+            return pl.read_parquet(self.path / name)
+        except (OSError, pl.exceptions.PolarsError) as e:
+            raise StoreError(f"cannot read tombstones: {e}", file=str(self.path / name)) from e
+
+    # invariant: a pending session is never also a live row (upsert kills the old row)
+    def __len__(self) -> int:
+        return self._live().height + len(self._pending)
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._pending or bool(
+            (self._live()["session_id"] == session_id).any())
+
+    def ids(self) -> list[str]:
+        """Every live session id (committed order, then pending)."""
+        return self._live()["session_id"].to_list() + list(self._pending)
+
+    def get(self, session_id: str) -> Session | None:
+        got = self.get_many([session_id])
+        return got[0] if got else None
+
+    def get_many(self, ids: Sequence[str]) -> list[Session]:
+        """The sessions with these ids, in that order (unknown ids are skipped)."""
+        want = [i for i in ids if i not in self._pending]
+        rows = self._live().filter(pl.col("session_id").is_in(want)) if want else _empty()
+        found = {s.session_id: s for s in load_sessions(self.path, rows, self._files())}
+        found |= {i: self._pending[i] for i in ids if i in self._pending}
+        return [found[i] for i in ids if i in found]
+
+    def of_user(self, user_id: str) -> list[Session]:
+        """A user's sessions, oldest first."""
+        rows = self._live().filter(pl.col("user_id") == user_id)
+        out = load_sessions(self.path, rows, self._files())
+        out += [s for s in self._pending.values() if s.user_id == user_id]
+        return sorted(out, key=lambda s: (s.start if s.events else _EPOCH, s.session_id))
+
+    def has_user(self, user_id: str) -> bool:
+        return any(s.user_id == user_id for s in self._pending.values()) or bool(
+            (self._live()["user_id"] == user_id).any())
+
+    def last_event(self) -> datetime | None:
+        """The newest event time in the store (the profile's "now")."""
+        ends = [e for e in (self._live()["end"].max(), *(s.end for s in self._pending.values()
+                                                if s.events)) if e is not None]
+        return max(ends) if ends else None
+
+    def __iter__(self) -> Iterator[Session]:
+        for batch in self.iter_batches():
+            yield from batch
+
+    def iter_batches(self, size: int = 2048) -> Iterator[list[Session]]:
+        """Every live session in batches of ``size`` (a segment at a time: bounded memory)."""
+        live = self._live()
+        for start in range(0, live.height, size):
+            yield load_sessions(self.path, live.slice(start, size), self._files())
+        pend = list(self._pending.values())
+        for start in range(0, len(pend), size):
+            yield pend[start:start + size]
+
+    def values(self) -> Iterator[Session]:
+        return iter(self)
+
+    def _files(self) -> dict[str, str]:
+        return {g.name: g.events_file for g in self._segments}
+
+    # ---- writing --------------------------------------------------------------------------
+    def upsert(self, sessions: Iterable[Session]) -> None:
+        """Add or replace sessions (by id); visible at once, durable after :meth:`commit`."""
+        new = {s.session_id: s for s in sessions}
+        old = self._live().filter(pl.col("session_id").is_in(list(new)))
+        if old.height:
+            self._kill(old)
+        self._pending.update(new)
+        if len(self._pending) >= FLUSH_EVERY:
+            self.flush()
+
+    def delete(self, session_ids: Iterable[str]) -> int:
+        """Remove sessions by id; returns how many were there."""
+        ids = set(session_ids)
+        n = sum(self._pending.pop(i, None) is not None for i in ids)
+        gone = self._live().filter(pl.col("session_id").is_in(list(ids)))
+        if gone.height:
+            self._kill(gone)
+        return n + gone.height
+
+    def _kill(self, rows: pl.DataFrame) -> None:
+        assert self._table is not None and self._dead is not None
+        self._dead = pl.concat([self._dead, rows.select("seg", "row")])
+        self._table = self._table.join(rows.select("seg", "row"), on=["seg", "row"],
+                                       how="anti")
+
+    def flush(self) -> None:
+        """Write pending sessions as a segment (listed by the next commit)."""
+        if not self._pending:
+            return
+        info = write_segment(self.path, list(self._pending.values()))
+        self._segments.append(info)
+        self._table = pl.concat([self._live(), read_table(self.path, info)])
+        self._pending = {}
+
+    def commit(self, info: dict[str, Any] | None = None) -> StoreManifest:
+        """Write what is pending and publish: returns the new manifest. A standalone store
+        renames its ``manifest.json`` (the commit point); a store inside an index folder leaves
+        that to the index's ``config.json`` and calls :meth:`committed` after it."""
+        manifest = self.prepare(info)
+        if self.own_manifest:
+            replace_file(self.path / "manifest.json", manifest.model_dump_json(indent=2))
+            self.committed(manifest)
+        return manifest
+
+    def prepare(self, info: dict[str, Any] | None = None) -> StoreManifest:
+        """Make every file of the next manifest durable and return it (not yet published)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.flush()
+        live = self._live()
+        dead = self._dead if self._dead is not None else pl.DataFrame(schema=TOMB_SCHEMA)
+        total = sum(g.sessions for g in self._segments)
+        if len(self._segments) > MAX_SEGMENTS or (total and dead.height > MAX_DEAD * total):
+            self.compact()
+            live, dead = self._live(), self._dead
+        assert dead is not None
+        alive = set(live["seg"].unique().to_list())
+        self._segments = [g for g in self._segments if g.name in alive]
+        dead = dead.filter(pl.col("seg").is_in(list(alive)))
+        self._dead = dead
+        tomb = None
+        if dead.height:
+            tomb = f"tomb-{datetime.now(timezone.utc):%Y%m%d%H%M%S%f}.parquet"
+            with writing_file(self.path / tomb) as tmp:
+                dead.write_parquet(tmp)
+        fsync_path(self.path)
+        labels = live["label"].drop_nulls().value_counts()
+        self.manifest = StoreManifest(
+            sessions=live.height, events=int(live["n_events"].sum() or 0),
+            users=live["user_id"].n_unique(),
+            labels={r["label"]: r["count"] for r in labels.iter_rows(named=True)},
+            created=self.manifest.created if self.manifest else datetime.now(timezone.utc),
+            info=info if info is not None else (self.manifest.info if self.manifest else {}),
+            segments=list(self._segments), tombstones=tomb)
+        return self.manifest
+
+    def compact(self) -> None:
+        """Rewrite the live rows as one segment (then no tombstones are needed)."""
+        sessions = [s for batch in self.iter_batches(FLUSH_EVERY) for s in batch]
+        self._pending = {}
+        self._segments, self._table = [], _empty()
+        self._dead = pl.DataFrame(schema=TOMB_SCHEMA)
+        if sessions:
+            info = write_segment(self.path, sessions)
+            self._segments = [info]
+            self._table = read_table(self.path, info)
+
+    def committed(self, manifest: StoreManifest) -> None:
+        """After the commit point: remove files no longer listed (older segments, tombstones,
+        leftovers of interrupted writes)."""
+        keep = {f for g in manifest.segments for f in (g.sessions_file, g.events_file)}
+        keep |= {manifest.tombstones, "manifest.json" if self.own_manifest else None}
+        for p in self.path.iterdir() if self.path.is_dir() else ():
+            ours = p.name.startswith(("seg-", "tomb-", ".seg-", ".tomb-")) or p.name in (
+                "events.parquet", "sessions.parquet", "manifest.json")
+            if ours and p.name not in keep and p.is_file():
+                p.unlink(missing_ok=True)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema={**SESSION_SCHEMA, "seg": pl.Utf8, "row": pl.Int32})
+
+
+def open_store(path: str | Path) -> SessionStore:
+    """A standalone store folder (``behavior-rag ingest --out``); raises if there is none."""
+    read_manifest(Path(path))
+    return SessionStore(path)
+
+
+def write_store(sessions: Sequence[Session], path: str | Path,
+                info: dict[str, Any] | None = None) -> StoreManifest:
     """Write sessions to a store folder atomically (replacing any store already there)."""
-    path = Path(path)
-    events_rows: dict[str, list[Any]] = {k: [] for k in EVENT_SCHEMA}
-    for s in sessions:
-        for i, e in enumerate(s.events):
-            for k, v in (("session_id", s.session_id), ("idx", i), ("user_id", e.user_id),
-                         ("timestamp", e.timestamp), ("type", e.type), ("item_id", e.item_id),
-                         ("category", e.category), ("brand", e.brand), ("price", e.price),
-                         ("query", e.query),
-                         ("attrs", json.dumps(e.attrs, sort_keys=True) if e.attrs else None)):
-                events_rows[k].append(v)
-    events = pl.DataFrame(events_rows, schema=EVENT_SCHEMA)
-    sess = pl.DataFrame({
-        "session_id": [s.session_id for s in sessions], "user_id": [s.user_id for s in sessions],
-        "label": [s.label for s in sessions], "source": [s.source for s in sessions],
-        "n_events": [s.n_events for s in sessions],
-        "aggregates": [json.dumps(s.aggregates, sort_keys=True) if s.aggregates else None
-                       for s in sessions],
-        "time_resolution": [s.time_resolution for s in sessions],
-        "timezone": [s.timezone for s in sessions]}, schema=SESSION_SCHEMA)
-    labels: dict[str, int] = {}
-    for s in sessions:
-        if s.label is not None:
-            labels[s.label] = labels.get(s.label, 0) + 1
-    manifest = StoreManifest(sessions=len(sessions), events=events.height,
-                             users=len({s.user_id for s in sessions}), labels=labels,
-                             created=datetime.now(timezone.utc), info=info or {})
     check_store_target(path)
     with replace_dir(path) as tmp:
-        events.write_parquet(tmp / "events.parquet")
-        sess.write_parquet(tmp / "sessions.parquet")
-        (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+        st = SessionStore(tmp)
+        st.upsert(sessions)
+        manifest = st.commit(info or {})
     return manifest
 
 
@@ -99,33 +331,25 @@ def check_store_target(path: str | Path) -> None:
 
 
 def read_store(path: str | Path) -> list[Session]:
-    """Read every session of a store folder back, events in order."""
-    path = Path(path)
-    manifest = read_manifest(path)
-    if manifest.format_version != FORMAT_VERSION:
-        raise StoreError(f"store format {manifest.format_version} is not supported (expected "
-                         f"{FORMAT_VERSION})", file=str(path))
+    """Every session of a store folder, events in order."""
+    return list(open_store(path))
+
+
+def _read_legacy(path: Path) -> list[Session]:
+    """A format-1 store: events sorted by session, no offsets (read whole, once)."""
     try:
         events = pl.read_parquet(path / "events.parquet").sort(["session_id", "idx"])
         sess = pl.read_parquet(path / "sessions.parquet")
     except (OSError, pl.exceptions.PolarsError) as e:
         raise StoreError(f"cannot read store: {e}", file=str(path)) from e
-    by_session: dict[str, list[Event]] = {}
-    try:
-        for r in events.iter_rows(named=True):
-            attrs = json.loads(r["attrs"]) if r["attrs"] else {}
-            by_session.setdefault(r["session_id"], []).append(Event(
-                user_id=r["user_id"], session_id=r["session_id"], timestamp=r["timestamp"],
-                type=r["type"], item_id=r["item_id"], category=r["category"], brand=r["brand"],
-                price=r["price"], query=r["query"], attrs=attrs))
-        return [Session(session_id=r["session_id"], user_id=r["user_id"], label=r["label"],
-                        source=r["source"], events=by_session.get(r["session_id"], []),
-                        aggregates=json.loads(r["aggregates"]) if r["aggregates"] else {},
-                        # absent in older stores
-                        time_resolution=r.get("time_resolution"), timezone=r.get("timezone"))
-                for r in sess.iter_rows(named=True)]
-    except (ValidationError, json.JSONDecodeError) as e:
-        raise StoreError(f"store holds invalid data: {e}", file=str(path)) from e
+    counts = events.group_by("session_id", maintain_order=True).len()
+    starts = counts["len"].cum_sum() - counts["len"]
+    offsets = dict(zip(counts["session_id"].to_list(), starts.to_list()))
+    blank = {c: None for c in ("time_resolution", "timezone", "start", "end")}
+    rows = [{**blank, **r, "seg": "legacy", "ev_offset": offsets.get(r["session_id"], 0),
+             "n_events": r["n_events"] if r["session_id"] in offsets else 0}
+            for r in sess.iter_rows(named=True)]
+    return sessions_from_rows(rows, events, str(path))
 
 
 def read_manifest(path: str | Path) -> StoreManifest:
@@ -136,35 +360,3 @@ def read_manifest(path: str | Path) -> StoreManifest:
         raise StoreError("not a session store (no manifest.json)", file=str(path)) from e
     except ValidationError as e:
         raise StoreError(f"invalid manifest: {e}", file=str(path)) from e
-
-
-class SessionStore:
-    """Read access to a store folder by id (being replaced by a segmented store; same API).
-
-    Example:
-        >>> import tempfile
-        >>> from behavior_rag.synth import generate
-        >>> d = tempfile.mkdtemp()
-        >>> _ = write_store(generate(10, seed=1).sessions, d + "/s")
-        >>> st = open_store(d + "/s")
-        >>> len(st), st.get_many(st.ids()[:2])[0].session_id == st.ids()[0]
-        (10, True)
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._by_id = {s.session_id: s for s in read_store(self.path)}
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-    def ids(self) -> list[str]:
-        return list(self._by_id)
-
-    def get_many(self, ids: list[str]) -> list[Session]:
-        """The sessions with these ids, in that order (unknown ids are skipped)."""
-        return [self._by_id[i] for i in ids if i in self._by_id]
-
-
-def open_store(path: str | Path) -> SessionStore:
-    return SessionStore(path)

@@ -152,7 +152,7 @@ class ServiceState:
 
     def profile(self, user_id: str, use_llm: bool, patterns: bool):
         with self.lock.read(), (self._llm_lock if use_llm or patterns else nullcontext()):
-            if not any(s.user_id == user_id for s in self.rag.sessions.values()):
+            if not self.rag.sessions.has_user(user_id):
                 raise NotFoundError("user has no sessions with events in the index",
                                     field="user_id", value=user_id)
             return self.rag.profile(user_id, use_llm=use_llm, patterns=patterns)
