@@ -124,5 +124,7 @@ def test_cli_fit_records_history_and_fits_history_facts(tmp_path, embed_home):
     cli_json(env, "fit", str(tmp_path / "train"), "--index", str(tmp_path / "ix"), "--taxonomy",
              "purchase_intent", "--llm", "none", "--cascade", "never", "--history",
              str(tmp_path / "all"))
-    assert (tmp_path / "ix" / "history" / "manifest.json").exists()
+    from behavior_rag.index.storage import read_config
+
+    assert read_config(tmp_path / "ix").stores["history"].sessions == len(full)
     assert "purchases_before" in read_manifest(tmp_path / "ix" / "model").feature_names

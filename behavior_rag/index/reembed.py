@@ -26,7 +26,7 @@ from behavior_rag.errors import ConfigError
 from behavior_rag.index.build import rebuild
 from behavior_rag.index.factory import open_index
 from behavior_rag.index.storage import read_config
-from behavior_rag.ingest.store import read_store
+from behavior_rag.ingest.store import SessionStore
 from behavior_rag.settings import Settings, default_settings
 
 MODEL_FILE = "embed_model.json"
@@ -55,8 +55,8 @@ def reembed(path: str | Path, embedder: Embedder, *, model: str | None = None,
     cfg = read_config(root)
     old = open_index(root, spec=cfg.index)  # no expect: its vectors are being replaced
     frame = old.metadata()
-    sessions = {s.session_id: s for s in read_store(root / "sessions")} \
-        if (root / "sessions" / "manifest.json").exists() else {}
+    store = SessionStore(root / "sessions", cfg.stores.get("sessions"), own_manifest=False)
+    sessions = {s.session_id: s for s in store.get_many(frame["session_id"].to_list())}
     missing = [sid for sid in frame["session_id"].to_list() if sid not in sessions]
     if missing:
         raise ConfigError(f"{len(missing)} indexed sessions have no events in "
