@@ -25,61 +25,101 @@ SCHEMA = {"id": pl.Int64, "session_id": pl.Utf8, "user_id": pl.Utf8, "label": pl
 
 
 class MetadataStore:
-    """``id -> SessionMeta`` with a session-id and user index, and vectorised filters."""
+    """``id -> SessionMeta`` over a columnar frame (what a load reads), plus the rows put since;
+    objects are built only for the rows asked for, so a million sessions cost a frame, not a
+    million pydantic objects."""
 
     def __init__(self) -> None:
-        self._by_id: dict[int, SessionMeta] = {}
-        self._by_session: dict[str, int] = {}
+        self._base = pl.DataFrame(schema=SCHEMA)  # as loaded; rows superseded are masked out
+        self._base_ids = np.zeros(0, dtype=np.int64)
+        self._order = np.zeros(0, dtype=np.int64)  # argsort of _base_ids, for lookups
+        self._alive = np.zeros(0, dtype=bool)
+        self._new: dict[int, SessionMeta] = {}
+        self._by_session: dict[str, int] | None = None  # built on first lookup by session id
         self._frame: pl.DataFrame | None = None
         self._labelled: tuple[np.ndarray, dict[str, list[int]]] | None = None  # kNN fast path
 
+    def _row(self, id_: int) -> int | None:
+        """Position of a live base row with this id."""
+        i = int(np.searchsorted(self._base_ids, id_, sorter=self._order))
+        if i < len(self._order) and self._base_ids[self._order[i]] == id_:
+            pos = int(self._order[i])
+            return pos if self._alive[pos] else None
+        return None
+
     def __len__(self) -> int:
-        return len(self._by_id)
+        return int(self._alive.sum()) + len(self._new)
 
     def __contains__(self, id_: int) -> bool:
-        return id_ in self._by_id
+        return id_ in self._new or self._row(id_) is not None
 
-    def put(self, meta: SessionMeta) -> None:
-        self._by_id[meta.id] = meta
-        self._by_session[meta.session_id] = meta.id
+    def _changed(self) -> None:
         self._frame = self._labelled = None
 
+    def put(self, meta: SessionMeta) -> None:
+        old = self.get(meta.id)
+        pos = self._row(meta.id)
+        if pos is not None:
+            self._alive[pos] = False
+        self._new[meta.id] = meta
+        if self._by_session is not None:
+            if old is not None:
+                self._by_session.pop(old.session_id, None)
+            self._by_session[meta.session_id] = meta.id
+        self._changed()
+
     def remove(self, id_: int) -> SessionMeta | None:
-        meta = self._by_id.pop(id_, None)
+        meta = self._new.pop(id_, None)
+        pos = self._row(id_) if meta is None else None
+        if pos is not None:
+            meta = self._meta(pos)
+            self._alive[pos] = False
         if meta is not None:
-            self._by_session.pop(meta.session_id, None)
-            self._frame = self._labelled = None
+            if self._by_session is not None:
+                self._by_session.pop(meta.session_id, None)
+            self._changed()
         return meta
 
+    def _meta(self, pos: int) -> SessionMeta:
+        return SessionMeta.model_validate(self._base.row(pos, named=True))
+
     def get(self, id_: int) -> SessionMeta | None:
-        return self._by_id.get(id_)
+        if id_ in self._new:
+            return self._new[id_]
+        pos = self._row(id_)
+        return None if pos is None else self._meta(pos)
 
     def by_session(self, session_id: str) -> SessionMeta | None:
+        if self._by_session is None:
+            f = self.frame()
+            self._by_session = dict(zip(f["session_id"].to_list(), f["id"].to_list()))
         i = self._by_session.get(session_id)
-        return None if i is None else self._by_id[i]
+        return None if i is None else self.get(i)
 
     def ids_of_user(self, user_id: str) -> list[int]:
         f = self.frame()
         return f.filter(pl.col("user_id") == user_id)["id"].to_list()
 
     def frame(self) -> pl.DataFrame:
-        """All metadata as one frame (rebuilt lazily after changes)."""
+        """All metadata as one frame (rebuilt lazily after changes: a mask and the new rows)."""
         if self._frame is None:
-            rows = [m.model_dump() for m in self._by_id.values()]
-            self._frame = pl.DataFrame(rows, schema=SCHEMA) if rows else pl.DataFrame(
-                schema=SCHEMA)
+            base = self._base.filter(pl.Series(self._alive)) if not self._alive.all() \
+                else self._base
+            rows = [m.model_dump() for m in self._new.values()]
+            self._frame = pl.concat([base, pl.DataFrame(rows, schema=SCHEMA)]) if rows \
+                else base
         return self._frame
 
     def _labelled_ids(self) -> tuple[np.ndarray, dict[str, list[int]]]:
         """Labelled ids (sorted) and, per user and per session id, their positions in it."""
         if self._labelled is None:
-            metas = sorted((m for m in self._by_id.values() if m.label is not None),
-                           key=lambda m: m.id)
+            f = self.frame().filter(pl.col("label").is_not_null()).sort("id")
             pos: dict[str, list[int]] = {}
-            for i, m in enumerate(metas):
-                pos.setdefault("u:" + m.user_id, []).append(i)
-                pos.setdefault("s:" + m.session_id, []).append(i)
-            self._labelled = (np.array([m.id for m in metas], dtype=np.int64), pos)
+            for i, (u, sid) in enumerate(zip(f["user_id"].to_list(),
+                                             f["session_id"].to_list())):
+                pos.setdefault("u:" + u, []).append(i)
+                pos.setdefault("s:" + sid, []).append(i)
+            self._labelled = (f["id"].to_numpy().astype(np.int64), pos)
         return self._labelled
 
     def _knn_filter(self, flt: Filter) -> np.ndarray:
@@ -130,7 +170,17 @@ class MetadataStore:
     def read(cls, path: Path) -> MetadataStore:
         store = cls()
         frame = pl.read_parquet(path)
-        for row in frame.iter_rows(named=True):
-            store.put(SessionMeta.model_validate(row))
-        store._frame = frame
+        if set(frame.columns) != set(SCHEMA):
+            raise ValueError(f"metadata columns {frame.columns} are not {list(SCHEMA)}")
+        store._load(frame.select(list(SCHEMA)).cast(SCHEMA))  # type: ignore[arg-type]
         return store
+
+    def _load(self, frame: pl.DataFrame) -> None:
+        ids = frame["id"].to_numpy().astype(np.int64)
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("metadata has repeated ids")
+        self._base, self._base_ids = frame, ids
+        self._order = np.argsort(ids, kind="stable")
+        self._alive = np.ones(len(ids), dtype=bool)
+        self._new, self._by_session = {}, None
+        self._changed()
