@@ -114,7 +114,7 @@ def _events(acts, rng: np.random.Generator, cat: Catalog, user_id: str, session_
 
 
 def _assign_users(rng: np.random.Generator, catalog: Catalog, labels: np.ndarray,
-                  primaries: np.ndarray) -> tuple[np.ndarray, list[UserState]]:
+                  primaries: np.ndarray, prefix: str) -> tuple[np.ndarray, list[UserState]]:
     """Create users and give each session (by label) an owner.
 
     About 80% of a label's sessions go to users whose primary persona it is; the rest to anyone.
@@ -127,7 +127,7 @@ def _assign_users(rng: np.random.Generator, catalog: Catalog, labels: np.ndarray
         usual = weighted_sample(rng, USUAL_P, int(rng.integers(2, 4)))
         rows = catalog.rows_in(usual[0])
         fav_brand = brand_idx[rows[int(rng.random() * len(rows))]]
-        users.append(UserState(user_id=f"synth_u{u + 1:05d}", primary=PERSONAS[prim], usual=usual,
+        users.append(UserState(user_id=f"{prefix}_u{u + 1:05d}", primary=PERSONAS[prim], usual=usual,
                                fav_brand_items=rows[brand_idx[rows] == fav_brand].tolist()))
     by_primary = [np.flatnonzero(primaries == k) for k in range(len(PERSONAS))]
     owner = np.empty(len(labels), dtype=np.int64)
@@ -140,14 +140,15 @@ def _assign_users(rng: np.random.Generator, catalog: Catalog, labels: np.ndarray
 
 def generate(n_sessions: int = 1000, *, seed: int = 0, mix: Mapping[str, float] | None = None,
              sessions_per_user: float = 4.0, start: datetime | None = None,
-             days: int = 30) -> SynthDataset:
+             days: int = 30, prefix: str = "synth") -> SynthDataset:
     """Generate ``n_sessions`` synthetic labelled sessions.
 
     ``mix`` maps persona -> weight (default: uniform over :data:`PERSONAS`); session counts per
     label follow it exactly up to rounding. Each user has a primary persona that about 80% of
     their sessions follow. Sessions start within ``days`` days from ``start`` (a user's sessions
     are kept two hours apart, which can push a rare one slightly past the end). They are ordered
-    by start time; ids are ``synth_s000001``...
+    by start time; ids are ``synth_s000001``... (``prefix`` replaces ``synth``: datasets
+    generated with different prefixes can share an index).
 
     Example:
         >>> ds = generate(16, seed=1)
@@ -161,6 +162,9 @@ def generate(n_sessions: int = 1000, *, seed: int = 0, mix: Mapping[str, float] 
     if not sessions_per_user >= 1.0:
         raise ConfigError("sessions_per_user must be >= 1", field="sessions_per_user",
                           value=sessions_per_user)
+    if not prefix or not prefix.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError("prefix must be letters, digits, '-' or '_'", field="prefix",
+                          value=prefix)
     if days < 1:
         raise ConfigError("days must be >= 1", field="days", value=days)
     start = DEFAULT_START if start is None else start
@@ -177,7 +181,7 @@ def generate(n_sessions: int = 1000, *, seed: int = 0, mix: Mapping[str, float] 
     n_users = max(1, round(n_sessions / sessions_per_user))
     primaries = np.repeat(np.arange(len(PERSONAS)), _apportion(n_users, w))
     rng.shuffle(primaries)
-    owner, users = _assign_users(rng, catalog, labels, primaries)
+    owner, users = _assign_users(rng, catalog, labels, primaries, prefix)
     starts = [_start_time(PERSONAS[k], rng, start, days) for k in labels]
     # A user's sessions are at least two hours apart, so they never overlap in time.
     per_user: dict[int, list[int]] = {}
@@ -189,7 +193,7 @@ def generate(n_sessions: int = 1000, *, seed: int = 0, mix: Mapping[str, float] 
             starts[cur] = max(starts[cur], starts[prev] + timedelta(hours=2))
 
     order = sorted(range(n_sessions), key=lambda s: (starts[s], s))
-    sid = {s: f"synth_s{i + 1:06d}" for i, s in enumerate(order)}
+    sid = {s: f"{prefix}_s{i + 1:06d}" for i, s in enumerate(order)}
     sessions: dict[int, Session] = {}
     # Plan each user's sessions in time order: loyal buyers reorder what they bought before.
     for s in sorted(range(n_sessions), key=lambda s: (owner[s], starts[s], s)):
