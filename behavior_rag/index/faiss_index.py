@@ -32,7 +32,6 @@ from behavior_rag.index.base import (
 )
 from behavior_rag.index.faiss_vectors import FaissVectors
 from behavior_rag.index.metadata import MetadataStore
-from behavior_rag.ingest.store import StoreManifest
 from behavior_rag.index.storage import (
     FORMAT_VERSION,
     IndexConfig,
@@ -40,6 +39,7 @@ from behavior_rag.index.storage import (
     new_data_dir,
     read_config,
 )
+from behavior_rag.ingest.store import StoreManifest
 from behavior_rag.settings import IndexSettings
 from behavior_rag.vectors import HybridSpec
 

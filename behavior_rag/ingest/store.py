@@ -42,8 +42,8 @@ from behavior_rag.ingest.segments import (
     SESSION_SCHEMA,
     SegmentInfo,
     load_sessions,
-    sessions_from_rows,
     read_table,
+    sessions_from_rows,
     write_segment,
 )
 from behavior_rag.types import Session
