@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import overload
@@ -35,6 +36,7 @@ from behavior_rag.history import UserHistory
 from behavior_rag.index.base import Filter, VectorIndex
 from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
 from behavior_rag.index.factory import create_index, open_index
+from behavior_rag.index.lock import ServeLock, WriterLock
 from behavior_rag.index.reembed import recorded_model
 from behavior_rag.index.storage import IndexConfig, read_config
 from behavior_rag.ingest.store import SessionStore, StoreManifest
@@ -98,6 +100,11 @@ class BehaviorRAG:
         self._llm = llm  # an LLMBackend object overrides settings.llm (e.g. LangChainBackend)
         self._sessions: SessionStore | None = None  # the events, for profiles
         self._history: SessionStore | None = None  # recorded, not indexed (add_history)
+        # one writer per folder, from the first change to the commit (index/lock.py)
+        self._writer = WriterLock(self.index_path, f"{Path(sys.argv[0]).name} (BehaviorRAG)",
+                                  self.settings.index.lock_timeout_s)
+        self._loaded: str | None = None  # the data version the index was loaded at
+        self._serving: ServeLock | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, index_path: str | Path | None = None,
@@ -119,6 +126,7 @@ class BehaviorRAG:
     def index(self) -> VectorIndex:
         if self._index is None:
             if not self._fresh and (self.index_path / "config.json").exists():
+                self._loaded = read_config(self.index_path).data
                 self._index = open_index(self.index_path, expect=self.embedder.info,
                                          spec=self.settings.index)
             else:
@@ -132,6 +140,7 @@ class BehaviorRAG:
         A session's label, when it has one, must be in the configured taxonomy (checked before
         anything is embedded)."""
         self._check_labels(sessions, required=False)
+        self._begin()
         report = upsert_sessions(self.index, self.embedder, sessions, settings=self.settings,
                                  split=split, progress=progress)
         self.sessions.upsert(sessions)
@@ -155,6 +164,7 @@ class BehaviorRAG:
         Example:
             >>> rag.add_history(all_past_sessions)                             # doctest: +SKIP
         """
+        self._begin()
         self.recorded.upsert(sessions)
         if self._classifier is not None and self._classifier.history is not None:
             self._classifier.history.add(sessions)
@@ -216,13 +226,16 @@ class BehaviorRAG:
                     field=f"sessions.{i}.label", value=s.label)
 
     def delete_sessions(self, session_ids: Sequence[str]) -> int:
+        self._begin()
         ids = [m.id for s in session_ids if (m := self.index.get(s)) is not None]
         self.sessions.delete(session_ids)
         return self.index.delete(ids)
 
     def save(self) -> IndexConfig:
         """Commit the index folder atomically: vectors, metadata and the session stores'
-        new segments become visible together, by one rename of ``config.json``."""
+        new segments become visible together, by one rename of ``config.json``; then the
+        writer lock (index/lock.py) is released."""
+        self._begin()
         stores = {name: st for name, st in (("sessions", self._sessions),
                                             ("history", self._history)) if st is not None}
         prepared = {name: st.prepare() for name, st in stores.items()}
@@ -231,7 +244,25 @@ class BehaviorRAG:
         cfg = self.index.save(self.index_path, stores=prepared)
         for name, st in stores.items():
             st.committed(prepared[name])
+        self._loaded = cfg.data
+        self._writer.release()
         return cfg
+
+    def _begin(self) -> None:
+        self._writer.begin(self._loaded, serving=self._serving is not None)
+
+    def serve_folder(self, what: str) -> None:
+        """Mark the folder as served by this process until :meth:`stop_serving`: other
+        writers are then refused (told to write through the service) instead of committing
+        under it; this object's own writes still take the writer lock for each commit."""
+        self._writer.what = what
+        self._serving = ServeLock(self.index_path)
+        self._serving.acquire()
+
+    def stop_serving(self) -> None:
+        if self._serving is not None:
+            self._serving.release()
+            self._serving = None
 
     def profile(self, user_id: str, *, sessions: Sequence[Session] | None = None,
                 use_llm: bool = False, patterns: bool = False):
@@ -296,6 +327,7 @@ class BehaviorRAG:
             ['facts', 'knn']
         """
         self._check_labels(dev, required=True)
+        self._begin()
         if self.settings.index.hybrid:
             self._use_hybrid(fit_hybrid(self.embedder, train, dev, settings=self.settings))
         self.add_labelled(train)
@@ -354,10 +386,12 @@ class BehaviorRAG:
         data) and store them as ``<index>/fusion.json``."""
 
         clf = self.classifier
+        self._begin()
         params = fit(clf.dev_examples(dev_sessions), clf.labels)
         self.index_path.mkdir(parents=True, exist_ok=True)
         params.save(self.index_path / "fusion.json")
         clf.fusion = params
+        self._writer.release()
         return params
 
     def finetune(self, train: Sequence[Session], val: Sequence[Session], out: str | Path,

@@ -88,6 +88,10 @@ class StoreError(DataError):
     """A session store on disk is missing, corrupt or of an unknown version."""
 
 
+class WriteConflict(StoreError):
+    """Another writer holds the index folder, serves it, or committed since it was opened."""
+
+
 class RenderError(BehaviorRagError):
     """A session cannot be rendered (e.g. tokenizer missing)."""
 

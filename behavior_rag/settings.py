@@ -62,6 +62,8 @@ class IndexSettings(BaseModel):
     kind: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="auto: exact flat below auto_threshold vectors, HNSW above.")
     auto_threshold: int = Field(50_000, ge=1)
+    lock_timeout_s: float = Field(10.0, ge=0, description="How long a writer waits for "
+                                  "another writer of the same index folder to commit.")
     sq8: bool = Field(False, description="8-bit scalar quantisation: 4x less memory, ~1% recall.")
     hnsw_m: int = Field(32, ge=4)
     ef_construction: int = Field(80, ge=8)

@@ -82,12 +82,16 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # The service owns the folder's writes: a CLI writer is told so instead of committing
+        # under it (and its index would go stale here).
+        rag.serve_folder(f"behavior-rag serve on {settings.host}:{settings.port}")
         # Load in the background so /healthz answers at once; /readyz turns 200 when done.
         app.state.loader = asyncio.create_task(asyncio.to_thread(state.load))
         try:
             yield
         finally:
             slots.close()
+            rag.stop_serving()
 
     app = FastAPI(title="behavior_rag", version=__version__, lifespan=lifespan,
                   description="Classify e-commerce sessions and find similar shoppers.")

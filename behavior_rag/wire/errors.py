@@ -28,6 +28,7 @@ from behavior_rag.errors import (
     RenderError,
     StoreError,
     TaxonomyError,
+    WriteConflict,
 )
 from behavior_rag.index.base import EmbedderMismatch
 
@@ -87,6 +88,7 @@ STATUS: dict[type[BehaviorRagError], int] = {
     NotReady: 503,
     RequestTimeout: 504,
     ServiceUnavailable: 503,
+    WriteConflict: 409,     # another writer holds or changed the index folder
     StoreError: 500,        # the index folder on the server is unreadable or inconsistent
     RenderError: 500,       # e.g. the tokenizer is missing on the server
     EmbedderMismatch: 500,  # the server's model differs from the index's: a deployment problem
