@@ -36,6 +36,7 @@ from behavior_rag.index.storage import (
     FORMAT_VERSION,
     IndexConfig,
     commit,
+    data_dir,
     new_data_dir,
     read_config,
 )
@@ -155,20 +156,24 @@ class FaissSessionIndex(VectorIndex):
             "nlist": cfg.index.nlist, "auto_threshold": cfg.index.auto_threshold})
         ix = cls(cfg.embedder, use, cfg.hybrid)
         ix.created = cfg.created
-        data = root / cfg.data
+        data = data_dir(root, cfg)
         v = ix.vectors_
         v.kind = cfg.kind
         try:
+            v.labels = np.load(data / "ids.npy", allow_pickle=False)
+            if v.labels.ndim != 1 or v.labels.dtype != np.int64:
+                raise StoreError(f"ids.npy holds a {v.labels.ndim}-D {v.labels.dtype} array, "
+                                 "not 1-D int64", file=str(data / "ids.npy"))
             if (data / "faiss.index").exists():
                 v.index = v.faiss.read_index(str(data / "faiss.index"))
-                if v.index.d != ix.dim:
-                    raise StoreError(f"faiss.index holds vectors of dim {v.index.d}, the config "
-                                     f"says {ix.dim}", file=str(data / "faiss.index"))
+                check_faiss(v.index, ix.dim, cfg.kind, len(v.labels), data / "faiss.index")
                 if v.kind == "hnsw":
                     v.index.hnsw.efSearch = use.ef_search
-            v.labels = np.load(data / "ids.npy", allow_pickle=False)
+            elif len(v.labels):
+                raise StoreError(f"faiss.index is missing, ids.npy lists {len(v.labels)} "
+                                 "vectors", file=str(data / "faiss.index"))
             ix.meta = MetadataStore.read(data / "metadata.parquet")
-        except (OSError, RuntimeError, ValueError) as e:
+        except (OSError, RuntimeError, ValueError, pl.exceptions.PolarsError) as e:
             raise StoreError(f"index data is unreadable: {e}", file=str(data)) from e
         live = np.flatnonzero(v.labels >= 0)
         v.pos = dict(zip(v.labels[live].tolist(), live.tolist()))
@@ -178,3 +183,16 @@ class FaissSessionIndex(VectorIndex):
                              f"metadata rows, config says {cfg.count}", file=str(root))
         ix.path = root
         return ix
+
+
+def check_faiss(index, dim: int, kind: str, n: int, path: Path) -> None:
+    """A loaded faiss.index must be what config.json and ids.npy say it is."""
+    name = type(index).__name__
+    fits = {"flat": "IVF" not in name and "HNSW" not in name, "hnsw": "HNSW" in name,
+            "ivf": "IVF" in name}.get(kind, False)
+    problem = (f"holds vectors of dim {index.d}, the config says {dim}" if index.d != dim
+               else f"is a {name}, the config says kind {kind!r}" if not fits
+               else f"holds {index.ntotal} vectors, ids.npy lists {n}" if index.ntotal != n
+               else None)
+    if problem:
+        raise StoreError(f"faiss.index {problem}", file=str(path))

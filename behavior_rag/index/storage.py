@@ -17,7 +17,9 @@ at its untouched folder, so the last committed index always loads.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +36,11 @@ from behavior_rag.vectors import HybridSpec
 FORMAT_VERSION = 1
 
 
+class FileSum(BaseModel):
+    size: int
+    sha256: str
+
+
 class IndexConfig(BaseModel):
     """``config.json``: everything needed to know what an index folder holds."""
 
@@ -48,6 +55,7 @@ class IndexConfig(BaseModel):
     hybrid: HybridSpec | None = None  # facts joined to the text vectors (behavior_rag.vectors)
     # session stores in the folder (sessions/, history/): committed by this file's rename too
     stores: dict[str, StoreManifest] = {}
+    files: dict[str, FileSum] = {}  # of the data folder, checked on load (empty: older index)
 
     @property
     def dim(self) -> int:
@@ -72,8 +80,40 @@ def new_data_dir(root: Path) -> Path:
     return tmp
 
 
+def file_sums(folder: Path) -> dict[str, FileSum]:
+    out = {}
+    for p in sorted(folder.iterdir()):
+        with p.open("rb") as f:
+            out[p.name] = FileSum(size=p.stat().st_size,
+                                  sha256=hashlib.file_digest(f, "sha256").hexdigest())
+    return out
+
+
+def data_dir(root: Path, config: IndexConfig) -> Path:
+    """The data folder ``config.json`` points at, checked: a ``v-N`` folder inside ``root``
+    holding exactly the files it lists, with their sizes and checksums."""
+    if not re.fullmatch(r"v-\d{6}", config.data):
+        raise StoreError(f"config.json names the data folder {config.data!r}, not a v-NNNNNN "
+                         "folder of this index", file=str(root / "config.json"), field="data")
+    data = root / config.data
+    if not data.is_dir():
+        raise StoreError("the data folder config.json points at is missing", file=str(data))
+    if config.files:
+        have = file_sums(data)
+        for name, want in config.files.items():
+            got = have.get(name)
+            if got != want:
+                what = "is missing" if got is None else (
+                    f"has {got.size} bytes, config.json says {want.size}"
+                    if got.size != want.size else "does not match its checksum")
+                raise StoreError(f"index file {what}: the folder was changed or damaged "
+                                 "outside behavior_rag", file=str(data / name))
+    return data
+
+
 def commit(root: Path, tmp: Path, config: IndexConfig) -> IndexConfig:
     """Turn ``tmp`` into the next ``v-N`` folder and point ``config.json`` at it, atomically."""
+    config = config.model_copy(update={"files": file_sums(tmp)})
     versions = sorted(p.name for p in root.glob("v-*"))
     n = int(versions[-1][2:]) + 1 if versions else 1
     name = f"v-{n:06d}"
