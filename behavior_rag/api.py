@@ -22,6 +22,7 @@ from typing import overload
 
 from pydantic import BaseModel
 
+from behavior_rag.bounds import MAX_SPLIT
 from behavior_rag.classify import Classifier
 from behavior_rag.embed import Embedder, get_embedder
 from behavior_rag.embed.base import EmbedderInfo, Progress
@@ -139,6 +140,9 @@ class BehaviorRAG:
 
         A session's label, when it has one, must be in the configured taxonomy (checked before
         anything is embedded)."""
+        if split is not None and len(split) > MAX_SPLIT:
+            raise ConfigError(f"split name of {len(split)} characters; at most {MAX_SPLIT}",
+                              field="split", value=split[:100])
         self._check_labels(sessions, required=False)
         self._begin()
         report = upsert_sessions(self.index, self.embedder, sessions, settings=self.settings,

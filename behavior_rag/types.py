@@ -17,6 +17,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from behavior_rag.bounds import (
+    MAX_EVENTS,
+    MAX_ID,
+    MAX_PRICE,
+    MAX_QUERY,
+    MAX_YEAR,
+    MIN_YEAR,
+    check_attrs,
+)
+
 EventType = Literal["view", "search", "cart", "remove_from_cart", "fav", "purchase"]
 EVENT_TYPES: tuple[str, ...] = ("view", "search", "cart", "remove_from_cart", "fav", "purchase")
 
@@ -47,21 +57,28 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    user_id: str = Field(min_length=1)
-    session_id: str | None = None
+    user_id: str = Field(min_length=1, max_length=MAX_ID)
+    session_id: str | None = Field(None, max_length=MAX_ID)
     timestamp: datetime
     type: EventType
-    item_id: str | None = None
-    category: str | None = None
-    brand: str | None = None
-    price: float | None = Field(None, ge=0, allow_inf_nan=False)
-    query: str | None = None
+    item_id: str | None = Field(None, max_length=MAX_ID)
+    category: str | None = Field(None, max_length=MAX_ID)
+    brand: str | None = Field(None, max_length=MAX_ID)
+    price: float | None = Field(None, ge=0, le=MAX_PRICE, allow_inf_nan=False)
+    query: str | None = Field(None, max_length=MAX_QUERY)
     attrs: dict[str, AttrValue] = Field(default_factory=dict)
 
     @field_validator("timestamp")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
+        if not MIN_YEAR <= v.year <= MAX_YEAR:
+            raise ValueError(f"year {v.year} is outside {MIN_YEAR}..{MAX_YEAR}")
         return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
+
+    @field_validator("attrs")
+    @classmethod
+    def _attrs(cls, v: dict[str, AttrValue]) -> dict[str, AttrValue]:
+        return check_attrs(v, "attrs")
 
 
 class Session(BaseModel):
@@ -73,12 +90,12 @@ class Session(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    session_id: str = Field(min_length=1)
-    user_id: str = Field(min_length=1)
-    events: list[Event] = Field(default_factory=list)
+    session_id: str = Field(min_length=1, max_length=MAX_ID)
+    user_id: str = Field(min_length=1, max_length=MAX_ID)
+    events: list[Event] = Field(default_factory=list, max_length=MAX_EVENTS)
     aggregates: dict[str, AttrValue] = Field(default_factory=dict)
-    label: str | None = None
-    source: str | None = None
+    label: str | None = Field(None, max_length=MAX_ID)
+    source: str | None = Field(None, max_length=MAX_ID)
     time_resolution: TimeResolution | None = Field(
         None, description="How finely the source records times (detected at ingest); 'day': "
         "times of day and dwell times are unknown, and facts that need them are None.")
@@ -91,6 +108,11 @@ class Session(BaseModel):
     @classmethod
     def _zone(cls, v: str | None) -> str | None:
         return check_timezone(v)
+
+    @field_validator("aggregates")
+    @classmethod
+    def _aggregates(cls, v: dict[str, AttrValue]) -> dict[str, AttrValue]:
+        return check_attrs(v, "aggregates")
 
     @model_validator(mode="after")
     def _ordered(self) -> Session:

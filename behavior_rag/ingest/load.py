@@ -20,6 +20,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import ValidationError
 
+from behavior_rag.bounds import MAX_EVENTS
 from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.formats import GENERIC, resolve_format
 from behavior_rag.ingest.models import (
@@ -192,7 +193,15 @@ def _build_sessions(typed: pl.DataFrame, source: str, resolution: TimeResolution
             continue
         grouped.setdefault(r["sid"], []).append(ev)
         users[r["sid"]] = r["user_id"]
-    sessions = [Session(session_id=sid, user_id=users[sid], events=evs, source=source,
-                        time_resolution=resolution, timezone=zone)
-                for sid, evs in sorted(grouped.items(), key=lambda kv: order[kv[0]])]
+    sessions = []
+    for sid, evs in sorted(grouped.items(), key=lambda kv: order[kv[0]]):
+        if len(evs) > MAX_EVENTS:  # a crawler, not a shopper: its rows are row errors
+            first = int(first_seen.filter(pl.col("sid") == sid)[ROW][0])
+            errors.append(RowError(row=first, field="session_id", value=sid[:200],
+                                   reason="too_many_events",
+                                   message=f"session has {len(evs)} events; at most "
+                                   f"{MAX_EVENTS} (bounds.MAX_EVENTS)"))
+            continue
+        sessions.append(Session(session_id=sid, user_id=users[sid], events=evs, source=source,
+                                time_resolution=resolution, timezone=zone))
     return sessions, errors

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from behavior_rag.bounds import MAX_SPLIT
 from behavior_rag.index.base import Filter
 from behavior_rag.types import Session
 
@@ -42,7 +43,7 @@ class UpsertRequest(BaseModel):
     labels: list[str] | None = Field(None, description="Override the sessions' own labels, one "
                                      "per session (implies labelled).")
     labelled: bool = Field(False, description="Require a taxonomy label on every session.")
-    split: str | None = Field(None, description="Split name stored with each session "
+    split: str | None = Field(None, max_length=MAX_SPLIT, description="Split name stored with each session "
                               "(add_labelled uses 'train').")
 
 
