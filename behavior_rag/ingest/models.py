@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from behavior_rag.types import EVENT_TYPES, Session, TimeResolution, check_timezone
 
@@ -186,6 +186,16 @@ class RowError(BaseModel):
     value: str | None
     reason: str
     message: str
+
+    @model_validator(mode="after")
+    def _no_raw_user_ids(self) -> RowError:
+        # reports and errors are written to manifests and logs: a raw user id never is
+        if self.field == "user_id" and self.value is not None:
+            self.value = USER_ID_WITHHELD
+        return self
+
+
+USER_ID_WITHHELD = "<user id withheld>"
 
 
 class RawRead(BaseModel):

@@ -37,7 +37,7 @@ from behavior_rag.profile import UserProfile
 from behavior_rag.resources import __version__
 from behavior_rag.retrieve import Neighbor
 from behavior_rag.service import errors
-from behavior_rag.service.auth import check_auth_config, key_dependency
+from behavior_rag.service.auth import check_auth_config, install_log_redaction, key_dependency
 from behavior_rag.service.limits import BodyLimitMiddleware, ModelSlots, check_batch
 from behavior_rag.service.metrics import Metrics, MetricsMiddleware
 from behavior_rag.service.state import ServiceState
@@ -74,6 +74,7 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
     (see :mod:`behavior_rag.service.auth`).
     """
     check_auth_config(settings)
+    install_log_redaction()
     metrics = Metrics()
     state = ServiceState(rag, settings)
     slots = ModelSlots(settings.max_concurrency, acquire_timeout_s=settings.acquire_timeout_s,

@@ -19,10 +19,41 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
+import re
 
 from behavior_rag.errors import ConfigError
 from behavior_rag.settings import ServeSettings
 from behavior_rag.wire.errors import AuthError
+
+MIN_KEY_LENGTH = 16
+# query parameters whose values never reach a log line
+SECRET_PARAMS = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token)=)[^&\s\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with secret query-parameter values replaced (for access logs).
+
+    >>> redact("GET /v1/similar?api_key=s3cret&k=3")
+    'GET /v1/similar?api_key=***&k=3'
+    """
+    return SECRET_PARAMS.sub(r"\1***", text)
+
+
+class RedactQuery(logging.Filter):
+    """A filter for uvicorn's access log: the request line's secret parameters masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def install_log_redaction() -> None:
+    """Mask secrets in uvicorn's access log (once per process)."""
+    log = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQuery) for f in log.filters):
+        log.addFilter(RedactQuery())
 
 
 def is_loopback(host: str) -> bool:
@@ -43,8 +74,14 @@ def api_key(settings: ServeSettings) -> str | None:
 
 
 def check_auth_config(settings: ServeSettings) -> None:
-    """Refuse a configuration that would expose an unauthenticated service."""
-    if api_key(settings) is not None:
+    """Refuse a configuration that would expose an unauthenticated (or guessable) service."""
+    key = api_key(settings)
+    if key is not None:
+        if len(key) < MIN_KEY_LENGTH and not is_loopback(settings.host):
+            raise ConfigError(f"the API key has {len(key)} characters; a service on a "
+                              f"non-loopback host needs at least {MIN_KEY_LENGTH} (e.g. "
+                              "`python -c 'import secrets; print(secrets.token_hex(16))'`)",
+                              field="serve.api_key")
         return
     if not settings.insecure_no_auth:
         raise ConfigError("no API key: set BEHAVIOR_RAG_SERVE__API_KEY (or --api-key), or pass "
