@@ -27,6 +27,7 @@ from behavior_rag.classify import Classifier
 from behavior_rag.embed import Embedder, get_embedder
 from behavior_rag.embed.base import EmbedderInfo, Progress
 from behavior_rag.errors import ConfigError, TaxonomyError
+from behavior_rag.faults import crash_point
 from behavior_rag.finetune import finetune
 from behavior_rag.fitting import fit_model
 from behavior_rag.fusion import FusionParams, fit
@@ -243,6 +244,7 @@ class BehaviorRAG:
         stores = {name: st for name, st in (("sessions", self._sessions),
                                             ("history", self._history)) if st is not None}
         prepared = {name: st.prepare() for name, st in stores.items()}
+        crash_point("stores-prepared")
         if (self.index_path / "config.json").exists() and not self._fresh:
             prepared = read_config(self.index_path).stores | prepared
         cfg = self.index.save(self.index_path, stores=prepared)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from behavior_rag.atomic import fsync_path, fsync_tree, replace_file, temp_name
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import StoreError
+from behavior_rag.faults import crash_point
 from behavior_rag.ingest.store import StoreManifest
 from behavior_rag.settings import IndexSettings
 from behavior_rag.vectors import HybridSpec
@@ -118,10 +119,13 @@ def commit(root: Path, tmp: Path, config: IndexConfig) -> IndexConfig:
     n = int(versions[-1][2:]) + 1 if versions else 1
     name = f"v-{n:06d}"
     fsync_tree(tmp)
+    crash_point("data-written")
     os.replace(tmp, root / name)  # a new name: nothing is replaced yet
     fsync_path(root)
+    crash_point("data-renamed")
     config = config.model_copy(update={"data": name, "updated": datetime.now(timezone.utc)})
     replace_file(root / "config.json", config.model_dump_json(indent=2))  # the commit point
+    crash_point("committed")
     for old in root.iterdir():  # older versions and leftovers of interrupted saves
         if old.name != name and (old.name.startswith(("v-", ".v.tmp-", ".tmp-", ".config-",
                                                       ".config.json.tmp-"))):
