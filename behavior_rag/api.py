@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import overload
@@ -40,7 +41,7 @@ from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
 from behavior_rag.index.factory import create_index, open_index
 from behavior_rag.index.lock import ServeLock, WriterLock
 from behavior_rag.index.reembed import recorded_model
-from behavior_rag.index.storage import IndexConfig, read_config
+from behavior_rag.index.storage import IndexConfig, model_dir, read_config
 from behavior_rag.ingest.store import SessionStore, StoreManifest
 from behavior_rag.llm.factory import get_llm
 from behavior_rag.profile import build_profile
@@ -107,6 +108,7 @@ class BehaviorRAG:
                                   self.settings.index.lock_timeout_s)
         self._loaded: str | None = None  # the data version the index was loaded at
         self._serving: ServeLock | None = None
+        self._model_name: str | None = None  # a model fitted here, until a save commits it
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, index_path: str | Path | None = None,
@@ -247,7 +249,7 @@ class BehaviorRAG:
         crash_point("stores-prepared")
         if (self.index_path / "config.json").exists() and not self._fresh:
             prepared = read_config(self.index_path).stores | prepared
-        cfg = self.index.save(self.index_path, stores=prepared)
+        cfg = self.index.save(self.index_path, stores=prepared, model=self._model_name)
         for name, st in stores.items():
             st.committed(prepared[name])
         self._loaded = cfg.data
@@ -308,9 +310,9 @@ class BehaviorRAG:
             fusion_path = self.index_path / "fusion.json"
             fusion = FusionParams.load(fusion_path) if fusion_path.exists() else None
             tax = load_taxonomy(self.settings.classify.taxonomy)
-            model_dir = self.index_path / "model"
-            model = load_model(model_dir, taxonomy=tax, embedder=self.index.embedder) \
-                if not self._fresh and (model_dir / "manifest.json").exists() else None
+            mdir = self.model_path()
+            model = load_model(mdir, taxonomy=tax, embedder=self.index.embedder) \
+                if not self._fresh and (mdir / "manifest.json").exists() else None
             # classify.llm=never: the LLM is never asked, so it is not loaded either
             llm = self._llm if self._llm is not None else None if \
                 self.settings.classify.llm == "never" else get_llm(self.settings)
@@ -344,9 +346,11 @@ class BehaviorRAG:
         model = fit_model(clf, list(train), list(dev), progress=progress)
         if not model.heads.spec.history:
             clf.history = None
-        manifest = save_model(model, self.index_path / "model")
+        self._model_name = f"model-{uuid.uuid4().hex[:12]}"
+        manifest = save_model(model, self.index_path / self._model_name)
         clf.model = model
-        return FitReport(path=str(self.index_path / "model"), chosen=manifest.chosen,
+        self.save()  # config.json names the new model: it commits with the index
+        return FitReport(path=str(self.model_path()), chosen=manifest.chosen,
                          cv_loss=manifest.cv_loss, metric=manifest.metric, dev=manifest.dev,
                          cascade=manifest.cascade, hybrid=self.index.hybrid)
 
@@ -407,6 +411,14 @@ class BehaviorRAG:
 
         return finetune(train, val, load_taxonomy(self.settings.classify.taxonomy), out=out,
                         config=config, settings=self.settings)
+
+    def model_path(self) -> Path:
+        """The fitted model's folder of this index's last commit (``<index>/model-<hex>``)."""
+        if self._model_name is not None:
+            return self.index_path / self._model_name
+        if (self.index_path / "config.json").exists():
+            return model_dir(self.index_path, read_config(self.index_path))
+        return self.index_path / "model"
 
     def info(self) -> IndexInfo:
         cfg = read_config(self.index_path)

@@ -62,7 +62,7 @@ def test_fit_reaches_the_personas_and_says_which_heads_decided(fitted):
 
 def test_the_manifest_records_the_heads_cv_chose(fitted):
     rag, report, _, ix = fitted
-    man = read_manifest(ix / "model")
+    man = read_manifest(report.path)
     assert man.chosen == report.chosen == rag.classifier.model.heads.stack.chosen
     assert len(man.cv_loss) == 7  # every non-empty subset of 3 heads was scored
     assert man.feature_names[:2] == ["n_events", "n_view"] and man.taxonomy == "shopper-personas"
@@ -84,7 +84,7 @@ def test_a_new_process_loads_the_model_and_gives_identical_probabilities(fitted,
 
 def _copy(ix, tmp_path):
     dst = tmp_path / "model"
-    shutil.copytree(ix / "model", dst)
+    shutil.copytree(BehaviorRAG(Settings(), ix).model_path(), dst)
     return dst
 
 
@@ -92,11 +92,11 @@ def test_a_model_for_another_taxonomy_or_embedder_is_refused(fitted, tmp_path):
     rag, _, _, ix = fitted
     info = rag.embedder.info
     with pytest.raises(ConfigError) as e:
-        load_model(ix / "model", taxonomy=load_taxonomy("purchase_intent"), embedder=info)
+        load_model(rag.model_path(), taxonomy=load_taxonomy("purchase_intent"), embedder=info)
     assert e.value.context["field"] == "taxonomy_hash"
     other = EmbedderInfo(id="other-model", dim=info.dim, backend="torch", max_tokens=256)
     with pytest.raises(ConfigError) as e:
-        load_model(ix / "model", taxonomy=load_taxonomy("personas"), embedder=other)
+        load_model(rag.model_path(), taxonomy=load_taxonomy("personas"), embedder=other)
     assert e.value.context["field"] == "embedder" and "manifest.json" in e.value.context["file"]
 
 

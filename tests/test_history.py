@@ -127,4 +127,8 @@ def test_cli_fit_records_history_and_fits_history_facts(tmp_path, embed_home):
     from behavior_rag.index.storage import read_config
 
     assert read_config(tmp_path / "ix").stores["history"].sessions == len(full)
-    assert "purchases_before" in read_manifest(tmp_path / "ix" / "model").feature_names
+    from behavior_rag import BehaviorRAG
+
+    model = BehaviorRAG(index_path=tmp_path / "ix").model_path()
+    assert model.name.startswith("model-") and model.parent == tmp_path / "ix"
+    assert "purchases_before" in read_manifest(model).feature_names

@@ -148,8 +148,9 @@ class VectorIndex(Protocol):
         """Every indexed session's :class:`SessionMeta`, one row each."""
         ...
 
-    def save(self, path: str | Path, stores: Mapping[str, StoreManifest] | None = None
-             ) -> IndexConfig:
+    def save(self, path: str | Path, stores: Mapping[str, StoreManifest] | None = None,
+             model: str | None = None) -> IndexConfig:
         """Commit the index as a self-describing folder at ``path``, atomically, with the
-        session stores prepared in it (None: keep the stores the last commit lists)."""
+        session stores and the fitted model's folder written in it (None: keep what the last
+        commit lists)."""
         ...

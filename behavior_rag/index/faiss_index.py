@@ -113,14 +113,17 @@ class FaissSessionIndex(VectorIndex):
         return self.meta.frame()
 
     # ---- persistence --------------------------------------------------------------------
-    def save(self, path: str | Path,
-             stores: Mapping[str, StoreManifest] | None = None) -> IndexConfig:
+    def save(self, path: str | Path, stores: Mapping[str, StoreManifest] | None = None,
+             model: str | None = None) -> IndexConfig:
         """Write the index folder atomically (see :mod:`behavior_rag.index.storage`), with
-        ``stores`` (session stores prepared in the folder) in the same commit; None keeps the
-        stores the folder's last commit lists."""
+        ``stores`` (session stores prepared in the folder) and ``model`` (a fitted model's
+        folder written in it) in the same commit; None keeps what the last commit lists."""
         root = Path(path)
+        last = read_config(root) if (root / "config.json").exists() else None
         if stores is None:
-            stores = read_config(root).stores if (root / "config.json").exists() else {}
+            stores = last.stores if last else {}
+        if model is None and last is not None:
+            model = last.model
         tmp = new_data_dir(root)
         v = self.vectors_
         if v.index is not None:
@@ -129,7 +132,7 @@ class FaissSessionIndex(VectorIndex):
         self.meta.write(tmp / "metadata.parquet")
         cfg = IndexConfig(embedder=self.embedder, index=self.spec, kind=v.kind, count=len(self),
                           created=self.created, updated=self.created, data="",
-                          hybrid=self.hybrid, stores=dict(stores))
+                          hybrid=self.hybrid, stores=dict(stores), model=model)
         cfg = commit(root, tmp, cfg)
         self.path = root
         return cfg

@@ -74,7 +74,7 @@ def reembed(path: str | Path, embedder: Embedder, *, model: str | None = None,
             {"model": _as_setting(model), "id": embedder.info.id}, indent=2))
     return ReembedReport(index=str(root), sessions=len(frame), old_id=cfg.embedder.id,
                          new_id=embedder.info.id, backend=embedder.info.backend,
-                         stale=[n for n in _FITTED if (root / n).exists()])
+                         stale=[n for n in (*_FITTED, cfg.model) if n and (root / n).exists()])
 
 
 def _as_setting(model: str) -> str:

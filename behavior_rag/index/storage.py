@@ -57,6 +57,7 @@ class IndexConfig(BaseModel):
     # session stores in the folder (sessions/, history/): committed by this file's rename too
     stores: dict[str, StoreManifest] = {}
     files: dict[str, FileSum] = {}  # of the data folder, checked on load (empty: older index)
+    model: str | None = None  # the fitted model's folder (model-<hex>), committed with the rest
 
     @property
     def dim(self) -> int:
@@ -88,6 +89,17 @@ def file_sums(folder: Path) -> dict[str, FileSum]:
             out[p.name] = FileSum(size=p.stat().st_size,
                                   sha256=hashlib.file_digest(f, "sha256").hexdigest())
     return out
+
+
+def model_dir(root: Path, config: IndexConfig) -> Path:
+    """The fitted model's folder this commit names (an index from before: ``model/``)."""
+    if config.model is None:
+        return root / "model"
+    if not re.fullmatch(r"model-[0-9a-f]{12}", config.model):
+        raise StoreError(f"config.json names the model folder {config.model!r}, not a "
+                         "model-<hex> folder of this index", file=str(root / "config.json"),
+                         field="model")
+    return root / config.model
 
 
 def data_dir(root: Path, config: IndexConfig) -> Path:
@@ -127,8 +139,11 @@ def commit(root: Path, tmp: Path, config: IndexConfig) -> IndexConfig:
     replace_file(root / "config.json", config.model_dump_json(indent=2))  # the commit point
     crash_point("committed")
     for old in root.iterdir():  # older versions and leftovers of interrupted saves
-        if old.name != name and (old.name.startswith(("v-", ".v.tmp-", ".tmp-", ".config-",
-                                                      ".config.json.tmp-"))):
+        model = config.model is not None and old.name != config.model and (
+            old.name == "model" or re.fullmatch(r"\.?model-[0-9a-f]{12}.*", old.name))
+        if model or old.name != name and (old.name.startswith(("v-", ".v.tmp-", ".tmp-",
+                                                               ".config-",
+                                                               ".config.json.tmp-"))):
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
             else:
