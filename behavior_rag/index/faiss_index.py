@@ -94,8 +94,14 @@ class FaissSessionIndex(VectorIndex):
 
     def search(self, queries: np.ndarray, k: int, flt: Filter | None = None
                ) -> list[list[SearchHit]]:
-        allowed = None if flt is None or flt.is_empty() else self.meta.matching(flt)
-        scores, ids = self.vectors_.search(queries, k, allowed)
+        allowed = excluded = None
+        if flt is not None and not flt.is_empty():
+            if set(flt.model_dump(exclude_defaults=True)) <= {"exclude_users",
+                                                               "exclude_sessions"}:
+                excluded = self.meta.excluded(flt)  # "all but these": the common query
+            else:
+                allowed = self.meta.matching(flt)
+        scores, ids = self.vectors_.search(queries, k, allowed, excluded)
         get = self.meta.get
         return [[SearchHit(i, s, get(i)) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(scores.tolist(), ids.tolist())]

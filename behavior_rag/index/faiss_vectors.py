@@ -51,6 +51,7 @@ class FaissVectors:
         self.spec = spec
         self.kind = kind or ("flat" if spec.kind == "auto" else spec.kind)
         self.index = None  # created on first add (SQ8 and IVF train on the first batch)
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # see internal_of
         self.labels = np.zeros(0, dtype=np.int64)
         self.pos: dict[int, int] = {}
         self.n_dead = 0
@@ -115,7 +116,7 @@ class FaissVectors:
         self.index.add(vectors)
         self.labels = np.concatenate([self.labels, ids])
         self.pos.update(zip(ids.tolist(), range(start, start + len(ids))))
-        self._gpu_dirty = True
+        self._gpu_dirty, self._sorted = True, None
         if (self.spec.kind == "auto" and self.kind == "flat"
                 and len(self.pos) > self.spec.auto_threshold):
             self.rebuild("hnsw")
@@ -129,7 +130,7 @@ class FaissVectors:
                 n += 1
         self.n_dead += n
         if n:
-            self._gpu_dirty = True
+            self._gpu_dirty, self._sorted = True, None
         if self.index is not None and self.n_dead > COMPACT_DEAD_FRACTION * max(
                 self.index.ntotal, 1) and self.index.ntotal > 1000:
             self.rebuild(self.kind)
@@ -147,7 +148,21 @@ class FaissVectors:
             self.index.add(vecs)
             self.labels = ids
             self.pos = dict(zip(ids.tolist(), range(len(ids))))
-        self._gpu_dirty = True
+        self._gpu_dirty, self._sorted = True, None
+
+    def internal_of(self, ext: np.ndarray) -> np.ndarray:
+        """Internal slots of the live external ids among ``ext`` (vectorised: a million
+        allowed ids map in milliseconds, not a Python loop)."""
+        if self._sorted is None:
+            live = np.flatnonzero(self.labels >= 0)
+            order = np.argsort(self.labels[live], kind="stable")
+            self._sorted = (self.labels[live][order], live[order])
+        keys, slots = self._sorted
+        ext = np.asarray(ext, dtype=np.int64)
+        if not len(keys) or not len(ext):
+            return np.zeros(0, dtype=np.int64)
+        i = np.minimum(np.searchsorted(keys, ext), len(keys) - 1)
+        return slots[i[keys[i] == ext]]
 
     # ---- reading ------------------------------------------------------------------------
     def _reconstruct(self, internal: np.ndarray) -> np.ndarray:
@@ -161,22 +176,26 @@ class FaissVectors:
             raise KeyError(f"ids not in index: {missing[:5]}")
         return self._reconstruct(np.array([self.pos[i] for i in ids], dtype=np.int64))
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Scores and external ids, ``(n, k')`` with ``k' = min(k, #allowed)``; best first.
 
-        ``allowed``: external ids that may be returned (None: all live ones).
+        ``allowed``: external ids that may be returned (None: all live ones); ``excluded``:
+        external ids that may not (for "all but these": no list of everything else is built).
         """
         q = queries
         if not (q.dtype == np.float32 and q.ndim == 2 and q.flags.c_contiguous):
             q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if self.index is None or not self.pos:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        if allowed is None:
-            internal = None if self.n_dead == 0 else np.flatnonzero(self.labels >= 0)
+        if allowed is not None:
+            internal = np.sort(self.internal_of(allowed))
+        elif excluded is not None and len(excluded):
+            mask = self.labels >= 0
+            mask[self.internal_of(excluded)] = False
+            internal = np.flatnonzero(mask)
         else:
-            internal = np.fromiter((self.pos[e] for e in allowed.tolist() if e in self.pos),
-                                   dtype=np.int64)
+            internal = None if self.n_dead == 0 else np.flatnonzero(self.labels >= 0)
         n_allowed = len(self.pos) if internal is None else len(internal)
         kk = min(k, n_allowed)
         if kk <= 0:

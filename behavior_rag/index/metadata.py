@@ -36,6 +36,7 @@ class MetadataStore:
         self._alive = np.zeros(0, dtype=bool)
         self._new: dict[int, SessionMeta] = {}
         self._by_session: dict[str, int] | None = None  # built on first lookup by session id
+        self._by_user: dict[str, list[int]] | None = None  # built on first lookup by user
         self._frame: pl.DataFrame | None = None
         self._labelled: tuple[np.ndarray, dict[str, list[int]]] | None = None  # kNN fast path
 
@@ -66,6 +67,10 @@ class MetadataStore:
             if old is not None:
                 self._by_session.pop(old.session_id, None)
             self._by_session[meta.session_id] = meta.id
+        if self._by_user is not None:
+            if old is not None:
+                self._unuser(old)
+            self._by_user.setdefault(meta.user_id, []).append(meta.id)
         self._changed()
 
     def remove(self, id_: int) -> SessionMeta | None:
@@ -77,8 +82,16 @@ class MetadataStore:
         if meta is not None:
             if self._by_session is not None:
                 self._by_session.pop(meta.session_id, None)
+            if self._by_user is not None:
+                self._unuser(meta)
             self._changed()
         return meta
+
+    def _unuser(self, meta: SessionMeta) -> None:
+        assert self._by_user is not None
+        mine = self._by_user.get(meta.user_id, [])
+        if meta.id in mine:
+            mine.remove(meta.id)
 
     def _meta(self, pos: int) -> SessionMeta:
         return SessionMeta.model_validate(self._base.row(pos, named=True))
@@ -97,8 +110,19 @@ class MetadataStore:
         return None if i is None else self.get(i)
 
     def ids_of_user(self, user_id: str) -> list[int]:
-        f = self.frame()
-        return f.filter(pl.col("user_id") == user_id)["id"].to_list()
+        if self._by_user is None:
+            f = self.frame()
+            by: dict[str, list[int]] = {}
+            for u, i in zip(f["user_id"].to_list(), f["id"].to_list()):
+                by.setdefault(u, []).append(i)
+            self._by_user = by
+        return list(self._by_user.get(user_id, ()))
+
+    def excluded(self, flt: Filter) -> np.ndarray:
+        """Ids a filter of only ``exclude_users`` / ``exclude_sessions`` rules out."""
+        ids = [i for u in flt.exclude_users for i in self.ids_of_user(u)]
+        ids += [m.id for s in flt.exclude_sessions if (m := self.by_session(s)) is not None]
+        return np.array(ids, dtype=np.int64)
 
     def frame(self) -> pl.DataFrame:
         """All metadata as one frame (rebuilt lazily after changes: a mask and the new rows)."""
@@ -182,5 +206,5 @@ class MetadataStore:
         self._base, self._base_ids = frame, ids
         self._order = np.argsort(ids, kind="stable")
         self._alive = np.ones(len(ids), dtype=bool)
-        self._new, self._by_session = {}, None
+        self._new, self._by_session, self._by_user = {}, None, None
         self._changed()
