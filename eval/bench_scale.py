@@ -220,11 +220,35 @@ def report(rows: list[dict], args) -> str:
             f"{r['classify_per_s']:.0f} | {r['rss_peak_mb']:.0f} | "
             f"{sv['rss_mb']:.0f} ({sv['hwm_mb']:.0f}) | "
             f"{r['disk_mb']['index']:.0f} / {r['disk_mb']['sessions']:.0f} |")
+    lines += targets(rows)
     lines += ["", "HTTP over loopback (the serve process above): " + "; ".join(
         f"{r['n']:,}: ready in {r['serve']['ready_s']:.0f} s, similar p50 "
         f"{r['serve']['http_similar_p50_ms']:.1f} ms, profile p50 "
         f"{r['serve']['http_profile_p50_ms']:.1f} ms" for r in rows) + ".", ""]
     return "\n".join(lines)
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """Issue targets at 1M, met or missed by how much; and how costs grow with N."""
+    out = ["", "## Targets (1M sessions)", ""]
+    big = next((r for r in rows if r["n"] >= 1_000_000), None)
+    if big is None:
+        return out + ["No 1M row in this run: the targets are not measured.", ""]
+    for name, got, limit, unit in (
+            ("upsert of 1,000 + save (vectors cached)", big["upsert1000_cached_s"], 5, "s"),
+            ("upsert of 1,000 + save (embedding them)", big["upsert1000_s"], 5, "s"),
+            ("similar(session_id) p50", big["similar_p50_ms"], 5, "ms"),
+            ("profile(user_id) p50", big["profile_p50_ms"], 50, "ms"),
+            ("serve RSS (peak)", big["serve"]["hwm_mb"] / 1024, 4, "GB")):
+        verdict = "met" if got <= limit else f"MISSED by {got - limit:.2f} {unit}"
+        out.append(f"- {name}: {got:.2f} {unit} (target <= {limit} {unit}): {verdict}")
+    small = min(rows, key=lambda r: r["n"])
+    grow = big["n"] / small["n"]
+    out += ["", f"Growth from {small['n']:,} to {big['n']:,} sessions ({grow:.0f}x): "
+            + ", ".join(f"{k} {big[k] / max(small[k], 1e-9):.1f}x" for k in (
+                "similar_p50_ms", "profile_p50_ms", "upsert1000_cached_s", "save_s",
+                "rss_peak_mb")) + f", serve RSS {big['serve']['hwm_mb'] / max(small['serve']['hwm_mb'], 1e-9):.1f}x.", ""]
+    return out
 
 
 def main() -> None:
@@ -234,7 +258,11 @@ def main() -> None:
     ap.add_argument("--out", default="eval/reports/bench_scale.md")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
+    ap.add_argument("--from-json", help="rewrite the report from a run's saved rows")
     args = ap.parse_args()
+    if args.from_json:
+        replace_file(args.out, report(json.loads(Path(args.from_json).read_text()), args))
+        return
     if args.one:
         replace_file(args.json, json.dumps(one(args.one, args.real_up_to)))
         return
