@@ -1,46 +1,33 @@
 """Embed or classify a whole session store in parallel: on a Ray cluster, or in-process.
 
-The pipeline (``batch_embed`` / ``batch_classify``)::
+Pipeline: the store's ids -> ``ray.data.from_arrow`` (a block per shard; read tasks would
+compete with the actors for CPUs) -> ``map_batches`` over a pool of ``workers`` actors, each
+loading the store and the embedder (resp. ``BehaviorRAG``: fitted index + heads) ONCE in
+``__init__`` and writing a shard per block (``out/shards/part-<pos>.parquet``, atomically, in a
+temp folder that replaces ``out`` when all is written). Without ``ray_address`` the same
+workers run in-process, shard after shard: same output, no Ray needed.
 
-    store ids -> ray.data.from_arrow (one block of ids per shard)
-              -> map_batches(worker class, concurrency=workers): each actor opens the store and
-                 loads the embedder (resp. the fitted index + heads) ONCE in ``__init__``, then
-                 embeds (classifies) one block of sessions per call and writes it as a parquet
-                 shard
-              -> out/shards/part-<position>.parquet + out/manifest.json
+Embed shards: ``session_id``, ``vector`` (fixed-size float32 list: what ``embedder.embed``
+gives :func:`~behavior_rag.index.build.upsert_sessions`), ``text_hash``. Hybrid facts are
+joined by :func:`index_from_shards` (their scale is fitted on the whole set), which equals
+``BehaviorRAG.index_sessions`` + ``save`` on a fresh index. Classify shards: ``session_id``,
+``label``, ``confidence``, ``abstained``, ``source``, ``decided_by``, ``llm_asked``,
+``prediction`` (the whole PatternPrediction as JSON), equal to ``classify_many``. Vectors of
+torch and onnx (fp32) do not depend on which texts share an embedding call; openvino in bf16
+and onnx-int8 do (length-sorted batches of 16: up to ~7e-4 / ~2e-2), in-process as well.
 
-The ids enter as in-memory arrow blocks rather than ``read_parquet`` of a file: read tasks
-would compete with the actors for the cluster's CPUs, and the store's own parquet files may
-hold dead rows. Each worker writes its own shard through :mod:`behavior_rag.atomic` into a temp
-folder that replaces ``out`` only when every shard is written, so ``out`` holds the old run or
-the new one, never a mix.
-
-Shards: embed -- ``session_id``, ``vector`` (fixed-size list of float32: the embedder's text
-vector, exactly what ``embedder.embed`` gives :func:`behavior_rag.index.build.upsert_sessions`),
-``text_hash`` (of the rendering); classify -- ``session_id``, ``label``, ``confidence``,
-``abstained``, ``source``, ``decided_by``, ``llm_asked`` and ``prediction`` (the whole
-:class:`~behavior_rag.types.PatternPrediction` as JSON). Hybrid vectors (``index.hybrid``) join
-z-scored facts whose mean and scale are fitted on the whole set, so :func:`index_from_shards`
-joins them when it builds the index; the result equals ``BehaviorRAG.index_sessions`` +
-``save`` on a fresh index.
-
-Without ``ray_address`` the same worker classes run in this process, one shard after another,
-with the same output (Ray need not be installed). ``ray_address``: ``"auto"`` (a running
-cluster), ``"host:port"``, ``"ray://host:10001"``, or ``"local"`` (start a throwaway local
-Ray). Ray comes with the ``ray`` extra: ``pip install 'behavior-rag[ray]'`` (ray[data] 2.60.0,
-pinned in pyproject.toml). Every node needs the same behavior_rag and Ray installed, and the
-store, ``out`` and the index on a filesystem every node sees.
-
-On GPU nodes pass ``num_gpus=1`` (``--gpus 1``): each actor takes a GPU, ``embed.backend=auto``
-then picks torch on CUDA inside the actor. For classify, run the LLM step through our vLLM
-backend by settings, e.g. ``BEHAVIOR_RAG_LLM__BACKEND=vllm
-BEHAVIOR_RAG_LLM__BASE_URL=http://gpu-node:8000/v1`` (``classify.llm`` decides whether it is
-asked: never / cascade / always); every actor then sends its own requests to that server.
+``ray_address``: ``auto``, ``host:port``, ``ray://host:10001`` or ``local`` (a throwaway
+local Ray); the extra: ``pip install 'behavior-rag[ray]'`` (ray[data]==2.60.0). Every node
+needs the same behavior_rag and Ray, and the store, ``out`` and index on a shared filesystem.
+GPU nodes: ``num_gpus=1`` (``--gpus 1``) gives each actor a GPU, where ``embed.backend=auto``
+picks torch on CUDA; classify's LLM step goes through our vLLM backend by settings
+(``BEHAVIOR_RAG_LLM__BACKEND=vllm BEHAVIOR_RAG_LLM__BASE_URL=http://gpu-node:8000/v1``;
+``classify.llm`` says when it is asked), each actor sending its own requests.
 
 Example:
-    >>> report = batch_embed("data/store", "out/emb", ray_address="auto", workers=4)  # doctest: +SKIP
+    >>> batch_embed("data/store", "out/emb", ray_address="auto", workers=4)  # doctest: +SKIP
     >>> index_from_shards("out/emb", "data/store", "indexes/big")           # doctest: +SKIP
-    >>> batch_classify("data/new", "indexes/big", "out/labels", ray_address="auto")  # doctest: +SKIP
+    >>> batch_classify("data/new", "indexes/big", "out/lab", ray_address="auto")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -80,8 +67,7 @@ RAY_EXTRA = "pip install 'behavior-rag[ray]'"
 
 
 class BatchReport(BaseModel):
-    """What a batch run did; ``seconds`` is wall time (actor start-up included), ``worker_s``
-    the summed time the workers spent on their shards."""
+    """A run: ``seconds`` wall time (actor start-up too), ``worker_s`` summed shard time."""
 
     kind: Literal["embed", "classify"]
     sessions: int
@@ -124,16 +110,16 @@ def settings_json(settings: Settings) -> str:
     """Settings as JSON with secrets kept (workers rebuild them with ``Settings(**json)``)."""
 
     def reveal(v: Any) -> Any:
-        if isinstance(v, SecretStr):
-            return v.get_secret_value()
-        return {k: reveal(x) for k, x in v.items()} if isinstance(v, dict) else v
+        if isinstance(v, dict):
+            return {k: reveal(x) for k, x in v.items()}
+        return v.get_secret_value() if isinstance(v, SecretStr) else v
 
     return json.dumps(reveal(settings.model_dump()), default=str)
 
 
 def import_ray():
-    """``ray`` (with Ray Data), or a :class:`ConfigError` naming the extra to install."""
-    try:
+    try:  # ray with Ray Data, or a ConfigError naming the extra
+
         import ray
         import ray.data  # noqa: F401
     except ImportError as e:
@@ -162,13 +148,10 @@ def worker_embedder(settings: Settings, threads: int | None) -> Embedder:
 
 
 # ---- the workers (Ray actors, or plain objects in-process) ----------------------------------
-def write_shard(table: pa.Table, path: Path) -> None:
-    with writing_file(path) as tmp:
-        pq.write_table(table, tmp)
-
-
 class ShardWorker:
     """Opens the store once; each call reads one block of ids and writes its shard."""
+
+    embedder: Embedder
 
     def __init__(self, store: str, shards: str, settings: str) -> None:
         self.settings = Settings(**json.loads(settings))
@@ -188,16 +171,14 @@ class ShardWorker:
         t0 = time.perf_counter()
         name = f"part-{batch.column('pos')[0].as_py():08d}.parquet"
         table = self.shard(self.sessions(batch))
-        write_shard(table, self.shards / name)
+        with writing_file(self.shards / name) as tmp:
+            pq.write_table(table, tmp)
         res = ShardResult(shard=name, sessions=table.num_rows,
-                          seconds=time.perf_counter() - t0, embedder=self.info())
+                          seconds=time.perf_counter() - t0, embedder=self.embedder.info)
         return pa.table({"result": [res.model_dump_json()]})
 
     def shard(self, sessions: list[Session]) -> pa.Table:
         raise NotImplementedError
-
-    def info(self) -> EmbedderInfo | None:
-        return None
 
 
 class EmbedWorker(ShardWorker):
@@ -215,9 +196,6 @@ class EmbedWorker(ShardWorker):
         return pa.table({"session_id": [s.session_id for s in sessions], "vector": vector,
                          "text_hash": [text_hash(t) for t in texts]})
 
-    def info(self) -> EmbedderInfo:
-        return self.embedder.info
-
 
 class ClassifyWorker(ShardWorker):
     """Labels sessions with ``BehaviorRAG(settings, index).classify_many`` (loaded once)."""
@@ -226,6 +204,7 @@ class ClassifyWorker(ShardWorker):
         super().__init__(store, shards, settings)
         self.rag = BehaviorRAG(self.settings, index)
         _ = self.rag.classifier  # index, heads and (as classify.llm says) the LLM, now
+        self.embedder = self.rag.embedder
 
     def shard(self, sessions: list[Session]) -> pa.Table:
         preds = self.rag.classify_many(sessions)
@@ -236,9 +215,6 @@ class ClassifyWorker(ShardWorker):
             "decided_by": pa.array([p.decided_by for p in preds], pa.list_(pa.string())),
             "llm_asked": [p.llm_asked for p in preds],
             "prediction": [p.model_dump_json() for p in preds]})
-
-    def info(self) -> EmbedderInfo:
-        return self.rag.embedder.info
 
 
 # ---- running them ---------------------------------------------------------------------------
@@ -349,8 +325,8 @@ def batch_embed(store: str | Path, out: str | Path, *, settings: Settings | None
     embedder's thread budget) and ``num_gpus`` GPUs each; ``batch_size`` sessions a shard.
 
     Example:
-        >>> batch_embed("data/store", "out/emb", ray_address="auto", workers=8)  # doctest: +SKIP
-        BatchReport(kind='embed', sessions=200000, shards=782, ...)
+        >>> batch_embed("data/store", "out/emb", ray_address="auto").shards  # doctest: +SKIP
+        782
     """
     return run("embed", store, out, settings or default_settings(), RunSpec(
         ray_address=ray_address, workers=workers, batch_size=batch_size, num_gpus=num_gpus,
@@ -365,8 +341,7 @@ def batch_classify(store: str | Path, index_path: str | Path, out: str | Path, *
     ``BehaviorRAG(settings, index_path).classify_many`` does) into parquet shards under ``out``.
 
     Example:
-        >>> r = batch_classify("data/new", "indexes/synth", "out/labels")  # doctest: +SKIP
-        >>> r.labels                                                       # doctest: +SKIP
+        >>> batch_classify("data/new", "indexes/synth", "out/lab").labels  # doctest: +SKIP
         {'deal_hunter': 412, ...}
     """
     if not (Path(index_path) / "config.json").is_file():
@@ -399,14 +374,9 @@ def shard_vectors(out: str | Path) -> tuple[list[str], np.ndarray]:
     man = read_manifest(out)
     if man.kind != "embed" or man.embedder is None:
         raise ConfigError("not a batch embed output", file=str(out), field="shards")
-    ids, vecs = [], []
-    for s in man.shards:
-        t = pq.read_table(Path(out) / "shards" / s, columns=["session_id", "vector"])
-        ids += t.column("session_id").to_pylist()
-        flat = t.column("vector").combine_chunks().flatten().to_numpy()
-        vecs.append(flat.reshape(-1, man.embedder.dim))
-    dim = man.embedder.dim
-    return ids, np.concatenate(vecs).astype(np.float32) if vecs else np.zeros((0, dim), "f4")
+    df = read_shards(out)
+    vecs = df["vector"].to_numpy().astype(np.float32) if len(df) else np.zeros((0, 1), "f4")
+    return df["session_id"].to_list() if len(df) else [], vecs.reshape(-1, man.embedder.dim)
 
 
 def index_from_shards(shards: str | Path, store: str | Path, index_path: str | Path,
@@ -436,16 +406,16 @@ def index_from_shards(shards: str | Path, store: str | Path, index_path: str | P
     check_labels(sessions, settings)
     facts = [compute_facts(s, tz=settings.render.timezone) for s in sessions]
     metas = [meta_for(s, render(s, settings=settings, facts=f)) for s, f in zip(sessions, facts)]
-    hashes = read_shards(shards).select("session_id", "text_hash").rows_by_key("session_id")
-    if any(hashes[m.session_id][0][0] != m.text_hash for m in metas):
+    hashes = dict(read_shards(shards).select("session_id", "text_hash").iter_rows())
+    if any(hashes[m.session_id] != m.text_hash for m in metas):
         raise ConfigError("the sessions render differently than when they were embedded "
                           "(other render settings, or the store changed): run batch embed "
                           "again", file=str(shards), field="render")
     index = create_index(man.embedder, settings.index)
-    if settings.index.hybrid and sessions:
-        index.set_hybrid(HybridSpec.fit(sessions, facts=facts,
-                                        weight=settings.index.hybrid_weight))
-    if sessions:
+    if sessions:  # as upsert_sessions: the first batch (all) fixes the facts' mean and scale
+        if settings.index.hybrid:
+            index.set_hybrid(HybridSpec.fit(sessions, facts=facts,
+                                            weight=settings.index.hybrid_weight))
         text_vecs = vecs[[row[s.session_id] for s in sessions]]
         index.upsert(encode(index, text_vecs, list(zip(sessions, facts))), metas)
     cfg = index.save(index_path)
