@@ -250,7 +250,8 @@ def run_ray(worker: type[ShardWorker], args: tuple, blocks: list[pa.Table], *, a
         ctx.enable_progress_bars = False
         ds = ray.data.from_arrow(blocks).map_batches(
             worker, fn_constructor_args=args, batch_size=None, batch_format="pyarrow",
-            concurrency=max(1, min(workers, len(blocks))), num_cpus=num_cpus, num_gpus=num_gpus)
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(workers, len(blocks)))),
+            num_cpus=num_cpus, num_gpus=num_gpus)
         return [r["result"] for r in ds.take_all()]
     except Exception as e:  # a worker's own error, unwrapped from Ray's RayTaskError
         cause = getattr(e, "cause", None)

@@ -72,7 +72,7 @@ def ours(temp_dir: str) -> list[int]:
 
 def stop_cluster(temp_dir: str) -> None:
     """SIGTERM, then SIGKILL, only the processes of the cluster under ``temp_dir``."""
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
         for pid in ours(temp_dir):
             try:
                 os.kill(pid, sig)
