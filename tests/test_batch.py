@@ -28,9 +28,6 @@ from behavior_rag.settings import Settings
 from behavior_rag.synth import generate
 from tests.conftest import ROOT, cli_json
 
-pytest.importorskip("ray", reason="the 'ray' extra is not installed")
-
-
 # fp32 ONNX: its vectors do not depend on which texts share an embedding batch (< 1e-6), so
 # shards of 30 can be held to the whole-store call at 1e-5. The default (auto: openvino in bf16
 # here, else onnx-int8) moves by up to ~7e-4 / ~2e-2 with the batching, in-process as well:
@@ -85,6 +82,7 @@ def _stop(temp_dir: str) -> None:
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A head (1 CPU, 100 MB object store) and one worker node (1 CPU) on this machine."""
+    pytest.importorskip("ray", reason="the 'ray' extra is not installed")
     temp_dir = tempfile.mkdtemp(prefix="brray-", dir="/tmp")  # short: Ray's unix sockets
     port = _free_port()
     ray_bin = str(Path(sys.executable).parent / "ray")
