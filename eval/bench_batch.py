@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,6 +161,7 @@ def main() -> None:
         once("ray-2", ray_address=address, workers=2)
     finally:
         stop_cluster(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
     ids, here = shard_vectors(work / "out-in-process")
     diffs = {n: float(np.abs(shard_vectors(work / f"out-{n}")[1] - here).max())
