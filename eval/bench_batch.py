@@ -180,6 +180,7 @@ def main() -> None:
           f"{busy_ratio:.2f}x; max abs diff vs in-process shards {max(diffs.values()):.2e}, "
           f"vs one whole-store embed call {whole_diff:.2e}")
     replace_file(a.out, report(a, runs, ratio, busy_ratio, diffs, whole_diff, r2))
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def report(a, runs, ratio, busy_ratio, diffs, whole_diff, r2: BatchReport) -> str:
