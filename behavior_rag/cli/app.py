@@ -14,6 +14,7 @@ import sys
 import click
 import typer
 
+from behavior_rag.cli.batch import batch_app
 from behavior_rag.cli.classify import classify_cmd
 from behavior_rag.cli.demo import demo_cmd
 from behavior_rag.cli.discover import discover_cmd, profile_cmd
@@ -43,6 +44,7 @@ app.command("profile")(profile_cmd)
 app.command("finetune")(finetune_cmd)
 app.command("serve")(serve_cmd)
 app.command("demo")(demo_cmd)
+app.add_typer(batch_app, name="batch")
 
 
 def main() -> None:
