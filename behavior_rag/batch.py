@@ -54,8 +54,9 @@ from behavior_rag.errors import BehaviorRagError, ConfigError, StoreError, Taxon
 from behavior_rag.facts import compute_facts
 from behavior_rag.index.build import encode, meta_for, text_hash
 from behavior_rag.index.factory import create_index
+from behavior_rag.index.lock import WriterLock
 from behavior_rag.index.storage import IndexConfig
-from behavior_rag.ingest.store import open_store, write_store
+from behavior_rag.ingest.store import SessionStore, StoreManifest, open_store
 from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
 from behavior_rag.taxonomy import load_taxonomy
@@ -419,8 +420,15 @@ def index_from_shards(shards: str | Path, store: str | Path, index_path: str | P
                                             weight=settings.index.hybrid_weight))
         text_vecs = vecs[[row[s.session_id] for s in sessions]]
         index.upsert(encode(index, text_vecs, list(zip(sessions, facts))), metas)
-    cfg = index.save(index_path)
-    write_store(sessions, Path(index_path) / "sessions")
+    # one commit, as BehaviorRAG.save: the events' segments first, then config.json names them
+    with WriterLock(index_path, "behavior-rag batch (index_from_shards)",
+                    settings.index.lock_timeout_s):
+        events = SessionStore(Path(index_path) / "sessions", StoreManifest.empty(),
+                              own_manifest=False)
+        events.upsert(sessions)
+        prepared = events.prepare()
+        cfg = index.save(index_path, stores={"sessions": prepared})
+        events.committed(prepared)
     return cfg
 
 
