@@ -360,7 +360,7 @@ class BehaviorRAG:
         if not len(self.index):
             self.index.set_hybrid(spec)
             return
-        kept = [s for s in self.sessions if self.index.get(s.session_id)]
+        kept = [s for s in self.sessions.values() if self.index.get(s.session_id)]
         if len(kept) < len(self.index):
             raise ConfigError(f"{len(self.index) - len(kept)} indexed sessions have no kept "
                               "events to rebuild hybrid vectors from: index them again",

@@ -101,7 +101,7 @@ def test_compaction_keeps_every_live_session(tmp_path, taobao):
         want |= _by_id(more)
         want.pop(taobao.sessions[i].session_id)
         m = st.commit()
-        assert _by_id(store_mod.open_store(tmp_path / "s")) == want
+        assert _by_id(store_mod.open_store(tmp_path / "s").values()) == want
     assert len(m.segments) < store_mod.MAX_SEGMENTS  # it compacted on the way
     names = {p.name for p in (tmp_path / "s").iterdir()}
     listed = {f for g in m.segments for f in (g.sessions_file, g.events_file)}
@@ -114,7 +114,7 @@ def test_lookups_by_session_and_user_match_a_full_scan(tmp_path, taobao):
     write_store(taobao.sessions[:300], tmp_path / "s")
     st = open_store(tmp_path / "s")
     st.upsert(taobao.sessions[300:320])  # pending rows are seen too
-    every = list(st)
+    every = list(st.values())
     ids = [every[i].session_id for i in (0, 17, 150, 305, 299)]
     assert [s.model_dump() for s in st.get_many(ids)] == [
         next(x for x in every if x.session_id == i).model_dump() for i in ids]

@@ -174,9 +174,21 @@ class SessionStore:
                                                 if s.events)) if e is not None]
         return max(ends) if ends else None
 
-    def __iter__(self) -> Iterator[Session]:
-        for batch in self.iter_batches():
-            yield from batch
+    # a read-only mapping of id -> Session, as the dict it replaces: iteration gives ids
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids())
+
+    def __getitem__(self, session_id: str) -> Session:
+        got = self.get(session_id)
+        if got is None:
+            raise KeyError(session_id)
+        return got
+
+    def keys(self) -> list[str]:
+        return self.ids()
+
+    def items(self) -> Iterator[tuple[str, Session]]:
+        return ((s.session_id, s) for s in self.values())
 
     def iter_batches(self, size: int = 2048) -> Iterator[list[Session]]:
         """Every live session in batches of ``size`` (a segment at a time: bounded memory)."""
@@ -188,7 +200,9 @@ class SessionStore:
             yield pend[start:start + size]
 
     def values(self) -> Iterator[Session]:
-        return iter(self)
+        """Every live session (read a batch at a time: bounded memory)."""
+        for batch in self.iter_batches():
+            yield from batch
 
     def _files(self) -> dict[str, str]:
         return {g.name: g.events_file for g in self._segments}
@@ -332,7 +346,7 @@ def check_store_target(path: str | Path) -> None:
 
 def read_store(path: str | Path) -> list[Session]:
     """Every session of a store folder, events in order."""
-    return list(open_store(path))
+    return list(open_store(path).values())
 
 
 def _read_legacy(path: Path) -> list[Session]:
