@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import shutil
 import uuid
@@ -90,6 +91,21 @@ def create_file_once(path: str | Path, data: str | bytes, mode: int = 0o600) -> 
         return False
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(lock: str | Path) -> Iterator[None]:
+    """Hold a blocking OS lock (``flock``) on the file ``lock`` (created if missing): processes
+    that make the same cached artefact (workers exporting one model) take turns instead of
+    racing; the lock goes with the process if it dies."""
+    lock = Path(lock)
+    os.makedirs(lock.parent, exist_ok=True)  # os.makedirs tolerates a racing creator
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def fsync_tree(root: Path) -> None:

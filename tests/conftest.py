@@ -47,7 +47,7 @@ def embed_home() -> Path:
     """A home for converted/exported models and the embedding cache, kept between runs in the
     git-ignored .cache/ (conversions take a minute; CI caches the folder)."""
     home = ROOT / ".cache" / "test-home"
-    home.mkdir(parents=True, exist_ok=True)
+    (home / "models").mkdir(parents=True, exist_ok=True)  # tests link to it before any export
     return home
 
 

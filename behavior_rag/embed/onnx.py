@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from behavior_rag.atomic import writing_file
+from behavior_rag.atomic import exclusive, writing_file
 from behavior_rag.embed.base import EmbedderInfo, MissingBackendError, Progress
 from behavior_rag.embed.pooling import TokenPooler
 from behavior_rag.embed.sentence_transformers import model_id
@@ -45,17 +45,18 @@ def export_onnx(model: str, cache_root: Path, quantized: bool) -> Path:
     target = int8 if quantized else fp32
     if target.exists():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    if not fp32.exists():
-        _export_fp32(src, fp32)
-    if quantized and not int8.exists():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+    # Ray workers on a fresh home all start here at once: one exports, the others wait for it.
+    with exclusive(cache_root / f".{key}-onnx.lock"):
+        if not fp32.exists():
+            _export_fp32(src, fp32)
+        if quantized and not int8.exists():
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        # Per-channel weight scales: per-tensor int8 loses much more cosine similarity on
-        # session texts (eval/reports/bench_embed.md).
-        with writing_file(int8) as tmp:
-            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8,
-                             per_channel=True)
+            # Per-channel weight scales: per-tensor int8 loses much more cosine similarity on
+            # session texts (eval/reports/bench_embed.md).
+            with writing_file(int8) as tmp:
+                quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8,
+                                 per_channel=True)
     return target
 
 def _export_fp32(src: Path, dest: Path) -> None:
