@@ -1,7 +1,10 @@
 """Limits that keep one service healthy under load: body size, batch size, model slots.
 
-* :class:`BodyLimitMiddleware`: 413 from ``Content-Length`` before a byte is read, and again
-  while reading a stream that lied or had no length (chunked uploads).
+* :class:`BodyLimitMiddleware`: 413 from ``Content-Length`` before the body is parsed, and
+  again while reading a stream that lied or had no length (chunked uploads). The unread rest
+  of a refused body (up to ``DRAIN_BYTES``) is read and dropped before answering: a server
+  that closes a socket with unread bytes makes the kernel reset the connection, and the
+  client loses the 413 it was sent.
 * :func:`check_batch`: 422 naming the field when a request carries more than ``max_batch``.
 * :class:`ModelSlots`: at most ``max_concurrency`` model calls at once, in a thread pool of that
   size so the event loop stays free; a request that finds no slot within ``acquire_timeout_s``
@@ -29,6 +32,8 @@ from behavior_rag.wire.errors import BatchTooLarge, Overloaded, RequestTimeout, 
 
 T = TypeVar("T")
 
+DRAIN_BYTES = 64 * 1024 * 1024  # beyond this a refused upload is cut off, not read
+
 
 def check_batch(field: str, n: int, limit: int) -> None:
     """Refuse a batch larger than ``limit`` (422 naming ``field``).
@@ -53,6 +58,19 @@ class _TooLarge(HTTPException):
                                      field="body", limit=limit)
 
 
+async def _drain(receive, limit: int) -> None:
+    """Read and drop request body messages until the body ends, ``limit`` bytes have been
+    dropped, or the client goes away."""
+    dropped = 0
+    while dropped <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # http.disconnect
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 class BodyLimitMiddleware:
     """Pure ASGI middleware: bodies over ``max_bytes`` are refused with 413."""
 
@@ -65,8 +83,10 @@ class BodyLimitMiddleware:
             return
         length = _content_length(scope)
         if length is not None and length > self.max_bytes:
-            # Answer without reading the body; close the connection so the unread body is not
-            # taken for the next request.
+            # Refuse before parsing; drop the body first (see the module docstring) and close
+            # the connection so no unread byte is taken for the next request.
+            if length <= DRAIN_BYTES:
+                await _drain(receive, DRAIN_BYTES)
             await self._refuse(send)
             return
         seen = 0
@@ -78,6 +98,8 @@ class BodyLimitMiddleware:
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     self._count()
+                    if message.get("more_body", False):
+                        await _drain(receive, DRAIN_BYTES - seen)
                     raise _TooLarge(self.max_bytes)
             return message
 
