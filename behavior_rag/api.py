@@ -42,6 +42,7 @@ from behavior_rag.index.factory import create_index, open_index
 from behavior_rag.index.lock import ServeLock, WriterLock
 from behavior_rag.index.reembed import recorded_model
 from behavior_rag.index.storage import IndexConfig, model_dir, read_config
+from behavior_rag.ingest.pseudonym import UserIds
 from behavior_rag.ingest.store import SessionStore, StoreManifest
 from behavior_rag.llm.factory import get_llm
 from behavior_rag.profile import build_profile
@@ -77,6 +78,10 @@ class BehaviorRAG:
 
     If ``index_path`` holds an index, it is loaded lazily and queries use the embedding backend
     it was built with (vectors from another model are refused on load).
+
+    Every user id passed in (sessions, ``user_id``, filters) is pseudonymised with the
+    installation's key before it is stored, searched or prompted; answers carry pseudonyms.
+    ``rag.user_ids("12345")`` gives the pseudonym of one of your ids (to join results back).
     """
 
     def __init__(self, settings: Settings | None = None, index_path: str | Path | None = None,
@@ -109,6 +114,7 @@ class BehaviorRAG:
         self._loaded: str | None = None  # the data version the index was loaded at
         self._serving: ServeLock | None = None
         self._model_name: str | None = None  # a model fitted here, until a save commits it
+        self.user_ids = UserIds(self.settings)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, index_path: str | Path | None = None,
@@ -146,6 +152,7 @@ class BehaviorRAG:
         if split is not None and len(split) > MAX_SPLIT:
             raise ConfigError(f"split name of {len(split)} characters; at most {MAX_SPLIT}",
                               field="split", value=split[:100])
+        sessions = self.user_ids.sessions(sessions)
         self._check_labels(sessions, required=False)
         self._begin()
         report = upsert_sessions(self.index, self.embedder, sessions, settings=self.settings,
@@ -171,6 +178,7 @@ class BehaviorRAG:
         Example:
             >>> rag.add_history(all_past_sessions)                             # doctest: +SKIP
         """
+        sessions = self.user_ids.sessions(sessions)
         self._begin()
         self.recorded.upsert(sessions)
         if self._classifier is not None and self._classifier.history is not None:
@@ -282,7 +290,9 @@ class BehaviorRAG:
             >>> rag.profile("u_3f2a...").narrative                              # doctest: +SKIP
         """
 
+        user_id = self.user_ids(user_id)
         if sessions is not None:
+            sessions = self.user_ids.sessions(sessions)
             mine = [s for s in sessions if s.user_id == user_id]
             every = [s.end for s in sessions if s.events]
             now = max(every) if every else None
@@ -296,9 +306,14 @@ class BehaviorRAG:
                 user_id: str | None = None, text: str | None = None, k: int = 10,
                 filter: Filter | None = None, with_text: bool = False) -> list[Neighbor]:
         """Similar sessions (or users, for ``user_id``) — see :func:`behavior_rag.retrieve.similar`."""
-        return similar(self.index, self.embedder, session=session, session_id=session_id,
-                       user_id=user_id, text=text, k=k, flt=filter, with_text=with_text,
-                       settings=self.settings)
+        ids = self.user_ids
+        if filter is not None and (filter.users or filter.exclude_users):
+            filter = filter.model_copy(update={"users": ids.many(filter.users),
+                                               "exclude_users": ids.many(filter.exclude_users)})
+        return similar(self.index, self.embedder,
+                       session=ids.session(session) if session is not None else None,
+                       session_id=session_id, user_id=ids(user_id) if user_id else None,
+                       text=text, k=k, flt=filter, with_text=with_text, settings=self.settings)
 
     # ---- classification -----------------------------------------------------------------
     @property
@@ -334,6 +349,7 @@ class BehaviorRAG:
             >>> rag.fit(train_sessions, dev_sessions).chosen                  # doctest: +SKIP
             ['facts', 'knn']
         """
+        train, dev = self.user_ids.sessions(train), self.user_ids.sessions(dev)
         self._check_labels(dev, required=True)
         self._begin()
         if self.settings.index.hybrid:
@@ -383,13 +399,13 @@ class BehaviorRAG:
             'deal_hunter'
         """
         if isinstance(session, Session):
-            return self.classifier.classify(session)
+            return self.classifier.classify(self.user_ids.session(session))
         return self.classify_many(list(session))
 
     def classify_many(self, sessions: Sequence[Session], *, progress: Progress | None = None
                       ) -> list[PatternPrediction]:
         """Label sessions; results in input order."""
-        return self.classifier.classify_many(sessions, progress=progress)
+        return self.classifier.classify_many(self.user_ids.sessions(sessions), progress=progress)
 
     def fit_fusion(self, dev_sessions: Sequence[Session]):
         """Fit fusion weights/temperatures/calibration on labelled dev sessions (never test
@@ -397,7 +413,7 @@ class BehaviorRAG:
 
         clf = self.classifier
         self._begin()
-        params = fit(clf.dev_examples(dev_sessions), clf.labels)
+        params = fit(clf.dev_examples(self.user_ids.sessions(dev_sessions)), clf.labels)
         self.index_path.mkdir(parents=True, exist_ok=True)
         params.save(self.index_path / "fusion.json")
         clf.fusion = params

@@ -16,15 +16,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
 from behavior_rag.atomic import create_file_once
 from behavior_rag.settings import Settings
+from behavior_rag.types import Session
 
 ANON_PREFIX = "anon_"
+_PSEUDONYM = re.compile(r"(?:u|anon)_[0-9a-f]{16}")
+
+
+def is_pseudonym(user_id: str) -> bool:
+    """Whether ``user_id`` has the form this module gives (``u_`` or ``anon_`` + 16 hex)."""
+    return _PSEUDONYM.fullmatch(user_id) is not None
 
 
 def is_anonymous(user_id: str) -> bool:
@@ -56,6 +65,44 @@ class Pseudonymizer:
         if key is not None:
             return cls(key.get_secret_value().encode())
         return cls(_installation_key(settings.home))
+
+
+class UserIds:
+    """The user ids callers pass to the library, as it stores and answers them: a raw id
+    becomes its keyed pseudonym, an id already in pseudonym form (from ``ingest``) is kept, so
+    a lookup by either finds the same user. ``ingest.pseudonymize=false`` keeps raw ids.
+
+    Example:
+        >>> ids = UserIds(Settings(ingest={"pseudonym_key": "k"}))
+        >>> ids("12345") == ids(ids("12345")), ids("12345").startswith("u_")
+        (True, True)
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pseudo: Pseudonymizer | None = None  # the key file is read on first use
+
+    def __call__(self, user_id: str) -> str:
+        if not self._settings.ingest.pseudonymize or is_pseudonym(user_id):
+            return user_id
+        if self._pseudo is None:
+            self._pseudo = Pseudonymizer.from_settings(self._settings)
+        return self._pseudo(user_id)
+
+    def many(self, user_ids: Sequence[str] | None) -> list[str] | None:
+        return None if user_ids is None else [self(u) for u in user_ids]
+
+    def session(self, s: Session) -> Session:
+        """``s`` with its and its events' user ids as stored (``s`` itself when unchanged)."""
+        user = self(s.user_id)
+        if user == s.user_id and all(e.user_id == user for e in s.events):
+            return s
+        events = [e if e.user_id == user else e.model_copy(update={"user_id": self(e.user_id)})
+                  for e in s.events]
+        return s.model_copy(update={"user_id": user, "events": events})
+
+    def sessions(self, sessions: Sequence[Session]) -> list[Session]:
+        return [self.session(s) for s in sessions]
 
 
 def _installation_key(home: Path) -> bytes:
