@@ -41,7 +41,7 @@ from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
 from behavior_rag.index.factory import create_index, open_index
 from behavior_rag.index.lock import ServeLock, WriterLock
 from behavior_rag.index.reembed import recorded_model
-from behavior_rag.index.storage import IndexConfig, model_dir, read_config
+from behavior_rag.index.storage import IndexConfig, fusion_file, model_dir, read_config
 from behavior_rag.ingest.pseudonym import UserIds
 from behavior_rag.ingest.store import SessionStore, StoreManifest
 from behavior_rag.llm.factory import get_llm
@@ -114,6 +114,7 @@ class BehaviorRAG:
         self._loaded: str | None = None  # the data version the index was loaded at
         self._serving: ServeLock | None = None
         self._model_name: str | None = None  # a model fitted here, until a save commits it
+        self._fusion_name: str | None = None  # fusion weights fitted here, likewise
         self.user_ids = UserIds(self.settings)
 
     @classmethod
@@ -257,7 +258,8 @@ class BehaviorRAG:
         crash_point("stores-prepared")
         if (self.index_path / "config.json").exists() and not self._fresh:
             prepared = read_config(self.index_path).stores | prepared
-        cfg = self.index.save(self.index_path, stores=prepared, model=self._model_name)
+        cfg = self.index.save(self.index_path, stores=prepared, model=self._model_name,
+                              fusion=self._fusion_name)
         for name, st in stores.items():
             st.committed(prepared[name])
         self._loaded = cfg.data
@@ -319,10 +321,9 @@ class BehaviorRAG:
     @property
     def classifier(self):
         """The few-shot classifier over this index (LLM from settings; fusion parameters from
-        ``<index>/fusion.json`` once :meth:`fit_fusion` has run)."""
+        the commit's fusion file once :meth:`fit_fusion` has run)."""
         if self._classifier is None:
-
-            fusion_path = self.index_path / "fusion.json"
+            fusion_path = self.fusion_path()
             fusion = FusionParams.load(fusion_path) if fusion_path.exists() else None
             tax = load_taxonomy(self.settings.classify.taxonomy)
             mdir = self.model_path()
@@ -409,16 +410,23 @@ class BehaviorRAG:
 
     def fit_fusion(self, dev_sessions: Sequence[Session]):
         """Fit fusion weights/temperatures/calibration on labelled dev sessions (never test
-        data) and store them as ``<index>/fusion.json``."""
-
+        data); they commit with the index (``<index>/fusion-<hex>.json``, named by config.json)."""
         clf = self.classifier
         self._begin()
         params = fit(clf.dev_examples(self.user_ids.sessions(dev_sessions)), clf.labels)
-        self.index_path.mkdir(parents=True, exist_ok=True)
-        params.save(self.index_path / "fusion.json")
+        self._fusion_name = f"fusion-{uuid.uuid4().hex[:12]}.json"
+        params.save(self.index_path / self._fusion_name)
         clf.fusion = params
-        self._writer.release()
+        self.save()
         return params
+
+    def fusion_path(self) -> Path:
+        """The fusion weights file of this index's last commit (or of :meth:`fit_fusion`)."""
+        if self._fusion_name is not None:
+            return self.index_path / self._fusion_name
+        cfg = read_config(self.index_path) if not self._fresh and (
+            self.index_path / "config.json").exists() else None
+        return fusion_file(self.index_path, cfg)
 
     def finetune(self, train: Sequence[Session], val: Sequence[Session], out: str | Path,
                  config=None):

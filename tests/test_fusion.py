@@ -70,3 +70,24 @@ def test_knn_calibration_lets_a_minority_label_win():
     preds = [max(p, key=p.get) for p in (knn_vote(d.neighbors, ["yes", "no"], fitted)
                                          for d in dev)]
     assert preds.count("yes") > 50 and fitted.dev_macro_f1 > 0.7
+
+
+def test_fit_fusion_commits_with_the_index_and_a_reopen_uses_it(tmp_path, embed_home):
+    from behavior_rag import BehaviorRAG, Settings
+    from behavior_rag.index.storage import read_config
+    from behavior_rag.synth import generate
+
+    s = Settings(home=embed_home, embed={"backend": "onnx-int8"}, llm={"backend": "none"})
+    data = generate(60, seed=81).sessions
+    rag = BehaviorRAG(s, tmp_path / "ix")
+    rag.add_labelled(data[:40])
+    rag.save()
+    first = rag.fit_fusion(data[40:50])
+    name = read_config(tmp_path / "ix").fusion
+    assert name and (tmp_path / "ix" / name).exists()  # config.json names it: one commit
+    assert BehaviorRAG(s, tmp_path / "ix").classifier.fusion == first
+    second = BehaviorRAG(s, tmp_path / "ix").fit_fusion(data[50:])
+    cfg = read_config(tmp_path / "ix")
+    assert cfg.fusion != name and not (tmp_path / "ix" / name).exists()  # the old one swept
+    assert BehaviorRAG(s, tmp_path / "ix").classifier.fusion == second
+    assert [p.name for p in (tmp_path / "ix").glob("*fusion*")] == [cfg.fusion]

@@ -85,6 +85,18 @@ def test_a_data_path_outside_the_folder_is_refused(built, tmp_path, where):
         _load(s, dst)
 
 
+@pytest.mark.parametrize("field,where", [("model", "../other/model-0123456789ab"),
+                                         ("fusion", "/etc/passwd"),
+                                         ("fusion", "../fusion-0123456789ab.json")])
+def test_fitted_files_outside_the_folder_are_refused(built, tmp_path, field, where):
+    s, dst, cfg, _ = _copy(built, tmp_path)
+    cfg[field] = where
+    (dst / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(StoreError, match=f"not a {field}-<hex>") as e:
+        _ = BehaviorRAG(s, dst).classifier
+    assert e.value.context["field"] == field
+
+
 def test_faiss_of_another_dim_or_size_and_a_wrong_kind_are_refused(built, tmp_path):
     import faiss
 

@@ -48,3 +48,63 @@ def test_a_key_sent_in_the_query_string_is_not_logged(tmp_path, embed_home, capf
     out = capfd.readouterr()
     hits = [ln for ln in (out.out + out.err).splitlines() if "/v1/profiles/someone" in ln]
     assert hits and all(key not in ln for ln in hits) and "api_key=***" in hits[0]
+
+
+def _raw_user(sessions, raw: str):
+    """``sessions`` re-owned by the raw id ``raw`` (as a shop's own export would have them)."""
+    return [s.model_copy(update={"user_id": raw, "events": [
+        e.model_copy(update={"user_id": raw}) for e in s.events]}) for s in sessions]
+
+
+def _files_mention(folder, text: str) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
+
+
+def test_the_service_stores_pseudonyms_and_answers_lookups_by_the_raw_id(tmp_path, embed_home):
+    from behavior_rag import Client
+    from behavior_rag.service.run import serve_in_background
+
+    key = "privacy-test-key-0123456789abcdef"
+    raw = "shopper-4242@example.com"
+    s = Settings(home=embed_home, embed={"backend": "onnx-int8"}, llm={"backend": "none"},
+                 serve={"api_key": key})
+    rag = BehaviorRAG(s, tmp_path / "ix")
+    rag.index_sessions(generate(20, seed=72).sessions)
+    rag.save()
+    mine = _raw_user(generate(3, seed=73, prefix="raw").sessions, raw)
+    with serve_in_background(BehaviorRAG(s, tmp_path / "ix"), s.serve) as url:
+        c = Client(url, api_key=key)
+        c.index_sessions(mine)
+        prof = c.profile(raw)
+        hits = c.similar(session_id=mine[0].session_id, k=30)
+        by_user = c.similar(user_id=raw, k=5)
+    pseudo = BehaviorRAG(s, tmp_path / "ix").user_ids(raw)
+    assert pseudo.startswith("u_") and prof.user_id == pseudo and prof.facts["n_sessions"].value == 3
+    assert {h.user_id for h in hits if h.session_id in {m.session_id for m in mine}} == {pseudo}
+    assert by_user and all(h.user_id != raw for h in hits + by_user)
+    assert _files_mention(tmp_path / "ix", raw) == []  # nothing on disk holds the raw id
+    assert _files_mention(tmp_path / "ix", "example.com") == []
+
+
+def test_the_python_api_pseudonymises_what_it_is_given(tmp_path, embed_home):
+    s = Settings(home=embed_home, embed={"backend": "onnx-int8"}, llm={"backend": "none"})
+    raw = "cust-0099"
+    ingested = generate(15, seed=74).sessions
+    rag = BehaviorRAG(s, tmp_path / "ix")
+    ids = rag.user_ids
+    assert ids(ids(raw)) == ids(raw) != raw  # a pseudonym is kept, so ingest's ids stay
+    rag.index_sessions([*ingested, *_raw_user(generate(2, seed=75, prefix="r").sessions, raw)])
+    rag.add_history(_raw_user(generate(1, seed=76, prefix="h").sessions, raw))
+    rag.save()
+    back = BehaviorRAG(s, tmp_path / "ix")
+    assert {x.user_id for x in back.sessions.values()} >= {ids(raw)}
+    assert raw not in {x.user_id for x in back.sessions.values()}
+    assert back.profile(raw).facts["n_sessions"].value == 2
+    assert back.profile(ids(raw)).facts["n_sessions"].value == 2
+    assert [x.user_id for x in back.sessions.values() if x.user_id != ids(raw)] == \
+        [ids(x.user_id) for x in ingested]  # the synthetic ids, hashed once, then stable
+    assert _files_mention(tmp_path / "ix", raw) == []
+    off = BehaviorRAG(s.model_copy(update={"ingest": s.ingest.model_copy(
+        update={"pseudonymize": False})}), tmp_path / "raw")
+    off.index_sessions(_raw_user(generate(1, seed=77).sessions, raw))
+    assert off.user_ids(raw) == raw and off.sessions.of_user(raw)  # the user opted out

@@ -149,8 +149,8 @@ class VectorIndex(Protocol):
         ...
 
     def save(self, path: str | Path, stores: Mapping[str, StoreManifest] | None = None,
-             model: str | None = None) -> IndexConfig:
+             model: str | None = None, fusion: str | None = None) -> IndexConfig:
         """Commit the index as a self-describing folder at ``path``, atomically, with the
-        session stores and the fitted model's folder written in it (None: keep what the last
-        commit lists)."""
+        session stores, the fitted model's folder and the fusion file written in it (None:
+        keep what the last commit lists)."""
         ...

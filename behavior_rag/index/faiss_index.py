@@ -120,16 +120,18 @@ class FaissSessionIndex(VectorIndex):
 
     # ---- persistence --------------------------------------------------------------------
     def save(self, path: str | Path, stores: Mapping[str, StoreManifest] | None = None,
-             model: str | None = None) -> IndexConfig:
+             model: str | None = None, fusion: str | None = None) -> IndexConfig:
         """Write the index folder atomically (see :mod:`behavior_rag.index.storage`), with
         ``stores`` (session stores prepared in the folder) and ``model`` (a fitted model's
-        folder written in it) in the same commit; None keeps what the last commit lists."""
+        folder written in it) and ``fusion`` (a fusion-<hex>.json) in the same commit; None
+        keeps what the last commit lists."""
         root = Path(path)
         last = read_config(root) if (root / "config.json").exists() else None
         if stores is None:
             stores = last.stores if last else {}
-        if model is None and last is not None:
-            model = last.model
+        if last is not None:
+            model = model or last.model
+            fusion = fusion or last.fusion
         tmp = new_data_dir(root)
         v = self.vectors_
         if v.index is not None:
@@ -138,7 +140,8 @@ class FaissSessionIndex(VectorIndex):
         self.meta.write(tmp / "metadata.parquet")
         cfg = IndexConfig(embedder=self.embedder, index=self.spec, kind=v.kind, count=len(self),
                           created=self.created, updated=self.created, data="",
-                          hybrid=self.hybrid, stores=dict(stores), model=model)
+                          hybrid=self.hybrid, stores=dict(stores), model=model,
+                          fusion=fusion)
         cfg = commit(root, tmp, cfg)
         self.path = root
         return cfg

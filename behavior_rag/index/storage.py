@@ -58,6 +58,7 @@ class IndexConfig(BaseModel):
     stores: dict[str, StoreManifest] = {}
     files: dict[str, FileSum] = {}  # of the data folder, checked on load (empty: older index)
     model: str | None = None  # the fitted model's folder (model-<hex>), committed with the rest
+    fusion: str | None = None  # fusion weights (fusion-<hex>.json), committed with the rest
 
     @property
     def dim(self) -> int:
@@ -102,6 +103,17 @@ def model_dir(root: Path, config: IndexConfig) -> Path:
     return root / config.model
 
 
+def fusion_file(root: Path, config: IndexConfig | None) -> Path:
+    """The fusion weights file this commit names (an index from before: ``fusion.json``)."""
+    if config is None or config.fusion is None:
+        return root / "fusion.json"
+    if not re.fullmatch(r"fusion-[0-9a-f]{12}\.json", config.fusion):
+        raise StoreError(f"config.json names the fusion file {config.fusion!r}, not a "
+                         "fusion-<hex>.json file of this index", file=str(root / "config.json"),
+                         field="fusion")
+    return root / config.fusion
+
+
 def data_dir(root: Path, config: IndexConfig) -> Path:
     """The data folder ``config.json`` points at, checked: a ``v-N`` folder inside ``root``
     holding exactly the files it lists, with their sizes and checksums."""
@@ -141,7 +153,10 @@ def commit(root: Path, tmp: Path, config: IndexConfig) -> IndexConfig:
     for old in root.iterdir():  # older versions and leftovers of interrupted saves
         model = config.model is not None and old.name != config.model and (
             old.name == "model" or re.fullmatch(r"\.?model-[0-9a-f]{12}.*", old.name))
-        if model or old.name != name and (old.name.startswith(("v-", ".v.tmp-", ".tmp-",
+        fusion = config.fusion is not None and old.name != config.fusion and (
+            old.name == "fusion.json" or re.fullmatch(r"\.?fusion-[0-9a-f]{12}\.json.*",
+                                                       old.name))
+        if model or fusion or old.name != name and (old.name.startswith(("v-", ".v.tmp-", ".tmp-",
                                                                ".config-",
                                                                ".config.json.tmp-"))):
             if old.is_dir():

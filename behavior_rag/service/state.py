@@ -143,7 +143,7 @@ class ServiceState:
             if req.session_id is not None and index.get(req.session_id) is None:
                 raise NotFoundError("session is not in the index", field="session_id",
                                     value=req.session_id)
-            if req.user_id is not None and not index.ids_of_user(req.user_id):
+            if req.user_id is not None and not index.ids_of_user(self.rag.user_ids(req.user_id)):
                 raise NotFoundError("user has no sessions in the index", field="user_id",
                                     value=req.user_id)
             return self.rag.similar(session=req.session, session_id=req.session_id,
@@ -152,7 +152,7 @@ class ServiceState:
 
     def profile(self, user_id: str, use_llm: bool, patterns: bool):
         with self.lock.read(), (self._llm_lock if use_llm or patterns else nullcontext()):
-            if not self.rag.sessions.has_user(user_id):
+            if not self.rag.sessions.has_user(self.rag.user_ids(user_id)):
                 raise NotFoundError("user has no sessions with events in the index",
                                     field="user_id", value=user_id)
             return self.rag.profile(user_id, use_llm=use_llm, patterns=patterns)
