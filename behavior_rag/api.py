@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import overload
@@ -28,7 +27,6 @@ from behavior_rag.classify import Classifier
 from behavior_rag.embed import Embedder, get_embedder
 from behavior_rag.embed.base import EmbedderInfo, Progress
 from behavior_rag.errors import ConfigError, TaxonomyError
-from behavior_rag.faults import crash_point
 from behavior_rag.finetune import finetune
 from behavior_rag.fitting import fit_model
 from behavior_rag.fusion import FusionParams, fit
@@ -39,11 +37,11 @@ from behavior_rag.history import UserHistory
 from behavior_rag.index.base import Filter, VectorIndex
 from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
 from behavior_rag.index.factory import create_index, open_index
-from behavior_rag.index.lock import ServeLock, WriterLock
+from behavior_rag.index.folder import IndexFolder
 from behavior_rag.index.reembed import recorded_model
-from behavior_rag.index.storage import IndexConfig, fusion_file, model_dir, read_config
+from behavior_rag.index.storage import IndexConfig, read_config
 from behavior_rag.ingest.pseudonym import UserIds
-from behavior_rag.ingest.store import SessionStore, StoreManifest
+from behavior_rag.ingest.store import SessionStore
 from behavior_rag.llm.factory import get_llm
 from behavior_rag.profile import build_profile
 from behavior_rag.retrieve import Neighbor, similar
@@ -88,7 +86,6 @@ class BehaviorRAG:
                  *, fresh: bool = False, llm=None) -> None:
         self.settings = settings or default_settings()
         self.index_path = Path(index_path) if index_path else self.settings.index_dir / "default"
-        self._fresh = fresh
         if not fresh and (self.index_path / "config.json").exists():
             built = read_config(self.index_path).embedder
             recorded = recorded_model(self.index_path)
@@ -106,15 +103,10 @@ class BehaviorRAG:
         self._index: VectorIndex | None = None
         self._classifier = None
         self._llm = llm  # an LLMBackend object overrides settings.llm (e.g. LangChainBackend)
-        self._sessions: SessionStore | None = None  # the events, for profiles
-        self._history: SessionStore | None = None  # recorded, not indexed (add_history)
-        # one writer per folder, from the first change to the commit (index/lock.py)
-        self._writer = WriterLock(self.index_path, f"{Path(sys.argv[0]).name} (BehaviorRAG)",
-                                  self.settings.index.lock_timeout_s)
-        self._loaded: str | None = None  # the data version the index was loaded at
-        self._serving: ServeLock | None = None
-        self._model_name: str | None = None  # a model fitted here, until a save commits it
-        self._fusion_name: str | None = None  # fusion weights fitted here, likewise
+        # stores, locks and fitted files of the folder, committed together (index/folder.py)
+        self.folder = IndexFolder(self.index_path, fresh=fresh,
+                                  owner=f"{Path(sys.argv[0]).name} (BehaviorRAG)",
+                                  lock_timeout_s=self.settings.index.lock_timeout_s)
         self.user_ids = UserIds(self.settings)
 
     @classmethod
@@ -136,8 +128,8 @@ class BehaviorRAG:
     @property
     def index(self) -> VectorIndex:
         if self._index is None:
-            if not self._fresh and (self.index_path / "config.json").exists():
-                self._loaded = read_config(self.index_path).data
+            if not self.folder.fresh and (self.index_path / "config.json").exists():
+                self.folder.loaded = read_config(self.index_path).data
                 self._index = open_index(self.index_path, expect=self.embedder.info,
                                          spec=self.settings.index)
             else:
@@ -166,9 +158,7 @@ class BehaviorRAG:
     @property
     def recorded(self) -> SessionStore:
         """Sessions recorded with :meth:`add_history` (``<index>/history/``)."""
-        if self._history is None:
-            self._history = self._open_store("history")
-        return self._history
+        return self.folder.store("history")
 
     def add_history(self, sessions: Sequence[Session]) -> int:
         """Record shoppers' past sessions (events only: not embedded, not labelled) so fitting
@@ -198,20 +188,7 @@ class BehaviorRAG:
     def sessions(self) -> SessionStore:
         """Indexed sessions with their events (``<index>/sessions/``): ``get(id)``,
         ``of_user(id)``, iteration; lookups read one slice, not the whole store."""
-        if self._sessions is None:
-            self._sessions = self._open_store("sessions")
-        return self._sessions
-
-    def _open_store(self, folder: str) -> SessionStore:
-        """A session store inside the index folder, as the folder's last commit lists it
-        (empty if fresh or absent; an older folder's own ``manifest.json`` is read)."""
-        path = self.index_path / folder
-        manifest: StoreManifest | None = None
-        if not self._fresh and (self.index_path / "config.json").exists():
-            manifest = read_config(self.index_path).stores.get(folder)
-        if self._fresh:
-            return SessionStore(path, StoreManifest.empty(), own_manifest=False)
-        return SessionStore(path, manifest, own_manifest=False)
+        return self.folder.store("sessions")
 
     def add_labelled(self, sessions: Sequence[Session], labels: Sequence[str] | None = None, *,
                      split: str | None = "train", progress: Progress | None = None
@@ -248,39 +225,22 @@ class BehaviorRAG:
         return self.index.delete(ids)
 
     def save(self) -> IndexConfig:
-        """Commit the index folder atomically: vectors, metadata and the session stores'
-        new segments become visible together, by one rename of ``config.json``; then the
-        writer lock (index/lock.py) is released."""
-        self._begin()
-        stores = {name: st for name, st in (("sessions", self._sessions),
-                                            ("history", self._history)) if st is not None}
-        prepared = {name: st.prepare() for name, st in stores.items()}
-        crash_point("stores-prepared")
-        if (self.index_path / "config.json").exists() and not self._fresh:
-            prepared = read_config(self.index_path).stores | prepared
-        cfg = self.index.save(self.index_path, stores=prepared, model=self._model_name,
-                              fusion=self._fusion_name)
-        for name, st in stores.items():
-            st.committed(prepared[name])
-        self._loaded = cfg.data
-        self._writer.release()
-        return cfg
+        """Commit the index folder atomically: vectors, metadata, the session stores' new
+        segments and fitted files become visible together, by one rename of ``config.json``;
+        then the writer lock (index/lock.py) is released."""
+        return self.folder.commit(self.index)
 
     def _begin(self) -> None:
-        self._writer.begin(self._loaded, serving=self._serving is not None)
+        self.folder.begin()
 
     def serve_folder(self, what: str) -> None:
         """Mark the folder as served by this process until :meth:`stop_serving`: other
         writers are then refused (told to write through the service) instead of committing
         under it; this object's own writes still take the writer lock for each commit."""
-        self._writer.what = what
-        self._serving = ServeLock(self.index_path)
-        self._serving.acquire()
+        self.folder.serve(what)
 
     def stop_serving(self) -> None:
-        if self._serving is not None:
-            self._serving.release()
-            self._serving = None
+        self.folder.stop_serving()
 
     def profile(self, user_id: str, *, sessions: Sequence[Session] | None = None,
                 use_llm: bool = False, patterns: bool = False):
@@ -323,12 +283,12 @@ class BehaviorRAG:
         """The few-shot classifier over this index (LLM from settings; fusion parameters from
         the commit's fusion file once :meth:`fit_fusion` has run)."""
         if self._classifier is None:
-            fusion_path = self.fusion_path()
+            fusion_path = self.folder.fusion_path()
             fusion = FusionParams.load(fusion_path) if fusion_path.exists() else None
             tax = load_taxonomy(self.settings.classify.taxonomy)
             mdir = self.model_path()
             model = load_model(mdir, taxonomy=tax, embedder=self.index.embedder) \
-                if not self._fresh and (mdir / "manifest.json").exists() else None
+                if not self.folder.fresh and (mdir / "manifest.json").exists() else None
             # classify.llm=never: the LLM is never asked, so it is not loaded either
             llm = self._llm if self._llm is not None else None if \
                 self.settings.classify.llm == "never" else get_llm(self.settings)
@@ -363,8 +323,7 @@ class BehaviorRAG:
         model = fit_model(clf, list(train), list(dev), progress=progress)
         if not model.heads.spec.history:
             clf.history = None
-        self._model_name = f"model-{uuid.uuid4().hex[:12]}"
-        manifest = save_model(model, self.index_path / self._model_name)
+        manifest = save_model(model, self.folder.new_model_path())
         clf.model = model
         self.save()  # config.json names the new model: it commits with the index
         return FitReport(path=str(self.model_path()), chosen=manifest.chosen,
@@ -414,19 +373,10 @@ class BehaviorRAG:
         clf = self.classifier
         self._begin()
         params = fit(clf.dev_examples(self.user_ids.sessions(dev_sessions)), clf.labels)
-        self._fusion_name = f"fusion-{uuid.uuid4().hex[:12]}.json"
-        params.save(self.index_path / self._fusion_name)
+        params.save(self.folder.new_fusion_path())
         clf.fusion = params
         self.save()
         return params
-
-    def fusion_path(self) -> Path:
-        """The fusion weights file of this index's last commit (or of :meth:`fit_fusion`)."""
-        if self._fusion_name is not None:
-            return self.index_path / self._fusion_name
-        cfg = read_config(self.index_path) if not self._fresh and (
-            self.index_path / "config.json").exists() else None
-        return fusion_file(self.index_path, cfg)
 
     def finetune(self, train: Sequence[Session], val: Sequence[Session], out: str | Path,
                  config=None):
@@ -438,11 +388,7 @@ class BehaviorRAG:
 
     def model_path(self) -> Path:
         """The fitted model's folder of this index's last commit (``<index>/model-<hex>``)."""
-        if self._model_name is not None:
-            return self.index_path / self._model_name
-        if (self.index_path / "config.json").exists():
-            return model_dir(self.index_path, read_config(self.index_path))
-        return self.index_path / "model"
+        return self.folder.model_path()
 
     def info(self) -> IndexInfo:
         cfg = read_config(self.index_path)

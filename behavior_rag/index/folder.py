@@ -1,0 +1,116 @@
+"""An index folder as one unit of change: its session stores, its writer and serve locks, and
+the fitted files (model, fusion weights) that one ``config.json`` rename commits together.
+
+:class:`~behavior_rag.api.BehaviorRAG` keeps one of these per folder; the vectors themselves
+are the :class:`~behavior_rag.index.base.VectorIndex`'s, passed to :meth:`IndexFolder.commit`.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> f = IndexFolder(pathlib.Path(tempfile.mkdtemp()) / "ix", fresh=True, owner="doctest")
+    >>> len(f.store("sessions")), f.config() is None, f.model_path().name
+    (0, True, 'model')
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from behavior_rag.faults import crash_point
+from behavior_rag.index.base import VectorIndex
+from behavior_rag.index.lock import ServeLock, WriterLock
+from behavior_rag.index.storage import IndexConfig, fusion_file, model_dir, read_config
+from behavior_rag.ingest.store import SessionStore, StoreManifest
+
+STORES = ("sessions", "history")  # indexed sessions' events; recorded history (not indexed)
+
+
+class IndexFolder:
+    """``root``'s stores, locks and fitted-file names; ``fresh``: ignore what is on disk
+    (the first commit replaces it)."""
+
+    def __init__(self, root: Path, *, fresh: bool = False, owner: str = "behavior_rag",
+                 lock_timeout_s: float = 10.0) -> None:
+        self.root, self.fresh = root, fresh
+        # one writer per folder, from the first change to the commit (index/lock.py)
+        self.writer = WriterLock(root, owner, lock_timeout_s)
+        self.loaded: str | None = None  # the data version the index was loaded at
+        self.serving: ServeLock | None = None
+        self.model_name: str | None = None  # a model fitted here, until a commit names it
+        self.fusion_name: str | None = None  # fusion weights fitted here, likewise
+        self._stores: dict[str, SessionStore] = {}
+
+    def config(self) -> IndexConfig | None:
+        """The last commit's config (None: fresh, or nothing committed yet)."""
+        if self.fresh or not (self.root / "config.json").exists():
+            return None
+        return read_config(self.root)
+
+    def store(self, name: str) -> SessionStore:
+        """A session store inside the folder as the last commit lists it (empty if fresh or
+        absent; an older folder's own ``manifest.json`` is read), opened once."""
+        if name not in self._stores:
+            cfg = self.config()
+            manifest = StoreManifest.empty() if self.fresh else \
+                cfg.stores.get(name) if cfg is not None else None
+            self._stores[name] = SessionStore(self.root / name, manifest, own_manifest=False)
+        return self._stores[name]
+
+    def is_open(self, name: str) -> bool:
+        return name in self._stores
+
+    def begin(self) -> None:
+        """Take the writer lock before a change (refused if another writer committed since
+        :attr:`loaded`, or if another process serves the folder)."""
+        self.writer.begin(self.loaded, serving=self.serving is not None)
+
+    def commit(self, index: VectorIndex) -> IndexConfig:
+        """Commit ``index`` with the stores' new segments and the fitted files, by one rename
+        of ``config.json``; then release the writer lock."""
+        self.begin()
+        prepared = {name: st.prepare() for name, st in self._stores.items()}
+        crash_point("stores-prepared")
+        last = self.config()
+        if last is not None:
+            prepared = last.stores | prepared
+        cfg = index.save(self.root, stores=prepared, model=self.model_name,
+                         fusion=self.fusion_name)
+        for name, st in self._stores.items():
+            st.committed(prepared[name])
+        self.loaded = cfg.data
+        self.writer.release()
+        return cfg
+
+    def new_model_path(self) -> Path:
+        """A new ``model-<hex>`` folder name for a model fitted now (named by the next commit)."""
+        self.model_name = f"model-{uuid.uuid4().hex[:12]}"
+        return self.root / self.model_name
+
+    def new_fusion_path(self) -> Path:
+        self.fusion_name = f"fusion-{uuid.uuid4().hex[:12]}.json"
+        return self.root / self.fusion_name
+
+    def model_path(self) -> Path:
+        """The fitted model's folder: fitted here, else the last commit's (``model-<hex>``)."""
+        if self.model_name is not None:
+            return self.root / self.model_name
+        if (self.root / "config.json").exists():
+            return model_dir(self.root, read_config(self.root))
+        return self.root / "model"
+
+    def fusion_path(self) -> Path:
+        """The fusion weights file: fitted here, else the last commit's."""
+        if self.fusion_name is not None:
+            return self.root / self.fusion_name
+        return fusion_file(self.root, self.config())
+
+    def serve(self, what: str) -> None:
+        """Mark the folder as served by this process until :meth:`stop_serving`."""
+        self.writer.what = what
+        self.serving = ServeLock(self.root)
+        self.serving.acquire()
+
+    def stop_serving(self) -> None:
+        if self.serving is not None:
+            self.serving.release()
+            self.serving = None
