@@ -56,6 +56,7 @@ from behavior_rag.index.build import encode, meta_for, text_hash
 from behavior_rag.index.factory import create_index
 from behavior_rag.index.lock import WriterLock
 from behavior_rag.index.storage import IndexConfig
+from behavior_rag.ingest.pseudonym import UserIds
 from behavior_rag.ingest.store import SessionStore, StoreManifest, open_store
 from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
@@ -404,7 +405,7 @@ def index_from_shards(shards: str | Path, store: str | Path, index_path: str | P
     if missing:
         raise StoreError(f"{len(missing)} sessions of the store have no vector in the shards "
                          f"(e.g. {missing[:3]}): run batch embed again", file=str(shards))
-    sessions = st.get_many(st.ids())
+    sessions = UserIds(settings).sessions(st.get_many(st.ids()))  # as BehaviorRAG stores them
     check_labels(sessions, settings)
     facts = [compute_facts(s, tz=settings.render.timezone) for s in sessions]
     metas = [meta_for(s, render(s, settings=settings, facts=f)) for s, f in zip(sessions, facts)]
