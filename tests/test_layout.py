@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"heads"},
     {"classify", "fitting", "profile", "discover"},
     {"finetune"},
-    {"api", "client", "wire", "batch"},
+    {"api", "client", "wire", "batch", "chains"},  # chains: LangChain adapters over api
     {"evaluation"},  # above the facade: its product rows call what users call (BehaviorRAG)
     {"service", "cli"},
     {"__init__"},  # the package's public face: `from behavior_rag import ...`
