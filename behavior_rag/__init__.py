@@ -18,6 +18,7 @@ from behavior_rag.errors import (
                                  TaxonomyError,
 )
 from behavior_rag.facts import compute_facts
+from behavior_rag.frames import from_polars, to_pandas, to_polars
 from behavior_rag.index.base import Filter, SessionMeta
 from behavior_rag.ingest.load import load_events, load_records
 from behavior_rag.ingest.models import ColumnMapping, FormatSpec, IngestReport, IngestResult
@@ -35,7 +36,7 @@ __all__ = [
     "__version__",
     "AsyncClient", "BehaviorRAG", "Client", "Filter", "Neighbor", "SessionMeta", "BehaviorRagError", "ColumnMapping", "ConfigError", "DataError", "Event", "Fact", "FormatSpec",
     "IngestError", "IngestReport", "IngestResult", "RenderError", "Session", "SessionFacts",
-    "Settings", "StoreError", "Taxonomy", "TaxonomyError", "compute_facts", "generate",
-    "load_events", "load_records", "load_taxonomy", "load_uci", "read_store", "render",
-    "write_store",
+    "Settings", "StoreError", "Taxonomy", "TaxonomyError", "compute_facts", "from_polars",
+    "generate", "load_events", "load_records", "load_taxonomy", "load_uci", "read_store",
+    "render", "to_pandas", "to_polars", "write_store",
 ]

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"retrieve", "prompts"},
     {"llm"},
     {"heads"},
-    {"classify", "fitting", "profile", "discover"},
+    {"classify", "fitting", "profile", "discover", "frames"},  # frames: tables of their models
     {"finetune"},
     {"api", "client", "wire", "batch", "chains"},  # chains: LangChain adapters over api
     {"evaluation"},  # above the facade: its product rows call what users call (BehaviorRAG)

@@ -20,9 +20,14 @@ err = Console(stderr=True)
 HUMAN = typer.Option(False, "--human", help="Human-readable output instead of JSON.")
 
 
+def json_line(obj: Any) -> str:
+    """``obj`` as one line of JSON (what :func:`emit` prints)."""
+    return json.dumps(obj, ensure_ascii=False, default=str) + "\n"
+
+
 def emit(obj: Any) -> None:
     """One JSON document per line on stdout."""
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(json_line(obj))
 
 
 def progress(label: str) -> Progress:
