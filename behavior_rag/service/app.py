@@ -9,6 +9,8 @@ Routes (statuses besides 200; every /v1 route also 401 without the key, 413 for 
   when the model call outlives ``request_timeout_s``).
 * ``POST /v1/similar`` — by session, session_id, user_id or text (404 for unknown ids; 504).
 * ``GET /v1/taxonomy`` — the labels the classifier uses.
+* ``/ui/`` — the web view (:mod:`behavior_rag.service.ui`): a login form for the same key, then
+  overview, session, similar-shopper and profile pages (HTML, not in the OpenAPI schema).
 * ``GET /healthz`` (process up), ``GET /readyz`` (index and models loaded; 503 before),
   ``GET /metrics`` (Prometheus text) — no key needed, they reveal no data.
 
@@ -36,7 +38,7 @@ from behavior_rag.index.build import UpsertReport
 from behavior_rag.profile import UserProfile
 from behavior_rag.resources import __version__
 from behavior_rag.retrieve import Neighbor
-from behavior_rag.service import errors
+from behavior_rag.service import errors, ui
 from behavior_rag.service.auth import check_auth_config, install_log_redaction, key_dependency
 from behavior_rag.service.limits import BodyLimitMiddleware, ModelSlots, check_batch
 from behavior_rag.service.metrics import Metrics, MetricsMiddleware
@@ -154,6 +156,7 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
         return state.taxonomy
 
     app.include_router(v1)
+    ui.install(app, state, slots, settings)
 
     @app.get("/healthz", response_model=Health, summary="The process is up")
     async def healthz() -> Health:

@@ -1,0 +1,121 @@
+"""The web view served by ``behavior-rag serve`` under ``/ui``: overview, session, similar
+shoppers and profile pages, rendered on the server from templates shipped in this package (no
+JavaScript build step; charts are SVG drawn by :mod:`.charts`).
+
+Same app, same key as the JSON API: a login form asks for the API key once and sets an HttpOnly
+cookie (:mod:`.login`); with ``--insecure-no-auth`` (loopback only) there is no login. Pages
+show exactly what the JSON routes answer (:mod:`.views` calls the same service methods).
+
+Example:
+    $ behavior-rag serve --index indexes/demo-personas --insecure-no-auth
+    then open http://127.0.0.1:8080/ui/
+"""
+
+import asyncio
+from pathlib import Path
+from urllib.parse import parse_qs, quote
+
+from behavior_rag.errors import BehaviorRagError
+from behavior_rag.service.auth import api_key
+from behavior_rag.service.limits import ModelSlots
+from behavior_rag.service.state import ServiceState
+from behavior_rag.service.ui import login, views
+from behavior_rag.settings import ServeSettings
+from behavior_rag.wire.errors import status_for
+
+HERE = Path(__file__).parent
+TITLES = {401: "Not logged in", 404: "Not found", 422: "Invalid input", 503: "Busy, try again",
+          504: "Timed out"}
+
+
+def install(app, state: ServiceState, slots: ModelSlots, settings: ServeSettings) -> None:
+    """Mount the web view on ``app`` (routes under ``/ui``, hidden from the OpenAPI schema)."""
+    from fastapi import APIRouter, Request
+    from fastapi.responses import RedirectResponse
+    from fastapi.staticfiles import StaticFiles
+    from fastapi.templating import Jinja2Templates
+
+    key = api_key(settings)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    ui = APIRouter(prefix="/ui", include_in_schema=False)
+    cache = views.OverviewCache()
+
+    def page(request: Request, name: str, status: int = 200, **context):
+        context |= {"nav": name != "login.html", "auth": key is not None,
+                    "page": name.removesuffix(".html")}
+        return templates.TemplateResponse(request, name, context, status_code=status,
+                                          headers={"Cache-Control": "no-store"})
+
+    def allowed(request: Request) -> bool:
+        return key is None or login.valid(request.cookies.get(login.COOKIE), key)
+
+    def to_login(request: Request):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/ui/login?next={quote(target)}", status_code=303)
+
+    async def render(request: Request, name: str, build, *args):
+        if not allowed(request):
+            return to_login(request)
+        try:
+            state.require_ready()
+            v = await slots.run(build, *args)
+        except BehaviorRagError as e:
+            status = status_for(e)
+            return page(request, "error.html", status, title=TITLES.get(status, "Error"),
+                        message=e.message, field=e.context.get("field"),
+                        value=e.context.get("value"))
+        return page(request, name, v=v)
+
+    @ui.get("/")
+    async def overview(request: Request):
+        return await render(request, "overview.html", cache.get, state)
+
+    @ui.get("/sessions/{session_id:path}")
+    async def session(request: Request, session_id: str):
+        return await render(request, "session.html", views.session_view, state, session_id)
+
+    @ui.get("/users/{user_id:path}")
+    async def profile(request: Request, user_id: str):
+        return await render(request, "profile.html", views.profile_view, state, user_id)
+
+    @ui.get("/similar")
+    async def similar(request: Request):
+        q = {k: v.strip() for k, v in request.query_params.items()
+             if k in ("session_id", "user_id", "text", "label", "category", "start_from",
+                      "start_to", "k") and v.strip()}
+        if "k" in q:
+            q["k"] = int(q["k"]) if q["k"].isdigit() and 1 <= int(q["k"]) <= 100 else 10
+        return await render(request, "similar.html", views.similar_view, state, q)
+
+    @ui.get("/login")
+    async def login_form(request: Request, next: str = "/ui/"):
+        if key is None:
+            return RedirectResponse(login.safe_next(next), status_code=303)
+        return page(request, "login.html", next=login.safe_next(next))
+
+    @ui.post("/login")
+    async def login_submit(request: Request):
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        given, target = form.get("api_key", [""])[0], form.get("next", ["/ui/"])[0]
+        if key is None or not login.key_matches(given, key):
+            await asyncio.sleep(0.5)  # slows guessing; the key is long anyway
+            return page(request, "login.html", 401, next=login.safe_next(target),
+                        error="Wrong API key." if given else "Enter the API key.")
+        resp = RedirectResponse(login.safe_next(target), status_code=303)
+        resp.set_cookie(login.COOKIE, login.issue(key), max_age=login.MAX_AGE_S, path="/ui",
+                        httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+        return resp
+
+    @ui.post("/logout")
+    async def logout(request: Request):
+        resp = RedirectResponse("/ui/login", status_code=303)
+        resp.delete_cookie(login.COOKIE, path="/ui")
+        return resp
+
+    app.include_router(ui)
+    app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
+
+    @app.get("/", include_in_schema=False)
+    async def root():
+        return RedirectResponse("/ui/", status_code=307)
