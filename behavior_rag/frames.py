@@ -187,7 +187,7 @@ def to_pandas(items: _Items | BaseModel, *, kind: Kind | None = None):
         import pyarrow  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"to_pandas needs pandas and pyarrow ({e.name} is missing): "
-                          "pip install pandas pyarrow", field="pandas", value=e.name) from e
+                          "pip install 'behavior_rag[pandas]'", field="pandas", value=e.name) from e
     return frame.to_pandas(use_pyarrow_extension_array=True)
 
 

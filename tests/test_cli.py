@@ -112,3 +112,7 @@ def test_demo_falls_back_to_synthetic(demo_env, tmp_path):
     d = json.loads(p.stdout)
     assert d["source"].startswith("SYNTHETIC") and d["sessions"] == 1000
     assert len(d["similar"]["neighbors"]) == 5
+    # the web view's command serves the demo's fitted index (tests/test_ui.py drives the pages)
+    web = d["web_view"]
+    assert web["url"].endswith("/ui/") and web["command"].startswith("behavior-rag serve")
+    assert (Path(web["command"].split("--index ")[1].split()[0]) / "config.json").is_file()

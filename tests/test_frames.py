@@ -123,7 +123,7 @@ def test_to_pandas_gives_the_same_values(preds):
 
 def test_to_pandas_without_pandas_names_what_to_install(preds, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)  # as if it were not installed
-    with pytest.raises(ConfigError, match="pip install pandas"):
+    with pytest.raises(ConfigError, match=r"behavior_rag\[pandas\]"):
         frames.to_pandas(preds)
 
 

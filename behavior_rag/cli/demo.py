@@ -102,8 +102,11 @@ def run_demo(data_dir: Path | None = None, as_json: bool = False,
     }
     summary["similar"] = _similar_demo(sessions, settings, index_dir)
     base = index_dir or settings.index_dir / "demo"
-    summary["classify"] = classify_demo(sessions if path.is_file() else [], settings,
-                                        base.with_name(base.name + "-personas"))
+    personas = base.with_name(base.name + "-personas")
+    summary["classify"] = classify_demo(sessions if path.is_file() else [], settings, personas)
+    port = settings.serve.port
+    summary["web_view"] = {"command": f"behavior-rag serve --index {personas} "
+                           "--insecure-no-auth", "url": f"http://127.0.0.1:{port}/ui/"}
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
         return summary
@@ -130,6 +133,11 @@ def run_demo(data_dir: Path | None = None, as_json: bool = False,
         out.print("   " + h["text"].split("\n")[0], markup=False, highlight=False,
                   soft_wrap=True)
     print_classify_demo(out, summary["classify"])
+    out.rule("Web view")
+    web = summary["web_view"]
+    out.print(f"Look at these sessions, patterns, similar shoppers and profiles in a browser: "
+              f"run `{web['command']}`, then open {web['url']}", markup=False,
+              highlight=False, soft_wrap=True)
     out.rule()
     return summary
 
