@@ -1,0 +1,63 @@
+"""The web view's access rules without a browser: no key configured (loopback only) means no
+login; with a key, every page and the static files' neighbours need the cookie, and the login
+never sends the browser to another site."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from behavior_rag import BehaviorRAG
+from behavior_rag.service.app import create_app
+from behavior_rag.settings import ServeSettings
+
+
+@pytest.fixture(scope="module")
+def rag(fitted, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ui-access") / "ix"
+    shutil.copytree(fitted[3], path)
+    return BehaviorRAG(fitted[0].settings, path)
+
+
+class _Ready(TestClient):
+    def __enter__(self):
+        super().__enter__()
+        t = time.monotonic()
+        while self.get("/readyz").status_code != 200:  # the index loads in the background
+            assert time.monotonic() - t < 120, "the service did not get ready"
+            time.sleep(0.2)
+        return self
+
+
+def _client(rag, **serve) -> TestClient:
+    return _Ready(create_app(rag, ServeSettings(**serve)), follow_redirects=False)
+
+
+def test_without_a_key_on_loopback_the_pages_need_no_login(rag):
+    with _client(rag, insecure_no_auth=True) as c:
+        assert c.get("/").headers["location"] == "/ui/"
+        sid = rag.index.metadata()["session_id"][0]
+        page = c.get(f"/ui/sessions/{sid}")
+        assert page.status_code == 200 and sid in page.text
+        assert c.get("/ui/login").status_code == 303  # nothing to log in to
+
+
+def test_with_a_key_pages_redirect_to_the_login_and_the_cookie_opens_them(rag):
+    key = "k" * 32
+    with _client(rag, api_key=SecretStr(key)) as c:
+        r = c.get("/ui/similar?session_id=x")
+        assert r.status_code == 303 and r.headers["location"].startswith("/ui/login?next=")
+        assert c.get("/ui/static/ui.css").status_code == 200  # the stylesheet is not data
+        bad = c.post("/ui/login", data={"api_key": "wrong", "next": "/ui/"})
+        assert bad.status_code == 401 and "Wrong API key" in bad.text
+        # a crafted next= never leaves the web view
+        ok = c.post("/ui/login", data={"api_key": key, "next": "https://evil.example/"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/ui/"
+        assert "httponly" in ok.headers["set-cookie"].lower()
+        assert c.get("/ui/similar").status_code == 200
+        # the cookie opens pages, not the JSON API (that still wants the key itself)
+        assert c.post("/v1/similar", json={"text": "x"}).status_code == 401
