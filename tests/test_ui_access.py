@@ -61,3 +61,24 @@ def test_with_a_key_pages_redirect_to_the_login_and_the_cookie_opens_them(rag):
         assert c.get("/ui/similar").status_code == 200
         # the cookie opens pages, not the JSON API (that still wants the key itself)
         assert c.post("/v1/similar", json={"text": "x"}).status_code == 401
+
+
+def test_what_shoppers_typed_is_shown_as_text_never_as_markup(rag):
+    from datetime import datetime, timezone
+
+    from behavior_rag.types import Event, Session
+
+    t = datetime(2024, 11, 3, 12, tzinfo=timezone.utc)
+    evil = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    s = Session(session_id="xss-1", user_id="u-xss", events=[
+        Event(user_id="u-xss", timestamp=t, type="search", query=evil),
+        Event(user_id="u-xss", timestamp=t.replace(minute=1), type="view", item_id="i1",
+              category="<b>cat</b>")])
+    with _client(rag, insecure_no_auth=True) as c:
+        assert c.post("/v1/sessions", json={"sessions": [s.model_dump(mode="json")]}
+                      ).status_code == 200
+        page = c.get("/ui/sessions/xss-1").text
+        sim = c.get("/ui/similar", params={"text": evil}).text
+    for html in (page, sim):
+        assert "<script>alert" not in html and "<img src=x" not in html and "<b>cat" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;cat&lt;/b&gt;" in page
