@@ -10,10 +10,13 @@ Vectors: real embeddings (the default backend) for the first ``--real-up-to`` se
 that a stated stand-in: the real text vectors of the fitted sessions, reused round-robin with
 Gaussian noise (sd 0.05) and renormalised, joined to the session's own facts (hybrid) as
 ``index.build.encode`` does. Sessions, facts, renderings, metadata and the session store are
-real at every size. Rows say which vectors they used.
+real up to ``--generate-up-to``; beyond it, sessions are copies of the last 20,000 generated
+ones under new session and user ids (events, facts and renderings repeat; their vectors get
+fresh noise), because generating and rendering costs ~5-10 ms a session on this box. Rows say
+how many of each they hold.
 
 Usage: python eval/bench_scale.py [--sizes 10000,100000,1000000] [--real-up-to 100000]
-                                  [--out eval/reports/bench_scale.md]
+                                  [--generate-up-to 100000] [--out eval/reports/bench_scale.md]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from behavior_rag.atomic import replace_file  # noqa: E402
 from behavior_rag.errors import BehaviorRagError  # noqa: E402
 from behavior_rag.evaluation import split_by_user  # noqa: E402
 from behavior_rag.facts import compute_facts  # noqa: E402
+from behavior_rag.index.base import session_key  # noqa: E402
 from behavior_rag.index.build import encode, meta_for  # noqa: E402
 from behavior_rag.render import render  # noqa: E402
 from behavior_rag.synth import generate  # noqa: E402
@@ -68,31 +72,71 @@ def timed(fn, args_list) -> list[float]:
     return out
 
 
-def bulk_load(rag: BehaviorRAG, n: int, real_up_to: int, pool: np.ndarray) -> dict:
-    """Unlabelled chunks until the index holds ``n`` sessions."""
+def standin(rag: BehaviorRAG, chunk: list, pool: np.ndarray, rng) -> tuple[list, np.ndarray,
+                                                                          list]:
+    """Generated sessions with real facts, renderings and metadata, stand-in text vectors."""
+    chunk = rag.user_ids.sessions(chunk)  # stored as index_sessions stores them: pseudonyms
+    pairs = [(s, compute_facts(s)) for s in chunk]
+    metas = [meta_for(s, render(s, settings=rag.settings, facts=f)) for s, f in pairs]
+    noise = pool[rng.integers(0, len(pool), len(chunk))] + rng.normal(
+        0, 0.05, (len(chunk), pool.shape[1]))
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    return chunk, encode(rag.index, noise.astype(np.float32), pairs), metas
+
+
+def copies(rag: BehaviorRAG, src: tuple[list, np.ndarray, list], j: int, rng
+           ) -> tuple[list, np.ndarray, list]:
+    """Round ``j`` of copies of generated sessions under new session and user ids (the
+    events, facts and renderings repeat; vectors get fresh noise, sd 0.01)."""
+    sessions, vecs, metas = src
+    out = []
+    for s in sessions:
+        u = rag.user_ids(f"{s.user_id}-c{j}")  # a pseudonym, as every stored user id
+        out.append(s.model_copy(update={"session_id": f"{s.session_id}-c{j}", "user_id": u,
+                                        "events": [e.model_copy(update={"user_id": u})
+                                                   for e in s.events]}))
+    new_metas = [m.model_copy(update={"id": session_key(c.session_id),
+                                      "session_id": c.session_id, "user_id": c.user_id})
+                 for m, c in zip(metas, out)]
+    v = vecs + rng.normal(0, 0.01, vecs.shape).astype(np.float32)
+    return out, v / np.linalg.norm(v, axis=1, keepdims=True), new_metas
+
+
+def bulk_load(rag: BehaviorRAG, n: int, real_up_to: int, pool: np.ndarray,
+              generate_up_to: int) -> dict:
+    """Unlabelled chunks until the index holds ``n`` sessions: embedded for real up to
+    ``real_up_to``, generated with stand-in vectors up to ``generate_up_to``, then copies of
+    the last generated chunks (generating and rendering costs ~5-10 ms a session here: a
+    million would take hours)."""
     rng = np.random.default_rng(0)
-    real = standin = 0
-    t_embed = 0.0
-    i = 0
+    real = standins = copied = 0
+    t_embed, made, i = 0.0, [], 0
     while len(rag.index) < n:
         m = min(CHUNK, n - len(rag.index))
-        chunk = [s.model_copy(update={"label": None})
-                 for s in generate(m, seed=100 + i, prefix=f"b{i}").sessions]
+        if len(rag.index) + m > generate_up_to and made:
+            j, src = divmod(i, len(made))
+            sessions, vecs, metas = copies(rag, made[src], j + 1, rng)
+            sessions, vecs, metas = sessions[:m], vecs[:m], metas[:m]
+            copied += m
+        else:
+            sessions = [s.model_copy(update={"label": None})
+                        for s in generate(m, seed=100 + i, prefix=f"b{i}").sessions]
+            if len(rag.index) + m <= real_up_to:
+                t = time.perf_counter()
+                rag.index_sessions(sessions)
+                t_embed += time.perf_counter() - t
+                real += m
+                i += 1
+                continue
+            sessions, vecs, metas = standin(rag, sessions, pool, rng)
+            made = (made + [(sessions, vecs, metas)])[-2:]  # the sources of the copies
+            standins += m
         i += 1
-        if len(rag.index) + m <= real_up_to:
-            t = time.perf_counter()
-            rag.index_sessions(chunk)
-            t_embed += time.perf_counter() - t
-            real += m
-            continue
-        pairs = [(s, compute_facts(s)) for s in chunk]
-        metas = [meta_for(s, render(s, settings=rag.settings, facts=f)) for s, f in pairs]
-        noise = pool[rng.integers(0, len(pool), m)] + rng.normal(0, 0.05, (m, pool.shape[1]))
-        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-        rag.index.upsert(encode(rag.index, noise.astype(np.float32), pairs), metas)
-        rag.sessions.upsert(chunk)
-        standin += m
-    return {"real": real, "standin": standin, "real_index_s": t_embed}
+        rag.index.upsert(vecs, metas)
+        rag.sessions.upsert(sessions)
+        if len(rag.index) % 100_000 == 0:  # progress: a 1M load runs for tens of minutes
+            print(f"  {len(rag.index):,} sessions loaded", file=sys.stderr, flush=True)
+    return {"real": real, "standin": standins, "copies": copied, "real_index_s": t_embed}
 
 
 def serve_rss(path: Path, home: Path, ids: list[str], users: list[str]) -> dict:
@@ -132,7 +176,7 @@ def du(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
-def one(n: int, real_up_to: int) -> dict:
+def one(n: int, real_up_to: int, generate_up_to: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench-scale-{n}-"))
     home = Path(os.environ.get("BEHAVIOR_RAG_HOME", work / "home"))
     path = work / "ix"
@@ -146,7 +190,7 @@ def one(n: int, real_up_to: int) -> dict:
     out["fit_s"] = time.perf_counter() - t
     pool = rag.embedder.embed([render(x, settings=s) for x in sp.train[:2000]])
     t = time.perf_counter()
-    out |= bulk_load(rag, n, real_up_to, pool)
+    out |= bulk_load(rag, n, real_up_to, pool, generate_up_to)
     out["bulk_s"] = time.perf_counter() - t
     t = time.perf_counter()
     rag.save()
@@ -200,8 +244,11 @@ def report(rows: list[dict], args) -> str:
         f"{FIT:,} labelled sessions (80/20 by user), the rest unlabelled.", "",
         "Vectors: `real` rows were embedded with the default backend; `stand-in` rows reuse "
         "the real text vectors of 2,000 fitted sessions with noise (sd 0.05), joined to their "
-        "own facts. Everything else (sessions, facts, renderings, metadata, store) is real.", "",
-        "| sessions | vectors (real / stand-in) | index | fit s | load s | save s | open s "
+        "own facts. Everything else (sessions, facts, renderings, metadata, store) is real, "
+        "except `copies`: copies of the last 20,000 generated sessions under new session and "
+        "user ids (events, facts and renderings repeat; vectors get fresh noise, sd 0.01).", "",
+        "| sessions | sessions: real vectors / stand-in vectors / copies | index | fit s "
+        "| load s | save s | open s "
         "| upsert 1,000 + save s (embedding / cached vectors) | similar p50 / p99 ms "
         "| profile p50 / p99 ms | classify /s | RSS peak MB | serve RSS MB (peak) "
         "| disk MB (index / sessions) |",
@@ -212,7 +259,7 @@ def report(rows: list[dict], args) -> str:
             f" nlist {ix['nlist']} nprobe {ix['nprobe']}" if ix["kind"] == "ivf" else "")
         sv = r["serve"]
         lines.append(
-            f"| {r['n']:,} | {r['real']:,} / {r['standin']:,} | {kind} | {r['fit_s']:.0f} | "
+            f"| {r['n']:,} | {r['real']:,} / {r['standin']:,} / {r.get('copies', 0):,} | {kind} | {r['fit_s']:.0f} | "
             f"{r['bulk_s']:.0f} | {r['save_s']:.1f} | {r['open_s']:.1f} | "
             f"{r['upsert1000_s']:.1f} / {r['upsert1000_cached_s']:.1f} | "
             f"{r['similar_p50_ms']:.2f} / {r['similar_p99_ms']:.1f} | "
@@ -255,6 +302,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--real-up-to", type=int, default=100_000)
+    ap.add_argument("--generate-up-to", type=int, default=100_000,
+                    help="beyond this, sessions are copies of generated ones under new ids")
     ap.add_argument("--out", default="eval/reports/bench_scale.md")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
@@ -264,13 +313,15 @@ def main() -> None:
         replace_file(args.out, report(json.loads(Path(args.from_json).read_text()), args))
         return
     if args.one:
-        replace_file(args.json, json.dumps(one(args.one, args.real_up_to)))
+        replace_file(args.json, json.dumps(one(args.one, args.real_up_to,
+                                                    args.generate_up_to)))
         return
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
         js = Path(tempfile.mkdtemp()) / "row.json"
         subprocess.run([sys.executable, __file__, "--one", str(n), "--json", str(js),
-                        "--real-up-to", str(args.real_up_to)], check=True)
+                        "--real-up-to", str(args.real_up_to),
+                        "--generate-up-to", str(args.generate_up_to)], check=True)
         rows.append(json.loads(js.read_text()))
         print(json.dumps(rows[-1]), flush=True)
         replace_file(args.out + ".json", json.dumps(rows, indent=1))

@@ -89,12 +89,13 @@ def test_upsert_and_delete_leave_untouched_segments_as_they_are(tmp_path, taobao
 
 
 def test_compaction_keeps_every_live_session(tmp_path, taobao):
+    from behavior_rag.ingest import compaction
     from behavior_rag.ingest import store as store_mod
 
     write_store(taobao.sessions[:100], tmp_path / "s")
     st = store_mod.open_store(tmp_path / "s")
     want = _by_id(taobao.sessions[:100])
-    for i in range(store_mod.MAX_SEGMENTS + 2):  # one segment per commit, until compaction
+    for i in range(compaction.MAX_SEGMENTS + 2):  # one segment per commit, until compaction
         more = taobao.sessions[100 + 3 * i:103 + 3 * i]
         st.upsert(more)
         st.delete([taobao.sessions[i].session_id])
@@ -102,10 +103,57 @@ def test_compaction_keeps_every_live_session(tmp_path, taobao):
         want.pop(taobao.sessions[i].session_id)
         m = st.commit()
         assert _by_id(store_mod.open_store(tmp_path / "s").values()) == want
-    assert len(m.segments) < store_mod.MAX_SEGMENTS  # it compacted on the way
+    assert len(m.segments) < compaction.MAX_SEGMENTS  # it compacted on the way
     names = {p.name for p in (tmp_path / "s").iterdir()}
     listed = {f for g in m.segments for f in (g.sessions_file, g.events_file)}
     assert names == listed | {"manifest.json"} | ({m.tombstones} if m.tombstones else set())
+
+
+def test_compaction_merges_small_segments_and_leaves_full_ones_alone(tmp_path, taobao,
+                                                                     monkeypatch):
+    from behavior_rag.ingest import compaction
+    from behavior_rag.ingest.store import open_store
+
+    monkeypatch.setattr(compaction, "FULL_SEGMENT", 50)
+    monkeypatch.setattr(compaction, "MAX_SEGMENTS", 3)
+    write_store(taobao.sessions[:80], tmp_path / "s")  # one full segment
+    full = _files(tmp_path / "s")
+    st = open_store(tmp_path / "s")
+    want = _by_id(taobao.sessions[:80])
+    for i in range(4):  # small segments of 10, until more than 3 are small
+        more = taobao.sessions[80 + 10 * i:90 + 10 * i]
+        st.upsert(more)
+        want |= _by_id(more)
+        m = st.commit()
+    sizes = sorted(g.sessions for g in m.segments)
+    assert sizes == [40, 80]  # the 4 small ones merged into one; the full one as it was
+    after = _files(tmp_path / "s")
+    assert all(after[n] == full[n] for n in full if n.startswith("seg-"))  # same inode
+    assert _by_id(open_store(tmp_path / "s").values()) == want
+    got = open_store(tmp_path / "s")
+    assert [s.session_id for s in got.get_many([taobao.sessions[95].session_id])] == [
+        taobao.sessions[95].session_id]
+
+
+def test_a_mostly_dead_segment_is_rewritten_alone(tmp_path, taobao, monkeypatch):
+    from behavior_rag.ingest import compaction
+    from behavior_rag.ingest.store import open_store
+
+    monkeypatch.setattr(compaction, "FULL_SEGMENT", 50)
+    write_store(taobao.sessions[:60], tmp_path / "s")
+    st = open_store(tmp_path / "s")
+    st.upsert(taobao.sessions[60:120])  # a second full segment
+    st.commit()
+    before = _files(tmp_path / "s")
+    gone = [s.session_id for s in taobao.sessions[:20]]  # a third of the first segment
+    st.delete(gone)
+    m = st.commit()
+    assert sorted(g.sessions for g in m.segments) == [40, 60] and m.tombstones is None
+    after = _files(tmp_path / "s")
+    kept = [n for n in before if n.startswith("seg-") and n in after]
+    assert len(kept) == 2 and all(after[n] == before[n] for n in kept)  # the other segment
+    want = {k: v for k, v in _by_id(taobao.sessions[:120]).items() if k not in set(gone)}
+    assert _by_id(open_store(tmp_path / "s").values()) == want
 
 
 def test_lookups_by_session_and_user_match_a_full_scan(tmp_path, taobao):

@@ -100,6 +100,34 @@ def write_segment(folder: Path, sessions: Sequence[Session]) -> SegmentInfo:
     return info
 
 
+def merge_segments(folder: Path, parts: Sequence[tuple[SegmentInfo, pl.DataFrame]]
+                   ) -> SegmentInfo:
+    """One new segment holding ``parts``: each a segment and its live rows (of
+    :func:`read_table`), in that order. Columns are copied as they are (events by slice, new
+    offsets): no Session objects, so memory is that of the rows, not of pydantic models."""
+    rows, events = [], []
+    for info, live in parts:
+        live = live.sort("row")  # file order = event order
+        rows.append(live.select(list(SESSION_SCHEMA)))
+        ranges = [(o, n) for o, n in zip(live["ev_offset"], live["n_events"]) if n]
+        events.append(_events(folder, info.events_file, ranges))
+    table = pl.concat(rows) if rows else pl.DataFrame(schema=SESSION_SCHEMA)
+    ev = pl.concat(events) if events else pl.DataFrame(schema=EVENT_SCHEMA)
+    n = table["n_events"].cast(pl.Int64)
+    table = table.with_columns(ev_offset=(n.cum_sum() - n).fill_null(0))
+    name = f"seg-{uuid.uuid4().hex[:16]}"
+    info = SegmentInfo(name=name, sessions_file=f"{name}.sessions.parquet",
+                       events_file=f"{name}.events.parquet", sessions=table.height,
+                       events=ev.height)
+    if ev.height != int(n.sum() or 0):
+        raise StoreError(f"segments hold {ev.height} events for sessions that count "
+                         f"{int(n.sum() or 0)}", file=str(folder))
+    for file, frame in ((info.events_file, ev), (info.sessions_file, table)):
+        with writing_file(folder / file) as tmp:
+            frame.write_parquet(tmp, row_group_size=ROW_GROUP, statistics=True)
+    return info
+
+
 def read_table(folder: Path, info: SegmentInfo) -> pl.DataFrame:
     """The segment's session rows plus ``seg`` (its name) and ``row`` (position in the file)."""
     path = folder / info.sessions_file

@@ -2,8 +2,12 @@
 
 A store folder holds immutable segment files (:mod:`behavior_rag.ingest.segments`), a tombstone
 file naming dead rows, and a manifest listing what is live. An upsert writes a new segment
-and tombstones the rows it replaces; nothing already written is rewritten until compaction
-(when segments pile up or a quarter of the rows are dead). Lookups by session id or user id
+and tombstones the rows it replaces; nothing already written is rewritten until compaction,
+which is tiered: when more than :data:`~behavior_rag.ingest.compaction.MAX_SEGMENTS`
+segments are small (under :data:`~behavior_rag.ingest.compaction.FULL_SEGMENT` live sessions) they are merged into full ones, and a segment whose rows
+are a quarter dead is rewritten alone; full, mostly live segments are never touched. Merging
+copies columns (:func:`~behavior_rag.ingest.segments.merge_segments`), a full segment at a
+time, so a million-session store compacts in bounded memory. Lookups by session id or user id
 read one slice of one segment's events, never the whole store.
 
 The commit point is a single atomic rename of the manifest: ``manifest.json`` for a standalone
@@ -38,6 +42,7 @@ from pydantic import BaseModel, ValidationError, model_validator
 
 from behavior_rag.atomic import fsync_path, replace_dir, replace_file, writing_file
 from behavior_rag.errors import StoreError
+from behavior_rag.ingest import compaction
 from behavior_rag.ingest.segments import (
     SESSION_SCHEMA,
     SegmentInfo,
@@ -50,8 +55,6 @@ from behavior_rag.types import Session
 
 FORMAT_VERSION = 2
 FLUSH_EVERY = 20_000  # pending sessions written out as a segment (bounds memory on big loads)
-MAX_SEGMENTS = 24
-MAX_DEAD = 0.25
 TOMB_SCHEMA = {"seg": pl.Utf8, "row": pl.Int32}
 
 
@@ -258,8 +261,7 @@ class SessionStore:
         self.flush()
         live = self._live()
         dead = self._dead if self._dead is not None else pl.DataFrame(schema=TOMB_SCHEMA)
-        total = sum(g.sessions for g in self._segments)
-        if len(self._segments) > MAX_SEGMENTS or (total and dead.height > MAX_DEAD * total):
+        if compaction.plan(self._segments, live, dead, every=False):
             self.compact()
             live, dead = self._live(), self._dead
         assert dead is not None
@@ -283,16 +285,22 @@ class SessionStore:
             segments=list(self._segments), tombstones=tomb)
         return self.manifest
 
-    def compact(self) -> None:
-        """Rewrite the live rows as one segment (then no tombstones are needed)."""
-        sessions = [s for batch in self.iter_batches(FLUSH_EVERY) for s in batch]
-        self._pending = {}
-        self._segments, self._table = [], _empty()
-        self._dead = pl.DataFrame(schema=TOMB_SCHEMA)
-        if sessions:
-            info = write_segment(self.path, sessions)
-            self._segments = [info]
-            self._table = read_table(self.path, info)
+    def compact(self, *, every: bool = False) -> None:
+        """Merge small segments (``every``: all of them; else only when too many are small) and
+        rewrite mostly-dead ones (see :mod:`behavior_rag.ingest.compaction`)."""
+        self.flush()
+        live = self._live()
+        dead = self._dead if self._dead is not None else pl.DataFrame(schema=TOMB_SCHEMA)
+        plan = compaction.plan(self._segments, live, dead, every=every)
+        if not plan:
+            return
+        out = compaction.merge(self.path, plan, live)
+        gone = {g.name for g in plan}
+        keep = [g for g in self._segments if g.name not in gone]
+        self._segments = keep + out
+        self._table = pl.concat([live.filter(~pl.col("seg").is_in(list(gone))),
+                                 *(read_table(self.path, g) for g in out)])
+        self._dead = dead.filter(~pl.col("seg").is_in(list(gone)))
 
     def committed(self, manifest: StoreManifest) -> None:
         """After the commit point: remove files no longer listed (older segments, tombstones,
