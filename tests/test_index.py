@@ -237,3 +237,24 @@ def test_the_knn_filter_fast_path_matches_a_full_scan():
     assert 993 in store.matching(Filter(labelled=True)).tolist()
     store.remove(993)  # changes invalidate the cached labelled set
     assert 993 not in store.matching(Filter(labelled=True)).tolist()
+
+
+def test_metadata_folds_new_rows_into_its_frame_and_keeps_every_lookup(monkeypatch):
+    from behavior_rag.index import metadata as md
+    from behavior_rag.index.base import Filter, SessionMeta
+
+    monkeypatch.setattr(md, "FOLD_EVERY", 7)
+    m = md.MetadataStore()
+    for i in range(30):
+        m.put(SessionMeta(id=i, session_id=f"s{i}", user_id=f"u{i % 4}",
+                          label="x" if i % 3 == 0 else None))
+        if i == 12:
+            m.by_session("s1"), m.ids_of_user("u1")  # caches built midway stay right
+    m.put(SessionMeta(id=5, session_id="s5", user_id="u9"))  # replaces a folded row
+    assert len(m._new) < 7 and len(m) == 30  # folded as it went
+    assert m.get(5).user_id == "u9" and m.by_session("s29").id == 29
+    assert sorted(m.ids_of_user("u1")) == [i for i in range(30) if i % 4 == 1 and i != 5]
+    assert m.ids_of_user("u9") == [5]
+    assert m.matching(Filter(labelled=True)).tolist() == [i for i in range(30) if i % 3 == 0
+                                                          and i != 5]
+    assert m.frame().height == 30 and m.frame()["id"].n_unique() == 30

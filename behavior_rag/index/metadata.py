@@ -18,6 +18,9 @@ import polars as pl
 
 from behavior_rag.index.base import Filter, SessionMeta
 
+# Rows put since the load are kept as objects until this many, then folded into the frame: a
+# million-session backfill holds a columnar frame, not a million pydantic objects.
+FOLD_EVERY = 20_000
 SCHEMA = {"id": pl.Int64, "session_id": pl.Utf8, "user_id": pl.Utf8, "label": pl.Utf8,
           "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
           "categories": pl.List(pl.Utf8), "has_purchase": pl.Boolean, "n_events": pl.Int64,
@@ -72,6 +75,13 @@ class MetadataStore:
                 self._unuser(old)
             self._by_user.setdefault(meta.user_id, []).append(meta.id)
         self._changed()
+        if len(self._new) >= FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        by_session, by_user = self._by_session, self._by_user  # still right: ids do not move
+        self._load(self.frame())
+        self._by_session, self._by_user = by_session, by_user
 
     def remove(self, id_: int) -> SessionMeta | None:
         meta = self._new.pop(id_, None)
