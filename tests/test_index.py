@@ -258,3 +258,60 @@ def test_metadata_folds_new_rows_into_its_frame_and_keeps_every_lookup(monkeypat
     assert m.matching(Filter(labelled=True)).tolist() == [i for i in range(30) if i % 3 == 0
                                                           and i != 5]
     assert m.frame().height == 30 and m.frame()["id"].n_unique() == 30
+
+
+@pytest.mark.parametrize("spec", KINDS, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_odd_widths_are_stored_padded_and_answer_the_same(tmp_path, spec):
+    # hybrid vectors are 384 + 15 wide: FAISS's SIMD scalar-quantizer code wants a multiple of 8
+    from behavior_rag.index import faiss_index as fi
+
+    info = INFO.model_copy(update={"dim": 31})
+    x = unit(1200, dim=31)
+    ix = FaissSessionIndex(info, IndexSettings(**spec))
+    ix.upsert(x, metas(1200))
+    assert ix.vectors_.index.d == 32
+    hits = ix.search(x[:20], 1)
+    assert [h[0].meta.session_id for h in hits] == [f"s{i}" for i in range(20)]
+    got = ix.vectors([session_key("s3")])
+    assert got.shape == (1, 31) and np.allclose(got[0], x[3], atol=0.02)
+    ix.save(tmp_path / "padded")
+    again = fi.FaissSessionIndex.load(tmp_path / "padded", info)
+    assert [h[0].meta.session_id for h in again.search(x[:20], 1)] == [
+        f"s{i}" for i in range(20)]
+
+
+def test_an_index_written_before_padding_still_loads_and_grows(tmp_path, monkeypatch):
+    from behavior_rag.index import faiss_index as fi
+    from behavior_rag.index import faiss_vectors as fv
+
+    info = INFO.model_copy(update={"dim": 31})
+    x = unit(300, dim=31)
+    with monkeypatch.context() as m:  # as the code before padding wrote it
+        m.setattr(fv, "padded", lambda d: d)
+        old = FaissSessionIndex(info, IndexSettings(kind="flat", sq8=True))
+        old.upsert(x[:200], metas(200))
+        assert old.vectors_.index.d == 31
+        old.save(tmp_path / "old")
+    ix = fi.FaissSessionIndex.load(tmp_path / "old", info)
+    ix.upsert(x[200:], metas(100, start=200))  # added at the width the file has
+    assert ix.vectors_.index.d == 31
+    hits = ix.search(x[[5, 250]], 1)
+    assert [h[0].meta.session_id for h in hits] == ["s5", "s250"]
+
+
+def test_an_ivf_index_trained_on_a_small_first_batch_retrains_as_it_grows():
+    from behavior_rag.index.faiss_vectors import FaissVectors
+
+    x = unit(4000)
+    v = FaissVectors(32, IndexSettings(kind="ivf"))
+    v.add(np.arange(200), x[:200])  # e.g. the labelled sessions of a fit
+    assert v.index.nlist == int(4 * np.sqrt(200))
+    v.add(np.arange(200, 900), x[200:900])  # 4.5x what it was trained at: retrained
+    assert v.index.nlist == int(4 * np.sqrt(900)) and v.trained_at == 900
+    assert v.search(x[[3, 850]], 1)[1][:, 0].tolist() == [3, 850]  # ids survive the rebuild
+    fixed = FaissVectors(32, IndexSettings(kind="ivf", nlist=8))
+    fixed.add(np.arange(200), x[:200])  # fewer than 39 points per list
+    fixed.add(np.arange(200, 900), x[200:900])
+    assert fixed.trained_at == 900  # retrained once, now well trained
+    fixed.add(np.arange(900, 4000), x[900:])
+    assert fixed.trained_at == 900 and fixed.index.nlist == 8  # and left alone after that

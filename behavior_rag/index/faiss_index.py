@@ -30,7 +30,7 @@ from behavior_rag.index.base import (
     SessionMeta,
     VectorIndex,
 )
-from behavior_rag.index.faiss_vectors import FaissVectors
+from behavior_rag.index.faiss_vectors import FaissVectors, padded
 from behavior_rag.index.metadata import MetadataStore
 from behavior_rag.index.storage import (
     FORMAT_VERSION,
@@ -179,6 +179,8 @@ class FaissSessionIndex(VectorIndex):
             if (data / "faiss.index").exists():
                 v.index = v.faiss.read_index(str(data / "faiss.index"))
                 check_faiss(v.index, ix.dim, cfg.kind, len(v.labels), data / "faiss.index")
+                v.width = v.index.d  # padded (or, written before padding, the plain dim)
+                v.trained_at = v.index.ntotal  # unknown: taken as trained for what it holds
                 if v.kind == "hnsw":
                     v.index.hnsw.efSearch = use.ef_search
             elif len(v.labels):
@@ -202,7 +204,8 @@ def check_faiss(index, dim: int, kind: str, n: int, path: Path) -> None:
     name = type(index).__name__
     fits = {"flat": "IVF" not in name and "HNSW" not in name, "hnsw": "HNSW" in name,
             "ivf": "IVF" in name}.get(kind, False)
-    problem = (f"holds vectors of dim {index.d}, the config says {dim}" if index.d != dim
+    problem = (f"holds vectors of dim {index.d}, the config says {dim}"
+               if index.d not in (dim, padded(dim))
                else f"is a {name}, the config says kind {kind!r}" if not fits
                else f"holds {index.ntotal} vectors, ids.npy lists {n}" if index.ntotal != n
                else None)
