@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,12 +85,17 @@ def stop_cluster(temp_dir: str) -> None:
             time.sleep(0.2)
 
 
-def cpu_seconds(temp_dir: str) -> tuple[float, float]:
-    """(CPU seconds the whole box has spent busy, those spent by this bench: this process, its
-    reaped children, and the Ray processes under ``temp_dir`` with their reaped actors)."""
+def _box_busy() -> float:
     tick = os.sysconf("SC_CLK_TCK")
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    busy = (sum(fields[:8]) - fields[3] - fields[4]) / tick  # all but idle and iowait
+    return (sum(fields[:8]) - fields[3] - fields[4]) / tick  # all but idle and iowait
+
+
+def _our_cpu(temp_dir: str) -> dict[int, float]:
+    """CPU seconds (utime + stime) of each live process of this bench: this process, its
+    children, the Ray processes under ``temp_dir`` and their descendants (actors retitle
+    themselves, so they are found through their parents)."""
+    tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, list[str]] = {}
     for p in Path("/proc").iterdir():
         try:
@@ -97,15 +103,40 @@ def cpu_seconds(temp_dir: str) -> tuple[float, float]:
                 stats[int(p.name)] = (p / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-    mine_pids = set(ours(temp_dir))  # Ray's daemons; actors retitle themselves: their parents
+    mine = set(ours(temp_dir)) | {os.getpid()}
     while True:
-        more = {pid for pid, st in stats.items() if int(st[1]) in mine_pids} - mine_pids
+        more = {pid for pid, st in stats.items() if int(st[1]) in mine} - mine
         if not more:
             break
-        mine_pids |= more
-    mine = sum(os.times()[:4]) + sum(sum(int(x) for x in stats[p][11:15]) / tick
-                                     for p in mine_pids if p in stats and p != os.getpid())
-    return busy, mine  # [11:15]: utime stime cutime cstime
+        mine |= more
+    return {p: sum(int(x) for x in stats[p][11:13]) / tick for p in mine if p in stats}
+
+
+class CpuWatch(threading.Thread):
+    """Samples this bench's processes every 0.2 s while a run lasts: an actor that exits
+    before the run ends still counts with the CPU time it had at its last sample (a reading
+    at the end alone missed exited actors and blamed their work on "other jobs")."""
+
+    def __init__(self, temp_dir: str) -> None:
+        super().__init__(daemon=True)
+        self.temp_dir, self.first, self.last = temp_dir, _our_cpu(temp_dir), {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            self.last |= _our_cpu(self.temp_dir)
+
+    def __enter__(self) -> CpuWatch:
+        self.busy0 = _box_busy()
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.join()
+        self.last |= _our_cpu(self.temp_dir)
+        self.busy = _box_busy() - self.busy0
+        self.mine = sum(v - self.first.get(p, 0.0) for p, v in self.last.items())
 
 
 def start_cluster(temp_dir: str, cpus: int) -> str:
@@ -145,10 +176,10 @@ def main() -> None:
 
     def once(name: str, **kw) -> BatchReport:
         s = fresh_settings(work, f"home-{name}", a.models, a.backend)
-        busy0, mine0 = cpu_seconds(temp_dir)
-        r = batch_embed(store, work / f"out-{name}", settings=s, batch_size=a.batch_size, **kw)
-        busy1, mine1 = cpu_seconds(temp_dir)
-        other = max(0.0, (busy1 - busy0) - (mine1 - mine0)) / r.seconds
+        with CpuWatch(temp_dir) as cpu:
+            r = batch_embed(store, work / f"out-{name}", settings=s, batch_size=a.batch_size,
+                            **kw)
+        other = max(0.0, cpu.busy - cpu.mine) / r.seconds
         runs[name] = (r, other)
         print(f"{name}: {r.sessions_per_s:.1f} sessions/s ({r.seconds:.1f} s; other jobs used "
               f"{other:.2f} cores meanwhile)", flush=True)
@@ -189,7 +220,7 @@ def report(a, runs, ratio, busy_ratio, diffs, whole_diff, r2: BatchReport) -> st
     lines = [
         "# Batch embed on Ray (`eval/bench_batch.py`)", "",
         f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_model()} "
-        f"({os.cpu_count()} cores, shared with another engineer's jobs), Python "
+        f"({os.cpu_count()} cores, a shared box: the last column says what other jobs took), Python "
         f"{platform.python_version()}.",
         f"Command: `python eval/bench_batch.py --sessions {a.sessions} --batch-size "
         f"{a.batch_size} --backend {a.backend}`. {a.sessions:,} SYNTHETIC persona sessions; "

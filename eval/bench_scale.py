@@ -242,7 +242,7 @@ def report(rows: list[dict], args) -> str:
     lines = [
         "# Scale benchmark (bench_scale)", "",
         f"Command: `python eval/bench_scale.py --sizes {args.sizes} --real-up-to "
-        f"{args.real_up_to}`; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {cpu}, "
+        f"{args.real_up_to} --generate-up-to {args.generate_up_to}`; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {cpu}, "
         f"{os.cpu_count()} cores (shared box, other jobs running). Each size in its own "
         "process; synthetic sessions (~9.4 events each); fit on "
         f"{FIT:,} labelled sessions (80/20 by user), the rest unlabelled.", "",
