@@ -65,10 +65,15 @@ class Discovery(BaseModel):
     assignments: dict[str, str] = Field(description="session id -> cluster name")
 
 def _kmeans(x: np.ndarray, k: int, seed: int):
+    """Spherical k-means (FAISS) from k-means++ seeds: on the synthetic personas' tuned +
+    hybrid vectors FAISS's random init reached ARI 0.58, k-means++ seeds 0.68-0.75."""
     import faiss
+    from sklearn.cluster import kmeans_plusplus
 
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    init, _ = kmeans_plusplus(x, k, random_state=seed)
     km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False, spherical=True)
-    km.train(x.astype(np.float32))
+    km.train(x, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
     _, assign = km.index.search(x.astype(np.float32), 1)
     return km.centroids, assign[:, 0]
 
