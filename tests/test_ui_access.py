@@ -82,3 +82,19 @@ def test_what_shoppers_typed_is_shown_as_text_never_as_markup(rag):
     for html in (page, sim):
         assert "<script>alert" not in html and "<img src=x" not in html and "<b>cat" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;cat&lt;/b&gt;" in page
+
+
+def test_the_overview_still_shows_when_discovery_finds_nothing(tmp_path, fitted):
+    # ten copies of one session: k-means finds a single cluster; counts and labels still show
+    from behavior_rag.synth import generate
+
+    one = generate(1, seed=3).sessions[0]
+    same = [one.model_copy(update={"session_id": f"same-{i}", "user_id": f"u{i}"})
+            for i in range(12)]
+    rag = BehaviorRAG(fitted[0].settings.model_copy(), tmp_path / "ix")
+    rag.index_sessions(same)
+    rag.save()
+    with _client(BehaviorRAG(fitted[0].settings, tmp_path / "ix"), insecure_no_auth=True) as c:
+        page = c.get("/ui/")
+    assert page.status_code == 200 and "no patterns found" in page.text
+    assert 'id="n-sessions">12<' in page.text

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from behavior_rag.discover import discover
-from behavior_rag.errors import ConfigError
+from behavior_rag.errors import BehaviorRagError, ConfigError
 from behavior_rag.index.base import Filter
 from behavior_rag.profile import UserProfile
 from behavior_rag.retrieve import Neighbor
@@ -268,7 +268,10 @@ def _patterns(state: ServiceState, ids: list[str], starts: dict[str, datetime]
         sessions = [s for s in state.rag.sessions.get_many(sample) if s.events]
     if len(sessions) < 10:
         return [], None, "too few sessions with events to discover patterns (10 needed)"
-    d = discover(sessions, state.rag.embedder, k_range=(3, 8), settings=state.rag.settings)
+    try:
+        d = discover(sessions, state.rag.embedder, k_range=(3, 8), settings=state.rag.settings)
+    except BehaviorRagError as e:  # e.g. every session alike: the rest of the page still shows
+        return [], None, f"no patterns found: {e.message}"
     colours = {c.name: LABEL_PALETTE[i % len(LABEL_PALETTE)] for i, c in enumerate(d.clusters)}
     rows = [PatternRow(name=c.name, size=c.size, description=c.description, signals=c.signals,
                        requires=c.requires, excludes=c.excludes,
