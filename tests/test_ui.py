@@ -50,7 +50,10 @@ def server(fitted, embed_home, tmp_path_factory):
     del rag
     key, port = secrets.token_hex(16), _port()
     env = os.environ | {"BEHAVIOR_RAG_HOME": str(embed_home), "BEHAVIOR_RAG_SERVE__API_KEY": key,
-                        "BEHAVIOR_RAG_EMBED__BACKEND": "onnx-int8"}
+                        "BEHAVIOR_RAG_EMBED__BACKEND": "onnx-int8",
+                        # a loaded CI box: wait for a model slot instead of a "busy" page
+                        "BEHAVIOR_RAG_SERVE__ACQUIRE_TIMEOUT_S": "30",
+                        "BEHAVIOR_RAG_SERVE__REQUEST_TIMEOUT_S": "300"}
     proc = subprocess.Popen([sys.executable, "-m", "behavior_rag.cli", "serve", "--index",
                              str(path), "--port", str(port), "--llm", "none", "--log-level",
                              "warning"], env=env, stdout=subprocess.DEVNULL,

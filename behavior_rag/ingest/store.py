@@ -258,13 +258,9 @@ class SessionStore:
     def prepare(self, info: dict[str, Any] | None = None) -> StoreManifest:
         """Make every file of the next manifest durable and return it (not yet published)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        self.flush()
+        self.compact()  # flushes; tiered: usually nothing to rewrite
         live = self._live()
         dead = self._dead if self._dead is not None else pl.DataFrame(schema=TOMB_SCHEMA)
-        if compaction.plan(self._segments, live, dead, every=False):
-            self.compact()
-            live, dead = self._live(), self._dead
-        assert dead is not None
         alive = set(live["seg"].unique().to_list())
         self._segments = [g for g in self._segments if g.name in alive]
         dead = dead.filter(pl.col("seg").is_in(list(alive)))

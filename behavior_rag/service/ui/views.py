@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from behavior_rag.discover import discover
+from behavior_rag.discover import Cluster, discover
 from behavior_rag.errors import BehaviorRagError, ConfigError
 from behavior_rag.index.base import Filter
 from behavior_rag.profile import UserProfile
@@ -35,6 +35,7 @@ from behavior_rag.service.ui.charts import (
     stacked_bars,
     timeline,
 )
+from behavior_rag.taxonomy import Label
 from behavior_rag.types import Evidence, PatternPrediction, Session
 from behavior_rag.wire.errors import NotFoundError
 from behavior_rag.wire.schemas import SimilarRequest
@@ -44,23 +45,16 @@ from behavior_rag.wire.schemas import SimilarRequest
 DISCOVER_SAMPLE = 800
 
 
-class LabelRow(BaseModel):
-    name: str
-    description: str
+class LabelRow(Label):
+    """A taxonomy label as the overview shows it: its colour and labelled sessions."""
+
     colour: str
     count: int
-    requires: list[str] = Field(default_factory=list)
-    excludes: list[str] = Field(default_factory=list)
 
 
-class PatternRow(BaseModel):
-    name: str
-    size: int
-    description: str
-    signals: list[str]
-    requires: list[str]
-    excludes: list[str]
-    representatives: list[str]
+class PatternRow(Cluster):
+    """A discovered pattern with the colour the charts give it."""
+
     colour: str
 
 
@@ -273,10 +267,7 @@ def _patterns(state: ServiceState, ids: list[str], starts: dict[str, datetime]
     except BehaviorRagError as e:  # e.g. every session alike: the rest of the page still shows
         return [], None, f"no patterns found: {e.message}"
     colours = {c.name: LABEL_PALETTE[i % len(LABEL_PALETTE)] for i, c in enumerate(d.clusters)}
-    rows = [PatternRow(name=c.name, size=c.size, description=c.description, signals=c.signals,
-                       requires=c.requires, excludes=c.excludes,
-                       representatives=c.representatives, colour=colours[c.name])
-            for c in d.clusters]
+    rows = [PatternRow(**c.model_dump(), colour=colours[c.name]) for c in d.clusters]
     chart = stacked_bars([(starts[sid], name) for sid, name in d.assignments.items()
                           if sid in starts], colours)
     note = (f"k-means over text vectors and session facts of {len(sessions):,} sessions "
@@ -297,11 +288,8 @@ def overview(state: ServiceState) -> Overview:
     counts = {lab: 0 for lab in labels}
     for _, lab in stored:
         counts[lab] = counts.get(lab, 0) + 1
-    rows = [LabelRow(name=lab.name, description=lab.description,
-                     colour=label_colour(lab.name, labels), count=counts.get(lab.name, 0),
-                     requires=[str(t) for t in lab.requires],
-                     excludes=[str(t) for t in lab.excludes])
-            for lab in (tax.labels if tax else [])]
+    rows = [LabelRow(**lab.model_dump(), colour=label_colour(lab.name, labels),
+                     count=counts.get(lab.name, 0)) for lab in (tax.labels if tax else [])]
     chart = stacked_bars(stored, {lab: label_colour(lab, labels) for lab in labels}) \
         if stored else None
     patterns, pchart, note = _patterns(state, ids, starts)
