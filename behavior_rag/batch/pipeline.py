@@ -1,33 +1,6 @@
-"""Embed or classify a whole session store in parallel: on a Ray cluster, or in-process.
-
-Pipeline: the store's ids -> ``ray.data.from_arrow`` (a block per shard; read tasks would
-compete with the actors for CPUs) -> ``map_batches`` over a pool of ``workers`` actors, each
-loading the store and the embedder (resp. ``BehaviorRAG``: fitted index + heads) ONCE in
-``__init__`` and writing a shard per block (``out/shards/part-<pos>.parquet``, atomically, in a
-temp folder that replaces ``out`` when all is written). Without ``ray_address`` the same
-workers run in-process, shard after shard: same output, no Ray needed.
-
-Embed shards: ``session_id``, ``vector`` (fixed-size float32 list: what ``embedder.embed``
-gives :func:`~behavior_rag.index.build.upsert_sessions`), ``text_hash``. Hybrid facts are
-joined by :func:`index_from_shards` (their scale is fitted on the whole set), which equals
-``BehaviorRAG.index_sessions`` + ``save`` on a fresh index. Classify shards: ``session_id``,
-``label``, ``confidence``, ``abstained``, ``source``, ``decided_by``, ``llm_asked``,
-``prediction`` (the whole PatternPrediction as JSON), equal to ``classify_many``. Vectors of
-torch and onnx (fp32) do not depend on which texts share an embedding call; openvino in bf16
-and onnx-int8 do (length-sorted batches of 16: up to ~7e-4 / ~2e-2), in-process as well.
-
-``ray_address``: ``auto``, ``host:port``, ``ray://host:10001`` or ``local`` (a throwaway
-local Ray); the extra: ``pip install 'behavior-rag[ray]'`` (ray[data]==2.60.0). Every node
-needs the same behavior_rag and Ray, and the store, ``out`` and index on a shared filesystem.
-GPU nodes: ``num_gpus=1`` (``--gpus 1``) gives each actor a GPU, where ``embed.backend=auto``
-picks torch on CUDA; classify's LLM step goes through our vLLM backend by settings
-(``BEHAVIOR_RAG_LLM__BACKEND=vllm BEHAVIOR_RAG_LLM__BASE_URL=http://gpu-node:8000/v1``;
-``classify.llm`` says when it is asked), each actor sending its own requests.
-
-Example:
-    >>> batch_embed("data/store", "out/emb", ray_address="auto", workers=4)  # doctest: +SKIP
-    >>> index_from_shards("out/emb", "data/store", "indexes/big")           # doctest: +SKIP
-    >>> batch_classify("data/new", "indexes/big", "out/lab", ray_address="auto")  # doctest: +SKIP
+"""The batch pipeline: shard workers (embed, classify), run in-process or as a Ray Data actor
+pool, writing ``out/shards/*.parquet`` and ``out/manifest.json`` atomically (see the package
+docstring).
 """
 
 from __future__ import annotations
@@ -39,32 +12,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, SecretStr
 
 from behavior_rag.api import BehaviorRAG
 from behavior_rag.atomic import replace_dir, replace_file, writing_file
+from behavior_rag.batch.shards import BatchManifest, read_shards
 from behavior_rag.embed import Embedder, get_embedder
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.embed.cache import CachedEmbedder
 from behavior_rag.embed.factory import resolve_backend
-from behavior_rag.errors import BehaviorRagError, ConfigError, StoreError, TaxonomyError
+from behavior_rag.errors import BehaviorRagError, ConfigError, StoreError
 from behavior_rag.facts import compute_facts
-from behavior_rag.index.build import encode, meta_for, text_hash
-from behavior_rag.index.factory import create_index
-from behavior_rag.index.lock import WriterLock
-from behavior_rag.index.storage import IndexConfig
-from behavior_rag.ingest.pseudonym import UserIds
-from behavior_rag.ingest.store import SessionStore, StoreManifest, open_store
+from behavior_rag.index.build import text_hash
+from behavior_rag.ingest.store import open_store
 from behavior_rag.render import render
 from behavior_rag.settings import Settings, default_settings
-from behavior_rag.taxonomy import load_taxonomy
 from behavior_rag.types import Session
-from behavior_rag.vectors import HybridSpec
 
-FORMAT_VERSION = 1
 RAY_EXTRA = "pip install 'behavior-rag[ray]'"
 
 
@@ -85,17 +51,6 @@ class BatchReport(BaseModel):
     labels: dict[str, int] | None = None  # classify: sessions per label
 
 
-class BatchManifest(BaseModel):
-    """``out/manifest.json``: what the shards hold, in store order."""
-
-    format_version: int = FORMAT_VERSION
-    kind: Literal["embed", "classify"]
-    store: str
-    sessions: int
-    shards: list[str]
-    embedder: EmbedderInfo | None = None
-    index: str | None = None
-    created: datetime
 
 
 class ShardResult(BaseModel):
@@ -107,7 +62,8 @@ class ShardResult(BaseModel):
     embedder: EmbedderInfo | None = None
 
 
-# ---- settings and Ray, across process lines ------------------------------------------------
+
+
 def settings_json(settings: Settings) -> str:
     """Settings as JSON with secrets kept (workers rebuild them with ``Settings(**json)``)."""
 
@@ -355,89 +311,3 @@ def batch_classify(store: str | Path, index_path: str | Path, out: str | Path, *
         cpus_per_worker=cpus_per_worker), index=str(index_path))
     labels = read_shards(out)["label"].value_counts(sort=True)
     return report.model_copy(update={"labels": dict(labels.iter_rows())})
-
-
-# ---- reading the shards back ------------------------------------------------------------------
-def read_manifest(out: str | Path) -> BatchManifest:
-    path = Path(out) / "manifest.json"
-    if not path.is_file():
-        raise ConfigError("not a batch output (no manifest.json)", file=str(out), field="shards")
-    return BatchManifest.model_validate_json(path.read_text())
-
-
-def read_shards(out: str | Path) -> pl.DataFrame:
-    """Every row of a batch output's shards, in store order."""
-    man = read_manifest(out)
-    files = [Path(out) / "shards" / s for s in man.shards]
-    return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
-
-
-def shard_vectors(out: str | Path) -> tuple[list[str], np.ndarray]:
-    """``(session ids, float32 vectors)`` of a ``batch_embed`` output, in store order."""
-    man = read_manifest(out)
-    if man.kind != "embed" or man.embedder is None:
-        raise ConfigError("not a batch embed output", file=str(out), field="shards")
-    df = read_shards(out)
-    vecs = df["vector"].to_numpy().astype(np.float32) if len(df) else np.zeros((0, 1), "f4")
-    return df["session_id"].to_list() if len(df) else [], vecs.reshape(-1, man.embedder.dim)
-
-
-def index_from_shards(shards: str | Path, store: str | Path, index_path: str | Path,
-                      settings: Settings | None = None) -> IndexConfig:
-    """Build an index of ``store`` at ``index_path`` from a ``batch_embed`` output, without
-    embedding again: equal to ``BehaviorRAG(settings, index_path, fresh=True)`` +
-    ``index_sessions(store's sessions)`` + ``save()``.
-
-    Example:
-        >>> index_from_shards("out/emb", "data/store", "indexes/big").count   # doctest: +SKIP
-        200000
-    """
-    settings = settings or default_settings()
-    man = read_manifest(shards)
-    ids, vecs = shard_vectors(shards)
-    backend = resolve_backend(settings.embed.backend)
-    if man.embedder is not None and man.embedder.backend != backend:
-        raise ConfigError(f"the shards were embedded with backend {man.embedder.backend}, "
-                          f"settings say {backend}", field="embed.backend", value=backend)
-    row = {sid: i for i, sid in enumerate(ids)}
-    st = open_store(store)
-    missing = [i for i in st.ids() if i not in row]
-    if missing:
-        raise StoreError(f"{len(missing)} sessions of the store have no vector in the shards "
-                         f"(e.g. {missing[:3]}): run batch embed again", file=str(shards))
-    sessions = UserIds(settings).sessions(st.get_many(st.ids()))  # as BehaviorRAG stores them
-    check_labels(sessions, settings)
-    facts = [compute_facts(s, tz=settings.render.timezone) for s in sessions]
-    metas = [meta_for(s, render(s, settings=settings, facts=f)) for s, f in zip(sessions, facts)]
-    hashes = dict(read_shards(shards).select("session_id", "text_hash").iter_rows())
-    if any(hashes[m.session_id] != m.text_hash for m in metas):
-        raise ConfigError("the sessions render differently than when they were embedded "
-                          "(other render settings, or the store changed): run batch embed "
-                          "again", file=str(shards), field="render")
-    index = create_index(man.embedder, settings.index)
-    if sessions:  # as upsert_sessions: the first batch (all) fixes the facts' mean and scale
-        if settings.index.hybrid:
-            index.set_hybrid(HybridSpec.fit(sessions, facts=facts,
-                                            weight=settings.index.hybrid_weight))
-        text_vecs = vecs[[row[s.session_id] for s in sessions]]
-        index.upsert(encode(index, text_vecs, list(zip(sessions, facts))), metas)
-    # one commit, as BehaviorRAG.save: the events' segments first, then config.json names them
-    with WriterLock(index_path, "behavior-rag batch (index_from_shards)",
-                    settings.index.lock_timeout_s):
-        events = SessionStore(Path(index_path) / "sessions", StoreManifest.empty(),
-                              own_manifest=False)
-        events.upsert(sessions)
-        prepared = events.prepare()
-        cfg = index.save(index_path, stores={"sessions": prepared})
-        events.committed(prepared)
-    return cfg
-
-
-def check_labels(sessions: list[Session], settings: Settings) -> None:
-    """Labels in the store must be in the configured taxonomy (as ``index_sessions`` asks)."""
-    tax = load_taxonomy(settings.classify.taxonomy)
-    for i, s in enumerate(sessions):
-        if s.label is not None and s.label not in tax:
-            raise TaxonomyError(f"session {s.session_id!r} has label {s.label!r}, not one of the "
-                                f"taxonomy {tax.name!r} labels {list(tax.names)}", row=i + 1,
-                                field=f"sessions.{i}.label", value=s.label)
