@@ -44,6 +44,7 @@ from behavior_rag.vectors import FACTS, HybridSpec, fact_rows
 # Event counts a cluster's draft definition may require (all members have one) or exclude (none).
 DEFINING = ("n_search", "n_cart", "n_fav", "n_purchase", "n_remove_from_cart")
 MIN_DEFINE = 10
+N_RESTARTS = 4
 
 
 class Cluster(BaseModel):
@@ -64,18 +65,27 @@ class Discovery(BaseModel):
     clusters: list[Cluster]
     assignments: dict[str, str] = Field(description="session id -> cluster name")
 
-def _kmeans(x: np.ndarray, k: int, seed: int):
-    """Spherical k-means (FAISS) from k-means++ seeds: on the synthetic personas' tuned +
-    hybrid vectors FAISS's random init reached ARI 0.58, k-means++ seeds 0.68-0.75."""
+def _kmeans(x: np.ndarray, k: int, seed: int, restarts: int = N_RESTARTS):
+    """Spherical k-means (FAISS) from k-means++ seeds, the best of ``restarts`` runs by
+    objective (summed cosine to the centroid). Why restarts: single runs vary with the seed
+    (ARI 0.56-0.75 on the synthetic personas' tuned + hybrid vectors) and the objective
+    tracks the ARI (correlation 0.77 over 16 seeds), so the best objective drops the bad runs."""
     import faiss
     from sklearn.cluster import kmeans_plusplus
 
     x = np.ascontiguousarray(x, dtype=np.float32)
-    init, _ = kmeans_plusplus(x, k, random_state=seed)
-    km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False, spherical=True)
-    km.train(x, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
-    _, assign = km.index.search(x.astype(np.float32), 1)
-    return km.centroids, assign[:, 0]
+    best = None
+    for r in range(max(1, restarts)):
+        init, _ = kmeans_plusplus(x, k, random_state=seed + r)
+        km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed + r, verbose=False,
+                          spherical=True)
+        km.train(x, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
+        _, assign = km.index.search(x, 1)
+        cent = normalise(km.centroids)
+        score = float(np.einsum("ij,ij->", x, cent[assign[:, 0]]))
+        if best is None or score > best[0]:
+            best = (score, km.centroids, assign[:, 0])
+    return best[1], best[2]
 
 def _features(sessions, facts, embedder, features: str, settings,
               hybrid: HybridSpec | None) -> np.ndarray:

@@ -94,16 +94,22 @@ def synth_row(args, home: Path, split, hybrid: bool, model: str | None, fitted: 
         votes.append(tally.most_common(1)[0][0])
     gold = [s.label for s in queries]
     labels = sorted({s.label for s in split.train})
-    d = discover(split.train, rag.embedder, k=len(labels), seed=0, settings=rag.settings,
-                 features="both" if rag.index.hybrid else "embedding", hybrid=rag.index.hybrid)
-    ari = adjusted_rand_score([s.label for s in split.train],
-                              [d.assignments[s.session_id] for s in split.train])
+    ari, held_out = (_discovery_ari(rag, part, len(labels)) for part in (split.train, split.test))
     spec = rag.index.hybrid
     return {"agreement": float(np.mean(agree)),
             "knn_f1": float(f1_score(gold, votes, labels=labels, average="macro")),
-            "ari": float(ari), "ceiling": ari_ceiling(rag, split.train), "weight": spec.weight if spec else None,
+            "ari": ari, "ari_held_out": held_out, "ceiling": ari_ceiling(rag, split.train), "weight": spec.weight if spec else None,
             "build_s": build_s, "dev": spec.dev_agreement if spec else {},
             "backend": rag.embedder.info.backend}
+
+
+def _discovery_ari(rag: BehaviorRAG, sessions, k: int) -> float:
+    """ARI of ``discover`` (k = the number of personas, the index's vectors) on ``sessions``."""
+    d = discover(sessions, rag.embedder, k=k, seed=0, settings=rag.settings,
+                 features="both" if rag.index.hybrid else "embedding", hybrid=rag.index.hybrid)
+    kept = [s for s in sessions if s.events]
+    return float(adjusted_rand_score([s.label for s in kept],
+                                     [d.assignments[s.session_id] for s in kept]))
 
 
 def ari_ceiling(rag: BehaviorRAG, sessions) -> dict:
@@ -200,13 +206,17 @@ def _report(args, synth, tb, synth_out, tb_out, seconds: float) -> str:
         + (f" Tuned embedder: {args.tune_note}." if getattr(args, "tune_note", None) else ""),
         "",
         "| vectors | facts' weight | agreement@10 | kNN-vote macro-F1 | discovery ARI | "
-        "ARI ceiling (nearest persona mean) | index build s |", "|---|---|---|---|---|---|---|"]
+        "discovery ARI, test users | ARI ceiling (nearest persona mean) | index build s |",
+        "|---|---|---|---|---|---|---|---|"]
     for name, r in synth_out.items():
         w = "-" if r["weight"] is None else f"{r['weight']:g}"
         lines.append(f"| {name} | {w} | {r['agreement']:.3f} | {r['knn_f1']:.3f} | "
-                     f"{r['ari']:.3f} | {r['ceiling']['ari']:.3f} | {r['build_s']:.0f} |")
+                     f"{r['ari']:.3f} | {r['ari_held_out']:.3f} | {r['ceiling']['ari']:.3f} | {r['build_s']:.0f} |")
     lines += ["", "Targets: agreement@10 >= 0.85, kNN-vote macro-F1 >= 0.90, discovery ARI >= "
-              "0.80 (from the vectors alone)."]
+              "0.80 (from the vectors alone). Discovery ARI is on the indexed (train) sessions, "
+              "which a tuned embedder was trained on; the test-users column clusters the "
+              "sessions of users neither the tuner nor the index saw. `discover` keeps the "
+              "best of 4 k-means++ restarts by objective."]
     lines += [_verdict(synth_out)]
     if any(r["ari"] < 0.80 for r in synth_out.values()):
         name, best = max(synth_out.items(), key=lambda kv: kv[1]["ceiling"]["ari"])

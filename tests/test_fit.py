@@ -166,3 +166,27 @@ def test_fit_cascade_asks_only_where_the_llm_helps():
     helps = fit_cascade(stacked, oracle, y, classes, max_rate=0.4)
     assert 0 < helps.dev_llm_rate <= 0.4 and helps.threshold > 0 and helps.dev_gain > 0
     assert fit_cascade(stacked, noise, y, classes).threshold == 0.0
+
+
+def test_the_facts_head_picks_its_rounds_by_out_of_fold_loss(fitted):
+    """A weak, imbalanced signal (like pre-cart purchase intent) overfits at the full round
+    count: the head picks fewer rounds, and its out-of-fold log-loss beats the full count's."""
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import KFold
+
+    from behavior_rag.heads.gbm import FactsHead
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1200, 8))
+    y = np.where(rng.random(1200) < 1 / (1 + np.exp(3.0 - 0.6 * X[:, 0])), "buy", "no")
+    folds = list(KFold(5, shuffle=True, random_state=0).split(X))
+    head = FactsHead(["no", "buy"], [f"x{i}" for i in range(8)])
+    oof = head.fit_folds(X, y, folds)
+    assert head.rounds < head.params.n_estimators
+    assert head.booster.num_trees() == head.rounds
+    full = np.zeros_like(oof)
+    for tr, te in folds:
+        full[te] = FactsHead(["no", "buy"], list(range(8))).fit(X[tr], y[tr]).predict_proba(X[te])
+    assert log_loss(y == "buy", oof[:, 1]) < log_loss(y == "buy", full[:, 1])
+    _, report, _, _ = fitted  # BehaviorRAG.fit reports the count it chose
+    assert 1 <= report.dev.facts_rounds <= 200

@@ -80,6 +80,8 @@ class FitStats(BaseModel):
     n_dev: int
     dev_metrics: dict[str, float] = Field(default_factory=dict)
     abstain_below: float = 0.0
+    facts_rounds: int | None = Field(None, description="Boosting rounds of the facts head, "
+                                     "chosen by out-of-fold log-loss.")
 
 
 def _folds(sessions: Sequence[Session], k: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -161,13 +163,14 @@ class HeadsModel:
 
         oof = {"facts": np.zeros((len(y_tr), len(classes))),
                "embed": np.zeros((len(y_tr), len(classes)))}
+        facts = new_facts()
+        oof["facts"] = facts.fit_folds(x_tr, y_tr, folds)
         for tr, te in folds:
-            oof["facts"][te] = new_facts().fit(x_tr[tr], y_tr[tr]).predict_proba(x_tr[te])
             oof["embed"][te] = LinearHead(classes, seed=seed).fit(
                 train.vectors[tr], y_tr[tr]).predict_proba(train.vectors[te])
         knn = fit([DevExample(llm_scores=None, neighbors=n, label=lab) for n, lab in
                    zip(train.neighbors, y_tr)], classes, weights=[0.0])
-        model = cls(classes, spec, new_facts().fit(x_tr, y_tr),
+        model = cls(classes, spec, facts,
                     LinearHead(classes, seed=seed).fit(train.vectors, y_tr), knn,
                     Stack(classes, metric, positive, seed=seed), propensity=prop)
         oof["knn"] = model.knn_probs(train.neighbors)
@@ -179,7 +182,7 @@ class HeadsModel:
         model.abstain_below = fit_abstain(dev_p, y_dev, classes, abstain_cost)
         return model, FitStats(n_train=len(y_tr), n_dev=len(y_dev),
                                dev_metrics=dev_metrics(y_dev, dev_p, classes, positive),
-                               abstain_below=model.abstain_below)
+                               abstain_below=model.abstain_below, facts_rounds=facts.rounds)
 
 def history_covers(history: UserHistory | None, train: HeadInputs, dev: HeadInputs) -> bool:
     """Whether cross-session facts are worth fitting: the dev rows (which stand for the
