@@ -158,13 +158,9 @@ class HeadsModel:
         spec = FeatureSpec.fit(train.sessions, history=use_history)
         x_tr = spec.transform(train.sessions, train.facts)
 
-        def new_facts() -> FactsHead:
-            return FactsHead(classes, spec.names, gbm, spec.categorical_index)
-
-        oof = {"facts": np.zeros((len(y_tr), len(classes))),
+        facts = FactsHead(classes, spec.names, gbm, spec.categorical_index)
+        oof = {"facts": facts.fit_folds(x_tr, y_tr, folds),
                "embed": np.zeros((len(y_tr), len(classes)))}
-        facts = new_facts()
-        oof["facts"] = facts.fit_folds(x_tr, y_tr, folds)
         for tr, te in folds:
             oof["embed"][te] = LinearHead(classes, seed=seed).fit(
                 train.vectors[tr], y_tr[tr]).predict_proba(train.vectors[te])
