@@ -232,10 +232,11 @@ class Classifier:
 
     def _predict(self, p: Prepared, probs: dict[str, float], abstain_below: float,
                  llm: LLMResult, contrib: Callable[[str], dict[str, float]] | None = None,
-                 **extra) -> PatternPrediction:
-        """The label after its definition check, and evidence that points its way:
-        ``contrib(label)`` (the facts head's contributions) or the label's definition."""
-        checked = check_definitions(probs, p.facts, self.taxonomy)
+                 decision: tuple[str, float] | None = None, **extra) -> PatternPrediction:
+        """The label after its definition check (``decision``: the fitted threshold of a
+        positive label), and evidence that points its way: ``contrib(label)`` (the facts
+        head's contributions) or the label's definition."""
+        checked = check_definitions(probs, p.facts, self.taxonomy, decision)
         label, probs = checked.label, checked.probs
         conf = probs[label]
         abstained = checked.abstain or conf < abstain_below
@@ -255,7 +256,8 @@ class Classifier:
             margin = llm.scores[label] - max(v for k, v in llm.scores.items() if k != label)
         text = sentence(label, conf, abstained, [e.text for e in kept],
                         [e.text for e in against], len(voters), len(p.neighbors),
-                        checked.moved_from, checked.reasons)
+                        checked.moved_from, checked.reasons,
+                        threshold=decision[1] if decision else None)
         return PatternPrediction(
             session_id=p.session.session_id, label=label, probabilities=probs, confidence=conf,
             abstained=abstained, explanation=text, evidence=kept, against=against,
@@ -312,7 +314,7 @@ class Classifier:
                 if out.contributions is not None else None
             preds.append(self._predict(
                 p, dict(zip(self.labels, row[0].tolist())), m.heads.abstain_below, r, contrib,
-                source="stack+llm" if r.scores is not None else "stack", llm_asked=r.asked,
+                decision=m.heads.decision(), threshold=m.heads.threshold, source="stack+llm" if r.scores is not None else "stack", llm_asked=r.asked,
                 decided_by=chosen + (["llm"] if r.scores is not None else []),
                 head_probabilities=heads, knn_vote=heads["knn"]))
         return preds

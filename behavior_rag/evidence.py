@@ -99,9 +99,25 @@ class LabelCheck(BaseModel):
         return None
 
 
+def top_label(probs: Mapping[str, float], decision: tuple[str, float] | None = None) -> str:
+    """The most probable label, or with ``decision = (positive, threshold)`` and two labels:
+    the positive one when its probability reaches the threshold, the other one below it.
+
+    Example:
+        >>> top_label({"buy": 0.2, "no": 0.8}), top_label({"buy": 0.2, "no": 0.8}, ("buy", 0.1))
+        ('no', 'buy')
+    """
+    if decision is not None and len(probs) == 2 and decision[0] in probs:
+        pos, t = decision
+        return pos if probs[pos] >= t else next(k for k in probs if k != pos)
+    return max(probs, key=probs.get)
+
+
 def check_definitions(probs: dict[str, float], facts: SessionFacts,
-                      taxonomy: Taxonomy) -> LabelCheck:
-    """Apply the taxonomy's label predicates to model probabilities.
+                      taxonomy: Taxonomy, decision: tuple[str, float] | None = None
+                      ) -> LabelCheck:
+    """Apply the taxonomy's label predicates to model probabilities (``decision``: see
+    :func:`top_label`).
 
     Example:
         >>> from behavior_rag.synth import generate
@@ -113,14 +129,14 @@ def check_definitions(probs: dict[str, float], facts: SessionFacts,
         >>> c.label, c.moved_from, c.probs["window_shopper"]
         ('window_shopper', 'cart_abandoner', 1.0)
     """
-    top = max(probs, key=probs.get)
+    top = top_label(probs, decision)
     bad = {k: taxonomy.get(k).violations(facts) if k in taxonomy else [] for k in probs}
     ok = {k: v for k, v in probs.items() if not bad[k]}
     total = sum(ok.values())
     if not ok or total <= 0:
         return LabelCheck(probs=probs, label=top, reasons=bad[top], abstain=True)
     new = {k: (v / total if k in ok else 0.0) for k, v in probs.items()}
-    label = max(ok, key=ok.get)
+    label = top_label(ok, decision)
     return LabelCheck(probs=new, label=label, moved_from=None if label == top else top,
                       reasons=bad[top])
 

@@ -86,13 +86,16 @@ def fact_phrase(name: str, value: Any) -> str:
 
 def sentence(label: str, confidence: float, abstained: bool, phrases: Sequence[str],
              against: Sequence[str] = (), voters: int = 0, knn: int = 0,
-             moved_from: str | None = None, reasons: Sequence[str] = ()) -> str:
+             moved_from: str | None = None, reasons: Sequence[str] = (),
+             threshold: float | None = None) -> str:
     """The explanation: label and confidence, then support, what argued against, the
     neighbours' agreement and, when the definition check moved the label, why.
 
     Example:
         >>> sentence("window_shopper", 0.8, False, ["nothing carted"], ["1 search"], 3, 5)
         'window_shopper (80% confident): nothing carted. Against: 1 search. 3 of 5 nearest labelled sessions are window_shopper.'
+        >>> sentence("will_buy", 0.12, False, ["2 views of one item"], threshold=0.07)
+        'will_buy (12% likely; given from 7%): 2 views of one item.'
     """
     t = table()
     moved = _template(t["moved"]).render(original=moved_from, reasons=list(reasons)) \
@@ -100,4 +103,4 @@ def sentence(label: str, confidence: float, abstained: bool, phrases: Sequence[s
     src = t["abstain_template"] if abstained else t["template"]
     return " ".join(_template(src).render(
         label=label, confidence=confidence, phrases=list(phrases), against=list(against),
-        voters=voters, knn=knn, moved=moved).split())
+        voters=voters, knn=knn, moved=moved, threshold=threshold).split())

@@ -269,6 +269,10 @@ class PatternPrediction(BaseModel):
     confidence: float
     abstained: bool
     explanation: str
+    threshold: float | None = Field(None, description="Two-label taxonomies with a positive "
+                                    "label: the positive label is given from this probability "
+                                    "on (fitted on dev for its F1), so its confidence may be "
+                                    "well below 0.5. None: the most probable label.")
     evidence: list[Evidence] = Field(description="Verified facts that moved the decision "
                                      "toward the label, strongest first.")
     against: list[Evidence] = Field(default_factory=list, description="Verified facts that "

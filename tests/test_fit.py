@@ -190,3 +190,26 @@ def test_the_facts_head_picks_its_rounds_by_out_of_fold_loss(fitted):
     assert log_loss(y == "buy", oof[:, 1]) < log_loss(y == "buy", full[:, 1])
     _, report, _, _ = fitted  # BehaviorRAG.fit reports the count it chose
     assert 1 <= report.dev.facts_rounds <= 200
+
+
+def test_a_two_label_taxonomy_labels_by_the_threshold_fit_chose(embed_home, tmp_path):
+    """Purchase intent (two labels, positive `will_buy`): fit picks the positive label's
+    threshold on dev, classify gives `will_buy` exactly from that probability on — in this
+    process and after a reload — and the explanation says so."""
+    from behavior_rag.evaluation import purchase_intent, split_by_user
+    from behavior_rag.synth import generate
+
+    sp = split_by_user(purchase_intent(generate(500, seed=5).sessions, min_events=2), seed=0)
+    s = _settings(embed_home, taxonomy="purchase_intent")
+    rag = BehaviorRAG(s, tmp_path / "ix")
+    t = rag.fit(sp.train, sp.dev).dev.threshold
+    assert t is not None and 0 < t < 1
+    assert read_manifest(rag.model_path()).threshold == t
+    preds = rag.classify(sp.test)
+    assert {p.label for p in preds} == {"will_buy", "no_purchase"}
+    for p in preds:
+        assert (p.label == "will_buy") == (p.probabilities["will_buy"] >= t)
+        assert p.threshold == t and not p.abstained
+        assert f"given from {t * 100:.0f}%" in p.explanation
+    again = BehaviorRAG(s, tmp_path / "ix").classify(sp.test)
+    assert [p.label for p in again] == [p.label for p in preds]

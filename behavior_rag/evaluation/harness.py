@@ -140,6 +140,7 @@ class _Rows:
         self.sample_p: dict[str, np.ndarray] = {}  # LLM methods: on the seeded sample only
         self.secs: dict[str, float] = {}
         self.fit_seconds: float | None = None
+        self.fixed: dict[str, float] = {}  # method -> the threshold BehaviorRAG.fit chose
 
     def add(self, name: str, val: np.ndarray, test: np.ndarray, secs: float | None,
             sample: bool = False) -> None:
@@ -152,6 +153,8 @@ class _Rows:
         pos = self.task.spec.positive
         if not pos:
             return None
+        if name in self.fixed:  # the product's own: what classify labels with
+            return self.fixed[name]
         yv = self.y_val if name not in self.sample_p else np.array([s.label for s in
                                                                      self.llm_val])
         return best_threshold((yv == pos).astype(int),
@@ -194,6 +197,8 @@ def _product(cfg: EvalConfig, settings: Settings, task: LoadedTask, rows: _Rows)
                      if wants_llm else None)
     fit = run.fit()
     rows.fit_seconds = run.fit_seconds
+    if fit.dev.threshold is not None:
+        rows.fixed = dict.fromkeys(("product", "cascade", "always"), fit.dev.threshold)
     classes = task.classes
     val, _ = run.classify(task.val, "never")
     test, secs = run.classify(task.test, "never")

@@ -135,6 +135,10 @@ def write_report(res: EvalResult, curves: dict, out: Path, seconds: float) -> Pa
              f"{res.sizes['val']}, test {res.sizes['test']}. Thresholds, fusion weights and "
              "stacking are fitted on validation only; the test part is scored once."]
     if binary:
+        lines.append("- Thresholds: the product rows (product, cascade, always) are scored at "
+                     "the decision threshold `BehaviorRAG.fit` chose on validation, the one "
+                     "`classify` labels with; every other row at the F1-best threshold on "
+                     "validation for that row.")
         y_all = [r for r in curves.values()][0][0]
         rate = float(np.mean(np.asarray(y_all) == res.positive))
         lines.append(f"- Positive class `{res.positive}`; test base rate {rate:.1%} (auPR of a "

@@ -61,6 +61,8 @@ class ModelManifest(BaseModel):
     gbm: GBMParams
     knn: FusionParams
     abstain_below: float
+    threshold: float | None = Field(None, description="Decision threshold of the positive "
+                                    "label (two labels); None: the most probable label.")
     cascade: CascadeParams = Field(default_factory=CascadeParams)
     data_hash: str
     dev: FitStats
@@ -112,7 +114,7 @@ def save_model(m: FittedModel, path: str | Path) -> ModelManifest:
             taxonomy_hash=m.taxonomy.content_hash, embedder=m.embedder, features=h.spec,
             feature_names=h.spec.names, heads=list(HEADS), chosen=h.stack.chosen,
             metric=h.stack.metric, positive=h.stack.positive, cv_loss=h.stack.cv_loss,
-            gbm=h.facts.params, knn=h.knn, abstain_below=h.abstain_below, cascade=m.cascade,
+            gbm=h.facts.params, knn=h.knn, abstain_below=h.abstain_below, threshold=h.threshold, cascade=m.cascade,
             data_hash=m.data_hash, dev=m.dev, versions=_versions(),
             files={f: _sha(tmp / f) for f in files})
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=1))
@@ -181,6 +183,7 @@ def load_model(path: str | Path, *, taxonomy: Taxonomy, embedder: EmbedderInfo) 
             raise StoreError(f"invalid propensity table: {e}", file=str(root / PROPENSITY)) \
                 from e
     heads = HeadsModel(man.classes, man.features, facts, _linear(root, "embed", man.classes),
-                       man.knn, stack, man.abstain_below, propensity=prop)
+                       man.knn, stack, man.abstain_below, propensity=prop,
+                       threshold=man.threshold)
     return FittedModel(heads=heads, cascade=man.cascade, taxonomy=taxonomy,
                        embedder=man.embedder, data_hash=man.data_hash, dev=man.dev)
