@@ -94,3 +94,19 @@ def test_faithfulness_cited_events_matter_more_than_random_ones(fitted):
     assert f.comprehensiveness > 1.5 * f.comprehensiveness_random
     assert f.sufficiency < f.sufficiency_random
     assert f.contradicting == 0.0
+
+
+def test_the_rationale_leaves_out_what_erasure_cannot_test(fitted):
+    """Timing facts cite the first event as their clock and session-wide facts cite every
+    event: neither marks part of the session, so neither enters the ERASER rationale."""
+    from behavior_rag.evaluation.faithfulness import rationale
+    from behavior_rag.types import Evidence
+
+    rag, _, sp, _ = fitted
+    s = next(x for x in sp.test if x.n_events >= 4)
+    p = rag.classify(s)
+    ev = [Evidence(fact="start_hour", value=1, events=[0]),
+          Evidence(fact="n_events", value=s.n_events, events=list(range(s.n_events))),
+          Evidence(fact="n_view", value=2, events=[1, 2])]
+    assert rationale(p.model_copy(update={"evidence": ev}), s) == {1, 2}
+    assert rationale(p.model_copy(update={"evidence": ev[:2]}), s) == set()

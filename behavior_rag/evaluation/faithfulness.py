@@ -40,6 +40,9 @@ class Faithfulness(BaseModel):
     sufficiency: float = Field(description="p(label | session) - p(label | cited events "
                                            "only); lower is better.")
     sufficiency_random: float = Field(description="The same keeping as many random events.")
+    gap_ci: tuple[float, float] | None = Field(None, description="95 % bootstrap interval "
+                                               "(over predictions) of comprehensiveness minus "
+                                               "its random baseline.")
     cited_share: float = Field(description="Mean share of a session's events that are cited.")
     contradicting: float = Field(description="Share of answered predictions whose label's "
                                  "definition fails, or whose evidence cites a fact of a failed "
@@ -60,12 +63,18 @@ def contradicts(p: PatternPrediction, session: Session, taxonomy: Taxonomy) -> b
     return any(e.fact in failed for e in p.evidence)
 
 
+# Facts about *when* a session happened cite its first event as the clock they read; erasing
+# that event leaves the time in the next one (same hour, same day), so erasure cannot test them.
+TIMING_FACTS = frozenset({"start_hour", "part_of_day", "weekday", "days_since_previous"})
+
+
 def rationale(p: PatternPrediction, s: Session) -> set[int]:
     """The events the evidence points at: those of its items that single events out. A fact
     that rests on every event (``n_events``, the median dwell) says "the whole session" and
-    marks no part of it, so it is left out; removing it would empty the session."""
+    marks no part of it, so it is left out; removing it would empty the session. Timing facts
+    (:data:`TIMING_FACTS`) are left out too: their event is the clock, not the reason."""
     return {i for e in p.evidence if len(set(e.events)) < s.n_events
-            for i in e.events if 0 <= i < s.n_events}
+            and e.fact not in TIMING_FACTS for i in e.events if 0 <= i < s.n_events}
 
 
 def _without(s: Session, drop: set[int]) -> Session:
@@ -106,6 +115,7 @@ def faithfulness(sessions: Sequence[Session], preds: Sequence[PatternPrediction]
 
     return Faithfulness(
         predictions=n, measured=len(rows), comprehensiveness=mean(slice(0, 1)),
+        gap_ci=_gap_ci(drop[:, 0] - drop[:, 2:2 + draws].mean(axis=1), seed),
         comprehensiveness_random=mean(slice(2, 2 + draws)), sufficiency=mean(slice(1, 2)),
         sufficiency_random=mean(slice(2 + draws, width)),
         cited_share=float(np.mean([c for _, c in rows])) if rows else float("nan"),
@@ -113,3 +123,12 @@ def faithfulness(sessions: Sequence[Session], preds: Sequence[PatternPrediction]
                                      for s, p in zip(sessions, preds)])) if n else 0.0,
         moved=float(np.mean([any("moved to" in w for w in p.warnings) for p in preds]))
         if n else 0.0)
+
+
+def _gap_ci(gap: np.ndarray, seed: int, n: int = 2000) -> tuple[float, float] | None:
+    if len(gap) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = gap[rng.integers(0, len(gap), size=(n, len(gap)))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return float(lo), float(hi)

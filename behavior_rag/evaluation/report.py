@@ -260,9 +260,14 @@ def _faith_lines(f) -> list[str]:
             f"per prediction): on {f.measured} answered predictions whose evidence cites events (on average "
             f"{f.cited_share:.0%} of a session's events), removing the cited events lowers the "
             f"label's probability by {f.comprehensiveness:.3f} (comprehensiveness; the same "
-            f"number of random events: {f.comprehensiveness_random:.3f}, so {ratio}); the cited "
+            f"number of random events: {f.comprehensiveness_random:.3f}, so {ratio}"
+            + (f"; the difference's 95% bootstrap interval [{f.gap_ci[0]:+.3f}, "
+               f"{f.gap_ci[1]:+.3f}]" if f.gap_ci else "") + "); the cited "
             f"events alone keep it within {f.sufficiency:.3f} of the full session (sufficiency; "
-            f"random: {f.sufficiency_random:.3f}; lower is better).",
+            f"random: {f.sufficiency_random:.3f}; lower is better). The rationale is the "
+            "events the evidence singles out; facts that rest on every event and timing facts "
+            "(start hour, weekday, days since the previous session: their event is the clock, "
+            "and erasing it leaves the time in the next one) mark none.",
             f"- Label definitions: {f.contradicting:.1%} of {f.predictions} predictions have a "
             f"label or evidence that contradicts the label's requires/excludes; the definition "
             f"check moved {f.moved:.1%} of them off the model's top label."]
