@@ -134,3 +134,18 @@ def test_out_must_be_a_folder_or_absent(tmp_path):
              "--gap-minutes", "12.5", "--delimiter", "comma")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["events"] == 1000
+
+
+def test_field_names_that_look_like_regexes_are_plain_names(tmp_path, settings):
+    """A column or record field called "^...$" is a regex to polars' pl.col: found by the
+    ingest fuzz test as a crash ("the name 'event_type' ... is duplicate"). It is just a name."""
+    from behavior_rag.ingest.load import load_records
+
+    recs = [{"user_id": "u1", "timestamp": "2024-01-01T10:00:00", "event_type": "view",
+             "item_id": f"i{i}", "^event_type$": " x ", "^.*$": "NA"} for i in range(3)]
+    res = load_records(recs, settings=settings)
+    assert res.report.events == 3
+    rows = [["user_id", "timestamp", "event_type", "item_id", "^.*$"],
+            *[["u1", f"2024-01-01T10:0{i}:00", "view", f"i{i}", "NA"] for i in range(3)]]
+    _write(tmp_path / "r.csv", rows)
+    assert load_events(tmp_path / "r.csv", settings=settings).report.events == 3

@@ -90,12 +90,12 @@ def _read_csv(path: Path, spec: FormatSpec, limit: int | None) -> RawRead:
 def null_tokens(df: pl.DataFrame, tokens: list[str], per_column: dict[str, list[str]]
                 ) -> pl.DataFrame:
     """Strip cells; blank cells and the null tokens (all columns, plus per column) become null."""
-    def one(c: str) -> pl.Expr:
+    def one(i: int, c: str) -> pl.Expr:
         nulls = ["", *tokens, *per_column.get(c, [])]
-        v = pl.col(c).str.strip_chars()
+        v = pl.nth(i).str.strip_chars()  # by position: pl.col("^...$") would be a regex
         return pl.when(v.is_in(nulls)).then(None).otherwise(v).alias(c)
 
-    return df.with_columns(one(c) for c in df.columns if c != ROW)
+    return df.with_columns(one(i, c) for i, c in enumerate(df.columns) if c != ROW)
 
 
 def records_frame(records: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
@@ -112,12 +112,11 @@ def records_frame(records: Iterable[Mapping[str, Any]]) -> pl.DataFrame:
             if v is not None and not isinstance(v, (str, int, float, bool)):
                 raise IngestError("values must be scalars (str, number, bool or null)", row=i,
                                   field=k, value=repr(v)[:60])
-            row[k] = None if v is None else _text(v)
+            row[k] = None if v is None else (_text(v).strip() or None)
         rows.append(row)
     cols = sorted({k for r in rows for k in r})
-    data = {c: [r.get(c) for r in rows] for c in cols}
-    df = pl.DataFrame(data, schema={c: pl.Utf8 for c in cols}) if cols else pl.DataFrame()
-    df = df.with_columns(pl.col(c).str.strip_chars().replace("", None) for c in cols)
+    # Built as Series, not pl.col(name) expressions: a field named "^...$" is a regex there.
+    df = pl.DataFrame([pl.Series(c, [r.get(c) for r in rows], dtype=pl.Utf8) for c in cols])
     return df.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
 
 

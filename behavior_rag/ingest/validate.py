@@ -29,16 +29,18 @@ def map_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> pl.DataFrame:
             f"{ {f: mapping.sources(f) for f in lacking} }; columns: {present})"
             + ("; a log without user ids needs a session id column" if "user_id" in lacking
                else "") + ". Map them with --map FIELD=COLUMN", field=lacking[0])
+    # Source columns by position: pl.col(name) reads a name like "^...$" as a regex.
+    pos = {c: i for i, c in enumerate(raw.columns)}
     exprs = [pl.col(ROW)]
     for field in CANONICAL_FIELDS:
         cols = [c for c in mapping.sources(field) if c in raw.columns]
         if field == "event_type" and mapping.event_type_constant:
             exprs.append(pl.lit(mapping.event_type_constant).alias(field))
         elif cols:
-            exprs.append(pl.coalesce(pl.col(c) for c in cols).alias(field))
+            exprs.append(pl.coalesce(pl.nth(pos[c]) for c in cols).alias(field))
         else:
             exprs.append(pl.lit(None, pl.Utf8).alias(field))
-    exprs += [pl.col(c).alias(f"a:{c}") for c in attr_columns(present, mapping)]
+    exprs += [pl.nth(pos[c]).alias(f"a:{c}") for c in attr_columns(present, mapping)]
     return raw.select(exprs)
 
 
