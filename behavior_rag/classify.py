@@ -260,6 +260,7 @@ class Classifier:
                         threshold=decision[1] if decision else None)
         return PatternPrediction(
             session_id=p.session.session_id, label=label, probabilities=probs, confidence=conf,
+            threshold=decision[1] if decision else None,
             abstained=abstained, explanation=text, evidence=kept, against=against,
             voters=voters[:5], llm_margin=margin, evidence_dropped=dropped + dropped_against,
             neighbors=[e.session_id for e in p.examples], fallback_reason=llm.fallback,
@@ -314,7 +315,8 @@ class Classifier:
                 if out.contributions is not None else None
             preds.append(self._predict(
                 p, dict(zip(self.labels, row[0].tolist())), m.heads.abstain_below, r, contrib,
-                decision=m.heads.decision(), threshold=m.heads.threshold, source="stack+llm" if r.scores is not None else "stack", llm_asked=r.asked,
+                decision=m.heads.decision(),
+                source="stack+llm" if r.scores is not None else "stack", llm_asked=r.asked,
                 decided_by=chosen + (["llm"] if r.scores is not None else []),
                 head_probabilities=heads, knn_vote=heads["knn"]))
         return preds

@@ -88,8 +88,8 @@ class FactsHead:
                            categorical_feature=self.categorical or "auto", free_raw_data=True)
         return lgb.train(self._lgb_params(), data, num_boost_round=rounds)
 
-    def fit(self, X: np.ndarray, y: Sequence[str], rounds: int | None = None) -> FactsHead:
-        self.booster = self._train(X, self._encode(y), rounds or self.params.n_estimators)
+    def fit(self, X: np.ndarray, y: Sequence[str]) -> FactsHead:
+        self.booster = self._train(X, self._encode(y), self.params.n_estimators)
         return self
 
     def fit_folds(self, X: np.ndarray, y: Sequence[str],
@@ -116,9 +116,8 @@ class FactsHead:
             if self.params.rounds_by_cv else [n]
         oof = np.zeros((len(grid), len(codes), len(self.classes)))
         for tr, te in folds:
-            booster = self._train(X[tr], codes[tr].tolist(), n)
-            for j, k in enumerate(grid):
-                self.booster = booster
+            self.booster = self._train(X[tr], codes[tr].tolist(), n)
+            for j, k in enumerate(grid):  # one fold model, scored at each round count
                 oof[j, te] = self.predict_proba(X[te], rounds=k)
         losses = [log_loss(codes, o, labels=range(len(self.classes))) for o in oof]
         best = int(np.argmin(losses))
