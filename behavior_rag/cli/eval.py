@@ -2,7 +2,7 @@
 
 Example:
     $ behavior-rag eval --task uci-intent --data ../shared/data/uci_online_shoppers/online_shoppers_intention.dev.csv
-    $ behavior-rag eval --task taobao-intent --train a.csv --test b.csv --methods gbm,knn,stacked
+    $ behavior-rag eval --task taobao-intent --train a.csv --test b.csv --methods gbm,knn,product
 """
 
 from __future__ import annotations
@@ -14,20 +14,23 @@ import typer
 
 from behavior_rag.cli.common import HUMAN, emit, err
 from behavior_rag.evaluation.harness import EvalConfig, run_eval
+from behavior_rag.evaluation.loaders import TASKS
+from behavior_rag.evaluation.methods import DEFAULT_METHODS, METHODS, PRETTY
 from behavior_rag.settings import Settings
+
+# Built from the method registry, so the help cannot name a method that no longer exists.
+METHODS_HELP = ("Comma-separated, from: " + "; ".join(f"{m} = {PRETTY[m]}" for m in METHODS)
+                + ". lora fine-tunes a LoRA adapter on the training part first (not in the "
+                "default).")
 
 
 def eval_cmd(
-    task: str = typer.Option(..., "--task", "-t",
-                             help="uci-intent | taobao-intent | synth-personas"),
+    task: str = typer.Option(..., "--task", "-t", help=" | ".join(TASKS)),
     data: Optional[Path] = typer.Option(None, "--data", help="One file in the task's original "
                                         "format, split internally (default: the dev file)."),
     train: Optional[Path] = typer.Option(None, "--train", help="Fit on this file ..."),
     test: Optional[Path] = typer.Option(None, "--test", help="... report on this one."),
-    methods: str = typer.Option(
-        "majority,bow,gbm,embed-lr,knn,llm,fused,stacked", "--methods",
-        help="Comma-separated: majority, bow, gbm, embed-lr, knn, llm, fused, stacked, lora "
-        "(fine-tunes a LoRA adapter on the training part first)."),
+    methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods", help=METHODS_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder "
                                        "(default eval/reports/<task>)."),
     seed: int = typer.Option(0, "--seed"),
@@ -51,6 +54,7 @@ def eval_cmd(
                      lora_steps=lora_steps)
     res = run_eval(cfg, Settings())
     if human:
-        err.print(Path(res.report).read_text())
+        # markup off: the report is Markdown, and "![pr.png](pr.png)" is not a rich style tag
+        err.print(Path(res.report).read_text(), markup=False, highlight=False, soft_wrap=True)
     else:
         emit(res.model_dump(mode="json"))
