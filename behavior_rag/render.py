@@ -1,7 +1,9 @@
 """Render a :class:`Session` as compact, deterministic text for embedding and prompts.
 
 Layout: one facts line, then one line per event (or run of repeated views of one item) with the
-time since the session began. Free text from the data (queries, brand/category names that are
+time since the session began. Sources that record dates only (day resolution) have no durations
+or offsets to show: the facts line says the times were not recorded and events carry their day
+offset (``+0d``), never an invented ``+0:00``. Free text from the data (queries, brand/category names that are
 not plain identifiers) is JSON-quoted, so it reads as data and cannot break the layout or pose
 as an instruction. Sessions over the token budget keep the facts line, the first and the last
 events, and say what was elided in between.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from datetime import time
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
@@ -70,6 +73,52 @@ def _span(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def dates_only(session: Session) -> bool:
+    """Whether ``session``'s times are dates only: recorded so at ingest, or (a store from before
+    that was recorded) two or more events that are all at midnight, UTC or the session's zone.
+
+    >>> from datetime import datetime, timezone
+    >>> e = Event(user_id="u", timestamp=datetime(2024, 3, 2, tzinfo=timezone.utc), type="view")
+    >>> dates_only(Session(session_id="s", user_id="u", events=[e, e]))
+    True
+    """
+    if session.time_resolution is not None:
+        return session.time_resolution == "day"
+    ev = session.events
+    if len(ev) < 2:
+        return False
+    zones = [ZoneInfo("UTC")] + ([ZoneInfo(session.timezone)] if session.timezone else [])
+    return any(all(e.timestamp.astimezone(z).time() == time(0) for e in ev) for z in zones)
+
+
+def _as_dated(session: Session) -> Session:
+    """``session`` marked day-resolution when its times are dates only (facts then leave out
+    time of day and dwell times instead of reading them off midnight)."""
+    if session.time_resolution is None and dates_only(session):
+        return session.model_copy(update={"time_resolution": "day"})
+    return session
+
+
+def _offset(session: Session, i: int, tz: str = "UTC") -> str:
+    """Event ``i``'s time since the session began: ``+m:ss``, or ``+Nd`` (days) for a
+    day-resolution session, whose times of day are unknown."""
+    ev = session.events
+    if dates_only(session):
+        zone = ZoneInfo(session.timezone or tz)
+        days = (ev[i].timestamp.astimezone(zone).date() - ev[0].timestamp.astimezone(zone).date())
+        return f"+{days.days}d"
+    return _clock((ev[i].timestamp - ev[0].timestamp).total_seconds())
+
+
+def _day_span(session: Session, n: int, tz: str) -> str:
+    zone = ZoneInfo(session.timezone or tz)
+    days = sorted({e.timestamp.astimezone(zone).date() for e in session.events})
+    if len(days) == 1:
+        return f"{n} events on {days[0]:%a %Y-%m-%d} (time of day unknown)"
+    return (f"{n} events over {(days[-1] - days[0]).days + 1} days, {days[0]:%a %Y-%m-%d} to "
+            f"{days[-1]:%a %Y-%m-%d} (time of day unknown)")
+
+
 def _num(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".")
 
@@ -87,12 +136,15 @@ def facts_clauses(session: Session, facts: SessionFacts, tz: str = "UTC") -> lis
     counts = ", ".join(f"{t} {getattr(f, 'n_' + t).value}" for t in
                        ("view", "search", "cart", "remove_from_cart", "fav", "purchase")
                        if getattr(f, "n_" + t).value)
-    tz = session.timezone or tz  # the source's zone: the same clock the facts were computed on
-    start = session.start.astimezone(ZoneInfo(tz))
+    zone = session.timezone or tz  # the source's zone: the same clock the facts were computed on
+    start = session.start.astimezone(ZoneInfo(zone))
+    when = [f"{f.n_events.value} events over {_span(f.duration_s.value)}",
+            f"{start:%a %Y-%m-%d %H:%M} {zone} ({f.part_of_day.value})" if f.part_of_day.value
+            else f"{start:%a %Y-%m-%d} (time of day unknown)"]
+    if dates_only(session):  # no duration to state: the dates and what is unknown
+        when = [_day_span(session, f.n_events.value, tz)]
     clauses = [
-        f"{f.n_events.value} events over {_span(f.duration_s.value)}",
-        f"{start:%a %Y-%m-%d %H:%M} {tz} ({f.part_of_day.value})" if f.part_of_day.value
-        else f"{start:%a %Y-%m-%d} (time of day unknown)",
+        *when,
         counts,
         f"items {f.distinct_items.value}, categories {f.distinct_categories.value}"
         + (f", brands {f.distinct_brands.value}" if f.distinct_brands.value else ""),
@@ -126,8 +178,9 @@ def _event_text(e: Event) -> str:
     return " ".join(bits)
 
 
-def event_lines(session: Session) -> list[RenderedLine]:
-    """Event lines with relative times; consecutive views of the same item merge into one."""
+def event_lines(session: Session, tz: str = "UTC") -> list[RenderedLine]:
+    """Event lines with relative times (days for a day-resolution session); consecutive views of
+    the same item merge into one."""
     ev = session.events
     out: list[RenderedLine] = []
     i = 0
@@ -136,7 +189,7 @@ def event_lines(session: Session) -> list[RenderedLine]:
         if ev[i].type == "view" and ev[i].item_id is not None:
             while j < len(ev) and ev[j].type == "view" and ev[j].item_id == ev[i].item_id:
                 j += 1
-        text = f"{_clock((ev[i].timestamp - ev[0].timestamp).total_seconds())} {_event_text(ev[i])}"
+        text = f"{_offset(session, i, tz)} {_event_text(ev[i])}"
         if j - i > 1:
             text += f" x{j - i}"
         out.append(RenderedLine(text=text, events=list(range(i, j))))
@@ -144,13 +197,11 @@ def event_lines(session: Session) -> list[RenderedLine]:
     return out
 
 
-def _elision(session: Session, hidden: list[RenderedLine]) -> str:
+def _elision(session: Session, hidden: list[RenderedLine], tz: str = "UTC") -> str:
     idx = [i for line in hidden for i in line.events]
     ev = session.events
     kinds = Counter(ev[i].type for i in idx)
-    t0 = ev[0].timestamp
-    span = (f"{_clock((ev[idx[0]].timestamp - t0).total_seconds())} to "
-            f"{_clock((ev[idx[-1]].timestamp - t0).total_seconds())}")
+    span = f"{_offset(session, idx[0], tz)} to {_offset(session, idx[-1], tz)}"
     what = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
     return f"... {len(idx)} events elided ({span}: {what}) ..."
 
@@ -162,10 +213,11 @@ def render_lines(session: Session, *, max_tokens: int | None = None,
     settings = settings or default_settings()
     budget = max_tokens or settings.render.max_tokens
     tz = settings.render.timezone
+    session = _as_dated(session)
     facts = facts or compute_facts(session, tz=tz)
     clauses = facts_clauses(session, facts, tz)
     header = RenderedLine(text="facts: " + "; ".join(clauses), events=[])
-    body = event_lines(session)
+    body = event_lines(session, tz)
     counter = TokenCounter.for_model(settings.embed.model)
     sizes = counter.count_parts([header.text, *(b.text for b in body)])
     if counter.special + sum(sizes) <= budget:
@@ -179,7 +231,7 @@ def render_lines(session: Session, *, max_tokens: int | None = None,
     def pick(n: int) -> list[RenderedLine]:
         head, tail = (n + 1) // 2, n // 2
         hidden = body[head: len(body) - tail]
-        elided = RenderedLine(text=_elision(session, hidden), events=[])
+        elided = RenderedLine(text=_elision(session, hidden, tz), events=[])
         return [header, *body[:head], elided, *(body[len(body) - tail:] if tail else [])]
 
     def cost(n: int) -> int:

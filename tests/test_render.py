@@ -94,3 +94,30 @@ def test_readme_shows_the_real_rendering_of_its_taobao_example(taobao):
     start = datetime.fromtimestamp(1511747983, tz=timezone.utc)
     (s,) = [s for s in taobao.sessions if s.start == start and s.events[0].item_id == "1325619"]
     assert render(s) == block
+
+
+def _dated(n: int, *, resolution: str | None = "day", one_day: bool = True) -> Session:
+    day0 = datetime(2024, 3, 2, tzinfo=timezone.utc)
+    evs = [Event(user_id="u", timestamp=day0 + timedelta(days=0 if one_day else i),
+                 type="view", item_id=str(i)) for i in range(n)]
+    return Session(session_id="s", user_id="u", events=evs, time_resolution=resolution)
+
+
+def test_day_resolution_says_times_are_unknown_instead_of_zero_durations():
+    for s in (_dated(5), _dated(5, resolution=None)):  # recorded, or all at midnight
+        text = render(s)
+        head, *events = text.splitlines()
+        assert "5 events on Sat 2024-03-02 (time of day unknown)" in head
+        assert "over 0s" not in text and "+0:00" not in text and "night" not in head
+        assert all(line.startswith("+0d ") for line in events)
+
+
+def test_day_resolution_over_several_days_gives_day_offsets():
+    text = render(_dated(3, one_day=False))
+    assert "3 events over 3 days, Sat 2024-03-02 to Mon 2024-03-04 (time of day unknown)" in text
+    assert [line.split()[0] for line in text.splitlines()[1:]] == ["+0d", "+1d", "+2d"]
+
+
+def test_second_resolution_sessions_keep_their_clock():
+    text = render(session(3))
+    assert "3 events over 34s" in text and "+0:17" in text and "unknown" not in text
