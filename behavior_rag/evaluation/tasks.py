@@ -1,5 +1,11 @@
 """Labelled tasks built from sessions, and honest splits (by user, seeded).
 
+Splits are reproducible across installations: the same data and seed give the same parts
+everywhere. Pseudonymised user ids cannot be the key (each installation has its own secret
+pseudonym key), so a pseudonymised user is keyed by a hash of what the data itself records
+about it (its events' times, types and items); raw or synthetic ids are used as they are. The
+pseudonyms stay as strong as before: the split neither needs the secret key nor reveals an id.
+
 Example:
     >>> from behavior_rag.synth import generate
     >>> s = split_by_user(generate(100, seed=1).sessions, seed=0)
@@ -9,11 +15,15 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from behavior_rag.ingest.pseudonym import is_pseudonym
 from behavior_rag.types import Session
 
 BUY, NO_BUY = "will_buy", "no_purchase"
@@ -26,17 +36,46 @@ class Split:
     test: list[Session]
 
 
+def split_keys(sessions: Sequence[Session]) -> dict[str, str]:
+    """user id -> the key the split shuffles: the id itself unless it is a pseudonym, else a
+    hash of the user's recorded events (or aggregates), which any installation computes alike.
+    Users whose records are identical share a key, and so a part."""
+    mine: dict[str, list[Session]] = defaultdict(list)
+    for s in sessions:
+        mine[s.user_id].append(s)
+    keys = {}
+    for user, ss in mine.items():
+        if not is_pseudonym(user):
+            keys[user] = user
+            continue
+        h = hashlib.sha256()
+        for s in sorted(ss, key=_content):
+            h.update(_content(s).encode("utf-8", "surrogatepass") + b"\n")
+        keys[user] = "h:" + h.hexdigest()
+    return keys
+
+
+def _content(s: Session) -> str:
+    ev = [[e.timestamp.isoformat(), e.type, e.item_id, e.category, e.brand, e.price, e.query]
+          for e in s.events]
+    return json.dumps([ev, sorted(s.aggregates.items())], default=str, ensure_ascii=False)
+
+
 def split_by_user(sessions: Sequence[Session], seed: int, dev_frac: float = 0.2,
                   test_frac: float = 0.2) -> Split:
-    """Users shuffled with ``seed``; no user has sessions in two parts."""
-    users = sorted({s.user_id for s in sessions})
-    np.random.default_rng(seed).shuffle(users)
-    n = len(users)
+    """Users shuffled with ``seed`` (by :func:`split_keys`, so every installation splits the
+    same data alike); no user has sessions in two parts."""
+    keys = split_keys(sessions)
+    order = sorted(set(keys.values()))
+    np.random.default_rng(seed).shuffle(order)
+    n = len(order)
     n_dev, n_test = int(n * dev_frac), int(n * test_frac)
-    dev_u, test_u = set(users[:n_dev]), set(users[n_dev: n_dev + n_test])
-    return Split([s for s in sessions if s.user_id not in dev_u and s.user_id not in test_u],
-                 [s for s in sessions if s.user_id in dev_u],
-                 [s for s in sessions if s.user_id in test_u])
+    dev_k, test_k = set(order[:n_dev]), set(order[n_dev: n_dev + n_test])
+    part = {u: "dev" if k in dev_k else "test" if k in test_k else "train"
+            for u, k in keys.items()}
+    return Split([s for s in sessions if part[s.user_id] == "train"],
+                 [s for s in sessions if part[s.user_id] == "dev"],
+                 [s for s in sessions if part[s.user_id] == "test"])
 
 
 def purchase_intent(sessions: Sequence[Session], min_events: int = 1) -> list[Session]:
