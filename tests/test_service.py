@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -291,7 +292,8 @@ def test_batch_larger_than_max_batch_is_422_naming_the_field(svc):
         assert c.batch_size == MAX_BATCH
 
 
-def test_burst_beyond_max_concurrency_gets_fast_503s_and_no_5xx(svc):
+def test_burst_beyond_max_concurrency_gets_fast_503s_and_no_5xx(svc, tmp_path):
+    path = shutil.copytree(svc.path, tmp_path / "ix")  # one folder, one service
     s = svc.settings.model_copy(update={"serve": svc.settings.serve.model_copy(update={
         "max_concurrency": 1, "acquire_timeout_s": 0.001})})
     sessions = svc.test[:40]
@@ -309,7 +311,7 @@ def test_burst_beyond_max_concurrency_gets_fast_503s_and_no_5xx(svc):
         async with AsyncClient(url, api_key=KEY, max_retries=0) as c:
             return await asyncio.gather(*(one(c, x) for x in sessions))
 
-    with serve_in_background(BehaviorRAG(s, svc.path), s.serve) as url:
+    with serve_in_background(BehaviorRAG(s, path), s.serve) as url:
         results = asyncio.run(burst(url))
         metrics = httpx.get(url + "/metrics").text
     kinds = [k for k, _ in results]
@@ -365,7 +367,8 @@ def test_client_retries_connection_errors_then_raises_service_unavailable():
 
 
 def test_cli_serve_runs_and_refuses_unsafe_setups(svc, tmp_path):
-    cmd = [sys.executable, "-m", "behavior_rag.cli", "serve", "--index", str(svc.path)]
+    path = shutil.copytree(svc.path, tmp_path / "ix")  # svc serves its own: one folder, one service
+    cmd = [sys.executable, "-m", "behavior_rag.cli", "serve", "--index", str(path)]
     env = os.environ | {"BEHAVIOR_RAG_HOME": str(svc.settings.home),
                         "BEHAVIOR_RAG_LLM__BACKEND": "none"}
     env.pop("BEHAVIOR_RAG_SERVE__API_KEY", None)

@@ -18,9 +18,10 @@ import typer
 from behavior_rag.api import BehaviorRAG
 from behavior_rag.cli.common import emit
 from behavior_rag.errors import ConfigError
+from behavior_rag.index.lock import served
 from behavior_rag.service.auth import api_key as configured_key
 from behavior_rag.service.auth import check_auth_config
-from behavior_rag.service.run import serve_forever
+from behavior_rag.service.run import already_served, serve_forever
 from behavior_rag.settings import Settings
 
 
@@ -57,6 +58,8 @@ def serve_cmd(
     if not (index / "config.json").is_file():
         raise ConfigError("no index in this folder; build one first with `behavior-rag index "
                           "build SOURCE --index PATH`", file=str(index))
+    if served(index):  # a second service would never see the first one's commits
+        raise already_served(index)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     emit({"serving": f"http://{s.serve.host}:{s.serve.port}", "index": str(index),
           "auth": "api-key" if configured_key(s.serve) else "none",

@@ -5,6 +5,7 @@ Routes (statuses besides 200; every /v1 route also 401 without the key, 413 for 
 
 * ``POST /v1/sessions`` — upsert a batch, labelled or not, then save the index atomically.
 * ``DELETE /v1/sessions`` — delete by id (body ``session_ids`` or repeated ``?session_id=``).
+* ``DELETE /v1/sessions/{session_id}`` — delete one session (404 when it is not indexed).
 * ``POST /v1/classify`` — ``session`` -> one PatternPrediction, ``sessions`` -> a list (504
   when the model call outlives ``request_timeout_s``).
 * ``POST /v1/similar`` — by session, session_id, user_id or text (404 for unknown ids; 504).
@@ -13,6 +14,9 @@ Routes (statuses besides 200; every /v1 route also 401 without the key, 413 for 
   overview, session, similar-shopper and profile pages (HTML, not in the OpenAPI schema).
 * ``GET /healthz`` (process up), ``GET /readyz`` (index and models loaded; 503 before),
   ``GET /metrics`` (Prometheus text) — no key needed, they reveal no data.
+
+One folder, one service: a second service on a folder another process serves refuses to start
+(its index would never see the first one's commits, and every write would be a 409).
 
 Server-side faults are 500 (a broken index folder) and never carry internals in the body.
 
@@ -35,13 +39,16 @@ from fastapi.responses import PlainTextResponse
 
 from behavior_rag.api import BehaviorRAG
 from behavior_rag.index.build import UpsertReport
+from behavior_rag.index.lock import served
 from behavior_rag.profile import UserProfile
 from behavior_rag.resources import __version__
 from behavior_rag.retrieve import Neighbor
 from behavior_rag.service import errors, ui
-from behavior_rag.service.auth import check_auth_config, install_log_redaction, key_dependency
+from behavior_rag.service.auth import check_auth_config, key_dependency
 from behavior_rag.service.limits import BodyLimitMiddleware, ModelSlots, check_batch
+from behavior_rag.service.logs import install_access_log_filter
 from behavior_rag.service.metrics import Metrics, MetricsMiddleware
+from behavior_rag.service.run import already_served
 from behavior_rag.service.state import ServiceState
 from behavior_rag.settings import ServeSettings
 from behavior_rag.taxonomy import Taxonomy
@@ -76,7 +83,7 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
     (see :mod:`behavior_rag.service.auth`).
     """
     check_auth_config(settings)
-    install_log_redaction()
+    install_access_log_filter(rag.user_ids)
     metrics = Metrics()
     state = ServiceState(rag, settings)
     slots = ModelSlots(settings.max_concurrency, acquire_timeout_s=settings.acquire_timeout_s,
@@ -85,6 +92,9 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if served(rag.index_path):
+            state.load_error = already_served(rag.index_path).message
+            raise already_served(rag.index_path)
         # The service owns the folder's writes: a CLI writer is told so instead of committing
         # under it (and its index would go stale here).
         rag.serve_folder(f"behavior-rag serve on {settings.host}:{settings.port}")
@@ -124,6 +134,14 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
         check_batch("session_ids", len(ids), settings.max_batch)
         _unicode(ids, "session_ids")
         return await slots.run(state.delete, ids)
+
+    @v1.delete("/sessions/{session_id:path}", response_model=DeleteReport,
+               summary="Delete one session",
+               responses={404: _ERR | {"description": "The session is not in the index"}})
+    async def delete_session(session_id: str) -> DeleteReport:
+        state.require_ready()
+        _unicode(session_id, "session_id")
+        return await slots.run(state.delete_one, session_id)
 
     @v1.post("/classify", response_model=PatternPrediction | list[PatternPrediction],
              responses=MODEL_ERRORS, summary="Label one session or a batch")

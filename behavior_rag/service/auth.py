@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 import re
 
 from behavior_rag.errors import ConfigError
@@ -32,28 +31,13 @@ SECRET_PARAMS = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token)=)[^
 
 
 def redact(text: str) -> str:
-    """``text`` with secret query-parameter values replaced (for access logs).
+    """``text`` with secret query-parameter values replaced (for access logs, see
+    :mod:`behavior_rag.service.logs`).
 
     >>> redact("GET /v1/similar?api_key=s3cret&k=3")
     'GET /v1/similar?api_key=***&k=3'
     """
     return SECRET_PARAMS.sub(r"\1***", text)
-
-
-class RedactQuery(logging.Filter):
-    """A filter for uvicorn's access log: the request line's secret parameters masked."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
-        return True
-
-
-def install_log_redaction() -> None:
-    """Mask secrets in uvicorn's access log (once per process)."""
-    log = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, RedactQuery) for f in log.filters):
-        log.addFilter(RedactQuery())
 
 
 def is_loopback(host: str) -> bool:

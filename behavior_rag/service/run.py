@@ -20,9 +20,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from behavior_rag.api import BehaviorRAG
-from behavior_rag.errors import BehaviorRagError
+from behavior_rag.errors import BehaviorRagError, WriteConflict
 from behavior_rag.settings import ServeSettings
 from behavior_rag.wire.errors import NotReady
+
+
+def already_served(folder) -> WriteConflict:
+    """The error of a second service on a folder that another process serves: it would never
+    see the first one's commits, and every write it took would be refused."""
+    return WriteConflict("this index folder is already served by another `behavior-rag serve` "
+                         "process: use that service (its HTTP API takes writes), stop it "
+                         "first, or serve a copy of the folder", file=str(folder), field="index")
 
 
 def serve_forever(rag: BehaviorRAG, settings: ServeSettings, *, log_level: str = "info") -> None:
@@ -61,8 +69,13 @@ def serve_in_background(rag: BehaviorRAG, settings: ServeSettings | None = None,
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on",
                                            timeout_graceful_shutdown=5, server_header=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                              name=f"behavior-rag-serve-{port}", daemon=True)
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except SystemExit:  # uvicorn exits on a failed startup; _wait_ready says why
+            pass
+
+    thread = threading.Thread(target=run, name=f"behavior-rag-serve-{port}", daemon=True)
     thread.start()
     try:
         _wait_ready(app, server, thread, ready_timeout_s)
@@ -77,11 +90,11 @@ def _wait_ready(app, server, thread: threading.Thread, timeout_s: float) -> None
     state = app.state.service
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if state.load_error:  # before "thread stopped": it says why
+            raise NotReady(f"the service failed to load: {state.load_error}")
         if not thread.is_alive():
             raise BehaviorRagError("the service thread stopped during startup")
         if server.started and state.ready:
             return
-        if state.load_error:
-            raise NotReady(f"the service failed to load: {state.load_error}")
         time.sleep(0.02)
     raise NotReady(f"the service was not ready within {timeout_s} s")

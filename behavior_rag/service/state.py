@@ -130,6 +130,13 @@ class ServiceState:
                 self.rag.save()
             return DeleteReport(deleted=n, not_found=missing, index_size=len(self.rag.index))
 
+    def delete_one(self, session_id: str) -> DeleteReport:
+        report = self.delete([session_id])
+        if report.not_found:
+            raise NotFoundError("session is not in the index", field="session_id",
+                                value=session_id)
+        return report
+
     # ---- reads --------------------------------------------------------------------------
     def classify(self, sessions: Sequence[Session]) -> list[PatternPrediction]:
         with self.lock.read(), self._llm_lock:
@@ -143,9 +150,10 @@ class ServiceState:
             if req.session_id is not None and index.get(req.session_id) is None:
                 raise NotFoundError("session is not in the index", field="session_id",
                                     value=req.session_id)
+            # errors name the pseudonym: a raw id is never echoed back
             if req.user_id is not None and not index.ids_of_user(self.rag.user_ids(req.user_id)):
                 raise NotFoundError("user has no sessions in the index", field="user_id",
-                                    value=req.user_id)
+                                    value=self.rag.user_ids(req.user_id))
             return self.rag.similar(session=req.session, session_id=req.session_id,
                                     user_id=req.user_id, text=req.text, k=req.k,
                                     filter=req.filter, with_text=req.with_text)
@@ -154,5 +162,5 @@ class ServiceState:
         with self.lock.read(), (self._llm_lock if use_llm or patterns else nullcontext()):
             if not self.rag.sessions.has_user(self.rag.user_ids(user_id)):
                 raise NotFoundError("user has no sessions with events in the index",
-                                    field="user_id", value=user_id)
+                                    field="user_id", value=self.rag.user_ids(user_id))
             return self.rag.profile(user_id, use_llm=use_llm, patterns=patterns)

@@ -13,7 +13,7 @@ Example:
 
 import asyncio
 from pathlib import Path
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from behavior_rag.errors import BehaviorRagError
 from behavior_rag.service.auth import api_key
@@ -74,8 +74,19 @@ def install(app, state: ServiceState, slots: ModelSlots, settings: ServeSettings
     async def session(request: Request, session_id: str):
         return await render(request, "session.html", views.session_view, state, session_id)
 
+    def as_stored(request: Request, user_id: str) -> str | None:
+        """The pseudonym of a raw ``user_id`` a logged-in client typed (None: already stored
+        form), so pages, links and history show only pseudonyms. Never for a client without
+        the key: that would be an oracle for the keyed hash."""
+        if not allowed(request):
+            return None
+        stored = state.rag.user_ids(user_id)
+        return stored if stored != user_id else None
+
     @ui.get("/users/{user_id:path}")
     async def profile(request: Request, user_id: str):
+        if (stored := as_stored(request, user_id)) is not None:
+            return RedirectResponse(f"/ui/users/{quote(stored, safe='')}", status_code=303)
         return await render(request, "profile.html", views.profile_view, state, user_id)
 
     @ui.get("/similar")
@@ -83,6 +94,9 @@ def install(app, state: ServiceState, slots: ModelSlots, settings: ServeSettings
         q = {k: v.strip() for k, v in request.query_params.items()
              if k in ("session_id", "user_id", "text", "label", "category", "start_from",
                       "start_to", "k") and v.strip()}
+        if q.get("user_id") and (stored := as_stored(request, q["user_id"])) is not None:
+            return RedirectResponse("/ui/similar?" + urlencode(q | {"user_id": stored}),
+                                    status_code=303)
         if "k" in q:
             q["k"] = int(q["k"]) if q["k"].isdigit() and 1 <= int(q["k"]) <= 100 else 10
         return await render(request, "similar.html", views.similar_view, state, q)
