@@ -6,10 +6,14 @@ funnel conversion (view → cart → purchase) and, when predictions are given, 
 patterns. Sources without some signals say so in ``cannot_infer`` (CDNOW logs purchases only:
 no views, carts, categories or brands; day resolution, so no time of day).
 
-The narrative: an LLM that can generate JSON may propose claims (fact name + value + sentence);
-each is kept only if the value equals the computed fact. Small local models rarely manage this,
-so sentences for the facts the model did not cover come from ``prompts/profile.yaml``
-(templates filled with the verified values) — the narrative never states an unchecked number.
+The narrative: an LLM that can generate JSON may propose claims (fact name + value + sentence),
+asked a few facts at a time; each claim is kept only if the value equals the computed fact and
+every number its sentence states is one the fact holds. What was dropped, and why, is listed in
+``llm_dropped``; the first batch in which nothing holds stops the asking (``llm_note`` says so),
+so a model whose claims never verify costs one short call, not minutes. Small local models
+rarely manage this, so sentences for the facts the model did not cover come from
+``prompts/profile.yaml`` (templates filled with the verified values) — the narrative never
+states an unchecked number.
 
 Example:
     >>> from behavior_rag.synth import generate
@@ -22,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, time
@@ -58,12 +63,25 @@ class ProfileClaim(BaseModel):
     verified: bool = True
 
 
+class DroppedClaim(BaseModel):
+    """A claim the LLM proposed that did not verify, and why."""
+
+    fact: str | None = None
+    value: Any = None
+    sentence: str = ""
+    reason: str
+
+
 class UserProfile(BaseModel):
     user_id: str
     facts: dict[str, ProfileFact]
     cannot_infer: list[str] = Field(default_factory=list)
     claims: list[ProfileClaim] = Field(default_factory=list)
     claims_dropped: int = 0
+    llm_dropped: list[DroppedClaim] = Field(default_factory=list, description="What the LLM "
+                                            "proposed that was dropped, with the reason.")
+    llm_note: str | None = Field(None, description="Why the LLM was asked no further (or "
+                                 "could not be asked), when it was.")
     narrative: str = ""
     session_ids: list[str] = Field(default_factory=list)
     as_of: datetime | None = Field(None, description="Recency is measured up to this time.")
@@ -190,29 +208,97 @@ class _LLMClaims(BaseModel):
     claims: list[_LLMClaim] = Field(default_factory=list)
 
 
-def _llm_claims(llm: LLMBackend, user_id: str, facts: dict[str, ProfileFact]
-                ) -> tuple[list[ProfileClaim], int]:
+LLM_BATCH = 4  # facts per request: short replies, and a bad model is found out early
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _numbers_ok(sentence: str, value: Any) -> str | None:
+    """None if every number ``sentence`` states is in ``value`` (a share may be a percentage),
+    else the first number that is not."""
+    held = {float(x) for x in _NUMBER.findall(json.dumps(value))}
+    held |= {round(x * 100) for x in held if 0 <= x <= 1}
+    for n in _NUMBER.findall(sentence):
+        if float(n) not in held:
+            return n
+    return None
+
+
+def _check(c: _LLMClaim, facts: dict[str, ProfileFact]) -> str | None:
+    """Why claim ``c`` cannot be kept (None: it verifies)."""
+    fact = facts.get(c.fact)
+    if fact is None:
+        return f"no fact named {c.fact!r}"
+    if not same_value(c.value, fact.value):
+        return f"value {json.dumps(c.value)} differs from the computed {json.dumps(fact.value)}"
+    if not c.sentence.strip():
+        return "empty sentence"
+    bad = _numbers_ok(c.sentence, fact.value)
+    if bad is not None:
+        return f"the sentence states {bad}, which the fact {c.fact} does not hold"
+    return None
+
+
+class _NotJSON(Exception):
+    """The LLM's reply (the message) is not JSON of the asked shape."""
+
+
+def _ask(llm: LLMBackend, facts: dict[str, ProfileFact], names: list[str]) -> _LLMClaims:
     tpl = _templates()
-    data = {k: v.value for k, v in facts.items()}
+    data = {k: facts[k].value for k in names}
     msgs = [ChatMessage(role="system", content=tpl["system"]),
             ChatMessage(role="user", content=render_template(
                 tpl["user"], facts_json=json.dumps(data, ensure_ascii=False)))]
-    schema = _LLMClaims.model_json_schema()
+    raw = llm.generate(msgs, json_schema=_LLMClaims.model_json_schema(),
+                       max_tokens=60 * len(names) + 20)
+    start, end = raw.find("{"), raw.rfind("}")
     try:
-        raw = llm.generate(msgs, json_schema=schema, max_tokens=400)
-        start, end = raw.find("{"), raw.rfind("}")
-        got = _LLMClaims.model_validate_json(raw[start: end + 1] if start >= 0 else raw)
-    except (ValidationError, ValueError, BehaviorRagError):  # the templates cover every fact
-        return [], 0
-    kept, dropped = [], 0
-    for c in got.claims:
-        fact = facts.get(c.fact)
-        if fact is None or not same_value(c.value, fact.value) or not c.sentence.strip():
-            dropped += 1
-            continue
-        kept.append(ProfileClaim(fact=c.fact, value=fact.value, text=c.sentence.strip()[:300],
-                                 sessions=fact.sessions[:10], source="llm"))
-    return kept, dropped
+        return _LLMClaims.model_validate_json(raw[start: end + 1] if start >= 0 else raw)
+    except (ValidationError, ValueError):
+        raise _NotJSON(raw) from None
+
+
+def _llm_claims(llm: LLMBackend, facts: dict[str, ProfileFact]
+                ) -> tuple[list[ProfileClaim], list[DroppedClaim], str | None]:
+    """The LLM's claims that verify, those dropped (with reasons), and why it was not asked
+    further (None: every batch was asked)."""
+    order = [k for k in _templates()["facts"] if k in facts]
+    batches = [order[i: i + LLM_BATCH] for i in range(0, len(order), LLM_BATCH)]
+    kept: dict[str, ProfileClaim] = {}
+    dropped: list[DroppedClaim] = []
+    seen: set[str] = set()
+    for i, names in enumerate(batches, 1):
+        try:
+            got = _ask(llm, facts, names)
+        except _NotJSON as e:
+            dropped.append(DroppedClaim(sentence=str(e)[:200],
+                                        reason="the reply is not JSON of the asked shape"))
+            return list(kept.values()), dropped, f"stopped after batch {i} of {len(batches)}: " \
+                "the reply was not JSON of the asked shape"
+        except BehaviorRagError as e:
+            return list(kept.values()), dropped, f"the LLM could not be asked: {e.message}"
+        new = 0
+        for c in got.claims:
+            if c.fact in kept:
+                continue  # a repeat of a claim already kept
+            reason = _check(c, facts)
+            if reason is None:
+                fact = facts[c.fact]
+                kept[c.fact] = ProfileClaim(fact=c.fact, value=fact.value,
+                                            text=c.sentence.strip()[:300],
+                                            sessions=fact.sessions[:10], source="llm")
+                new += 1
+                continue
+            key = json.dumps([c.fact, c.value, reason], default=str)
+            if key not in seen:  # the same wrong claim again is listed once
+                seen.add(key)
+                dropped.append(DroppedClaim(fact=c.fact, value=c.value,
+                                            sentence=c.sentence.strip()[:300], reason=reason))
+        if not new and i < len(batches):
+            return list(kept.values()), dropped, (
+                f"stopped after batch {i} of {len(batches)}: "
+                + ("it proposed no claim" if not got.claims else
+                   "none of its claims verified") + "; templates word the other facts")
+    return list(kept.values()), dropped, None
 
 
 def build_profile(user_id: str, sessions: Sequence[Session], *, llm: LLMBackend | None = None,
@@ -228,8 +314,8 @@ def build_profile(user_id: str, sessions: Sequence[Session], *, llm: LLMBackend 
     if is_anonymous(user_id):
         cannot.insert(0, "the shopper across sessions: users are unknown for this source (no "
                       "user ids; this profile is one session's anonymous user)")
-    claims, dropped = _llm_claims(llm, user_id, facts) if llm is not None and hasattr(
-        llm, "generate") else ([], 0)
+    claims, dropped, note = _llm_claims(llm, facts) if llm is not None and hasattr(
+        llm, "generate") else ([], [], None)
     # The model's wording for facts it got right; templates for every fact it did not cover.
     claims += _template_claims(facts, {c.fact for c in claims})
     order = list(_templates()["facts"])
@@ -238,7 +324,8 @@ def build_profile(user_id: str, sessions: Sequence[Session], *, llm: LLMBackend 
     if cannot:
         narrative += " Not inferable from this data: " + "; ".join(cannot) + "."
     return UserProfile(user_id=user_id, facts=facts, cannot_infer=cannot, claims=claims,
-                       claims_dropped=dropped, narrative=narrative,
+                       claims_dropped=len(dropped), llm_dropped=dropped, llm_note=note,
+                       narrative=narrative,
                        session_ids=[s.session_id for s in mine], as_of=now)
 
 

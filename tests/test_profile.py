@@ -108,3 +108,55 @@ def test_profile_through_the_api_after_reload(tmp_path, embed_home, taobao_sessi
     again.save()
     assert BehaviorRAG(s, tmp_path / "ix").profile(user).facts["n_sessions"].value == \
         len(mine) - 1
+
+
+class CountingModel:
+    """The model seam: a scripted reply per call, and the calls counted."""
+
+    name = "counting"
+
+    def __init__(self, reply):
+        self.reply, self.calls = reply, 0
+
+    def generate(self, messages, *, max_tokens=256, json_schema=None):
+        self.calls += 1
+        return self.reply(messages[-1].content)
+
+
+def _given(prompt: str) -> dict:
+    return json.loads(prompt[prompt.index("{"): prompt.index("}\n") + 1])
+
+
+def test_a_model_whose_claims_never_verify_is_asked_once_and_says_why(taobao_sessions):
+    user = top_users(taobao_sessions, 1)[0]
+    wrong = CountingModel(lambda prompt: json.dumps({"claims": [
+        {"fact": k, "value": 12345, "sentence": "Twelve thousand."} for k in _given(prompt)]}))
+    p = build_profile(user, taobao_sessions, llm=wrong)
+    assert wrong.calls == 1 and "stopped after batch 1" in p.llm_note
+    assert p.llm_dropped and all("differs from the computed" in d.reason for d in p.llm_dropped)
+    assert p.claims_dropped == len(p.llm_dropped) and "12345" not in p.narrative
+    chatty = CountingModel(lambda prompt: "Sure! The shopper likes shopping.")
+    p = build_profile(user, taobao_sessions, llm=chatty)
+    assert chatty.calls == 1 and "not JSON" in p.llm_dropped[0].reason
+    assert p.llm_dropped[0].sentence.startswith("Sure!")
+
+
+def test_a_model_that_verifies_is_asked_for_every_fact(taobao_sessions):
+    user = top_users(taobao_sessions, 1)[0]
+    good = CountingModel(lambda prompt: json.dumps({"claims": [
+        {"fact": k, "value": v, "sentence": f"The {k.replace('_', ' ')} fact holds."}
+        for k, v in _given(prompt).items()]}))
+    p = build_profile(user, taobao_sessions, llm=good)
+    assert good.calls > 1 and p.llm_note is None and p.llm_dropped == []
+    assert {c.fact for c in p.claims if c.source == "llm"} == set(p.facts)
+    assert verify_profile(p, taobao_sessions) == []
+
+
+def test_a_sentence_stating_an_unheld_number_is_dropped(taobao_sessions):
+    user = top_users(taobao_sessions, 1)[0]
+    n = sum(s.user_id == user for s in taobao_sessions)
+    liar = CountingModel(lambda prompt: json.dumps({"claims": [
+        {"fact": "n_sessions", "value": n, "sentence": f"{n + 40} visits in total."}]}))
+    p = build_profile(user, taobao_sessions, llm=liar)
+    assert [d.fact for d in p.llm_dropped] == ["n_sessions"]
+    assert f"states {n + 40}" in p.llm_dropped[0].reason and f"{n + 40} visits" not in p.narrative

@@ -66,6 +66,12 @@ def profile_cmd(
 
     p = BehaviorRAG(Settings(), index).profile(user_id, use_llm=use_llm, patterns=patterns)
     if human:
-        err.print(p.narrative)
+        err.print(p.narrative, markup=False)
+        if use_llm:
+            n = sum(c.source == "llm" for c in p.claims)
+            err.print(f"LLM: {n} claim(s) kept, {len(p.llm_dropped)} dropped"
+                      + (f"; {p.llm_note}" if p.llm_note else ""), markup=False)
+            for d in p.llm_dropped:
+                err.print(f"  dropped {d.fact or '(reply)'}: {d.reason}", markup=False)
     else:
         emit(p.model_dump(mode="json"))
