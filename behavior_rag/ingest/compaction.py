@@ -10,7 +10,7 @@ commit does not grow with the store. Merging copies columns
 Example:
     >>> import polars as pl
     >>> from behavior_rag.ingest.segments import SegmentInfo
-    >>> segs = [SegmentInfo(name=f"s{i}", sessions_file="", events_file="", sessions=10,
+    >>> segs = [SegmentInfo(name=f"s{i}", sessions_file="a", events_file="b", sessions=10,
     ...                     events=10) for i in range(3)]
     >>> live = pl.DataFrame({"seg": ["s0"] * 10 + ["s1"] * 10 + ["s2"] * 2})
     >>> dead = pl.DataFrame({"seg": ["s2"] * 8}, schema={"seg": pl.Utf8})

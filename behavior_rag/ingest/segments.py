@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, field_validator
 
 from behavior_rag.atomic import writing_file
 from behavior_rag.errors import StoreError
@@ -51,6 +51,35 @@ class SegmentInfo(BaseModel):
     events_file: str
     sessions: int
     events: int
+
+    @field_validator("name", "sessions_file", "events_file")
+    @classmethod
+    def _plain(cls, v: str) -> str:
+        return plain_name(v)
+
+
+def plain_name(v: str) -> str:
+    """``v`` if it is a bare file name (no folder part, not ``..``), else ValueError: a
+    manifest (or an index's ``config.json``) may only name files inside its own folder."""
+    if not v or v in (".", "..") or any(c in v for c in "/\\\0") or Path(v).is_absolute():
+        raise ValueError(f"{v!r} is not a file name inside the store folder (paths are refused)")
+    return v
+
+
+def member(folder: Path, name: str, field: str) -> Path:
+    """``folder / name``, checked to stay in ``folder``: no path parts, and a symbolic link must
+    point to a file of the same folder. Raises :class:`StoreError` naming the file and field."""
+    path = folder / name
+    try:
+        plain_name(name)
+        inside = path.resolve().parent == folder.resolve()
+    except (ValueError, OSError, RuntimeError):
+        inside = False
+    if not inside:
+        raise StoreError(f"{field} {name!r} is not a file inside the store folder (paths and "
+                         "links out of it are refused): the manifest is corrupt or was edited",
+                         file=str(folder), field=field, value=name)
+    return path
 
 
 def _event_rows(sessions: Sequence[Session]) -> pl.DataFrame:
@@ -129,8 +158,10 @@ def merge_segments(folder: Path, parts: Sequence[tuple[SegmentInfo, pl.DataFrame
 
 
 def read_table(folder: Path, info: SegmentInfo) -> pl.DataFrame:
-    """The segment's session rows plus ``seg`` (its name) and ``row`` (position in the file)."""
-    path = folder / info.sessions_file
+    """The segment's session rows plus ``seg`` (its name) and ``row`` (position in the file),
+    checked against the manifest and the events file (counts and offsets) before use."""
+    path = member(folder, info.sessions_file, "sessions_file")
+    events = member(folder, info.events_file, "events_file")
     try:
         frame = pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as e:
@@ -139,18 +170,46 @@ def read_table(folder: Path, info: SegmentInfo) -> pl.DataFrame:
         raise StoreError(f"segment holds {frame.height} sessions with columns "
                          f"{frame.columns}; the manifest says {info.sessions}",
                          file=str(path))
+    frame = utc_columns(frame, ("start", "end"), path)
+    try:
+        n_file = pl.scan_parquet(events).select(pl.len()).collect().item()
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise StoreError(f"cannot read event segment: {e}", file=str(events)) from e
+    n = frame["n_events"].cast(pl.Int64)
+    ends = frame["ev_offset"] + n
+    if n_file != info.events or int(n.sum() or 0) != info.events or (
+            frame.height and (int(ends.max()) > n_file or bool((n < 0).any()))):
+        raise StoreError(f"event segment holds {n_file} events; the manifest says "
+                         f"{info.events} and its sessions {int(n.sum() or 0)}: rows were "
+                         "removed or the file was replaced", file=str(events))
     return frame.with_columns(seg=pl.lit(info.name), row=pl.int_range(frame.height,
                                                                       dtype=pl.Int32))
 
 
+def utc_columns(frame: pl.DataFrame, cols: Sequence[str], path: Path) -> pl.DataFrame:
+    """``cols`` of ``frame`` as UTC datetimes (naive ones read as UTC); another type is a
+    :class:`StoreError` naming the file."""
+    out = []
+    for c in cols:
+        dt = frame.schema.get(c)
+        if not isinstance(dt, pl.Datetime):
+            raise StoreError(f"column {c!r} is {dt}, not a datetime", file=str(path), field=c)
+        col = pl.col(c).dt.replace_time_zone("UTC") if dt.time_zone is None \
+            else pl.col(c).dt.convert_time_zone("UTC")
+        out.append(col.dt.cast_time_unit("ms"))
+    return frame.with_columns(out)
+
+
 def _events(folder: Path, info_file: str, ranges: list[tuple[int, int]]) -> pl.DataFrame:
-    path = folder / info_file
+    path = member(folder, info_file, "events_file")
     try:
         lf = pl.scan_parquet(path)
         parts = [lf.slice(off, n).collect() for off, n in _merge(ranges)]
     except (OSError, pl.exceptions.PolarsError) as e:
         raise StoreError(f"cannot read event segment: {e}", file=str(path)) from e
-    return pl.concat(parts) if parts else pl.DataFrame(schema=EVENT_SCHEMA)
+    if not parts:
+        return pl.DataFrame(schema=EVENT_SCHEMA)
+    return utc_columns(pl.concat(parts), ("timestamp",), path)
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -175,25 +234,42 @@ def load_sessions(folder: Path, rows: pl.DataFrame,
         parts.append(_events(folder, file, ranges).with_columns(seg=pl.lit(seg)))
     events = pl.concat(parts) if parts else pl.DataFrame(schema={**EVENT_SCHEMA,
                                                                  "seg": pl.Utf8})
-    return sessions_from_rows(list(rows.iter_rows(named=True)), events, str(folder))
+    names = {g: str(folder / f) for g, f in (files or {}).items()}
+    return sessions_from_rows(list(rows.iter_rows(named=True)), events, str(folder), names)
 
 
-def sessions_from_rows(rows: list[dict[str, Any]], events: pl.DataFrame,
-                       where: str) -> list[Session]:
-    """Session objects for session rows and the events frame holding theirs (in order)."""
+def sessions_from_rows(rows: list[dict[str, Any]], events: pl.DataFrame, where: str,
+                       files: dict[str, str] | None = None) -> list[Session]:
+    """Session objects for session rows and the events frame holding theirs (in order). Each
+    session must get exactly its ``n_events`` events, numbered 0, 1, … (else the event segment
+    lost or gained rows: a :class:`StoreError`, never a session with missing events)."""
     by: dict[tuple[str | None, str], list[Event]] = {}
     seg = "seg" in events.columns
     for r in events.iter_rows(named=True):
-        by.setdefault((r["seg"] if seg else None, r["session_id"]), []).append(_event(r))
-    try:
-        return [Session(session_id=r["session_id"], user_id=r["user_id"], label=r["label"],
-                        source=r["source"],
-                        events=by.get((r["seg"] if seg else None, r["session_id"]), []),
-                        aggregates=json.loads(r["aggregates"]) if r["aggregates"] else {},
-                        time_resolution=r["time_resolution"], timezone=r["timezone"])
-                for r in rows]
-    except (ValidationError, json.JSONDecodeError) as e:
-        raise StoreError(f"store holds invalid data: {e}", file=where) from e
+        evs = by.setdefault((r["seg"] if seg else None, r["session_id"]), [])
+        if r.get("idx", len(evs)) != len(evs):
+            raise StoreError(f"event {len(evs)} of session {r['session_id']!r} is numbered "
+                             f"{r.get('idx')}: the event segment is corrupt",
+                             file=(files or {}).get(r["seg"] if seg else "", where),
+                             field="events")
+        evs.append(_event(r))
+    out = []
+    for r in rows:
+        evs = by.get((r["seg"] if seg else None, r["session_id"]), [])
+        if len(evs) != (r["n_events"] or 0):
+            raise StoreError(f"session {r['session_id']!r} has {len(evs)} of its "
+                             f"{r['n_events']} events in the event segment: rows were removed "
+                             "or the file was replaced",
+                             file=(files or {}).get(r["seg"] if seg else "", where),
+                             field="events")
+        try:
+            out.append(Session(session_id=r["session_id"], user_id=r["user_id"],
+                               label=r["label"], source=r["source"], events=evs,
+                               aggregates=json.loads(r["aggregates"]) if r["aggregates"] else {},
+                               time_resolution=r["time_resolution"], timezone=r["timezone"]))
+        except (ValidationError, json.JSONDecodeError) as e:
+            raise StoreError(f"store holds invalid data: {e}", file=where) from e
+    return out
 
 
 def _event(r: dict[str, Any]) -> Event:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
 from behavior_rag.atomic import fsync_path, replace_dir, replace_file, writing_file
 from behavior_rag.errors import StoreError
@@ -47,10 +47,13 @@ from behavior_rag.ingest.segments import (
     SESSION_SCHEMA,
     SegmentInfo,
     load_sessions,
+    member,
+    plain_name,
     read_table,
     sessions_from_rows,
     write_segment,
 )
+from behavior_rag.ingest.target import check_store_target
 from behavior_rag.types import Session
 
 FORMAT_VERSION = 2
@@ -70,6 +73,11 @@ class StoreManifest(BaseModel):
     info: dict[str, Any] = {}
     segments: list[SegmentInfo] = []
     tombstones: str | None = None
+
+    @field_validator("tombstones")
+    @classmethod
+    def _plain(cls, v: str | None) -> str | None:
+        return None if v is None else plain_name(v)
 
     @classmethod
     def empty(cls) -> StoreManifest:
@@ -131,10 +139,11 @@ class SessionStore:
         name = self.manifest.tombstones if self.manifest else None
         if not name:
             return pl.DataFrame(schema=TOMB_SCHEMA)
+        path = member(self.path, name, "tombstones")
         try:
-            return pl.read_parquet(self.path / name)
+            return pl.read_parquet(path)
         except (OSError, pl.exceptions.PolarsError) as e:
-            raise StoreError(f"cannot read tombstones: {e}", file=str(self.path / name)) from e
+            raise StoreError(f"cannot read tombstones: {e}", file=str(path)) from e
 
     # invariant: a pending session is never also a live row (upsert kills the old row)
     def __len__(self) -> int:
@@ -332,20 +341,6 @@ def write_store(sessions: Sequence[Session], path: str | Path,
         st.upsert(sessions)
         manifest = st.commit(info or {})
     return manifest
-
-
-def check_store_target(path: str | Path) -> None:
-    """Raise :class:`StoreError` unless ``path`` can become a store: absent (below folders),
-    an empty folder, or a store folder (which is then replaced)."""
-    path = Path(path)
-    up = next((p for p in (path, *path.parents) if p.exists()), None)
-    if up is not None and not up.is_dir():
-        what = "is a file" if up == path else f"is inside {str(up)!r}, which is a file"
-        raise StoreError(f"the store path {what}: give a folder (new, empty, or a session store)",
-                         file=str(path), field="out")
-    if path.is_dir() and not (path / "manifest.json").exists() and any(path.iterdir()):
-        raise StoreError("refusing to replace a folder that is not a session store",
-                         file=str(path), field="out")
 
 
 def read_store(path: str | Path) -> list[Session]:

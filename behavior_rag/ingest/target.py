@@ -1,0 +1,71 @@
+"""Where ``behavior-rag ingest --out`` / ``synth --out`` may write: a new or empty folder, or a
+session store it wrote before (replaced whole). Never an index folder, a folder inside one, a
+fitted model's folder or any other folder with files in it.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> check_store_target(d / "new")  # absent: fine
+    >>> (d / "notes.txt").write_text("mine")
+    4
+    >>> try:
+    ...     check_store_target(d)
+    ... except StoreError as e:
+    ...     print(e.message.split(" (")[0])
+    refusing to replace a folder that is not a session store
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from behavior_rag.errors import StoreError
+
+
+def check_store_target(path: str | Path) -> None:
+    """Raise :class:`StoreError` unless ``path`` can become a store: absent (below folders),
+    an empty folder, or a session store folder (which is then replaced). An index folder, a
+    fitted model's folder (its ``manifest.json`` is not a store's) and any other folder with
+    files in it are refused: ingest only replaces what it wrote."""
+    path = Path(path)
+    up = next((p for p in (path, *path.parents) if p.exists()), None)
+    if up is not None and not up.is_dir():
+        what = "is a file" if up == path else f"is inside {str(up)!r}, which is a file"
+        raise StoreError(f"the store path {what}: give a folder (new, empty, or a session store)",
+                         file=str(path), field="out")
+    if path.is_symlink():
+        raise StoreError("the store path is a symbolic link: give the folder itself",
+                         file=str(path), field="out")
+    if _index_config(path.parent):
+        raise StoreError("refusing to write a session store inside an index folder (its "
+                         "sessions are written by `behavior-rag index add`): choose another "
+                         "--out", file=str(path), field="out")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if _index_config(path):
+        raise StoreError("refusing to replace an index folder with a session store: choose "
+                         "another --out", file=str(path), field="out")
+    if not (path / "manifest.json").is_file():
+        raise StoreError("refusing to replace a folder that is not a session store (it has "
+                         "files and no manifest.json): choose a new or empty folder",
+                         file=str(path), field="out")
+    from behavior_rag.ingest.store import StoreManifest  # noqa: PLC0415 (store imports us)
+
+    try:
+        StoreManifest.model_validate_json((path / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise StoreError("refusing to replace a folder that is not a session store (its "
+                         "manifest.json is not a store manifest; a fitted model's folder?): "
+                         "choose a new or empty folder", file=str(path / "manifest.json"),
+                         field="out") from e
+
+
+def _index_config(folder: Path) -> bool:
+    """Whether ``folder`` holds an index's ``config.json`` (one that lists ``stores``)."""
+    cfg = folder / "config.json"
+    try:
+        data = json.loads(cfg.read_text()) if cfg.is_file() else None
+    except (OSError, ValueError):
+        return False  # someone else's config.json: the other checks still apply
+    return isinstance(data, dict) and ("stores" in data or "embedder" in data)
