@@ -20,7 +20,7 @@ from behavior_rag.cli.common import HUMAN, emit, err, load_sessions, progress
 from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.formats import FORMATS
 from behavior_rag.ingest.inspect import inspect_file
-from behavior_rag.ingest.load import check_gap, load_events
+from behavior_rag.ingest.load import MAX_GAP_MINUTES, check_gap, load_events
 from behavior_rag.ingest.models import ColumnMapping, ReadOptions
 from behavior_rag.ingest.sniff import parse_delimiter
 from behavior_rag.ingest.store import check_store_target, write_store
@@ -100,7 +100,8 @@ def _check_args(mode: str | None, gap_minutes: str | None, out: Path | None) -> 
         try:
             gap = float(gap_minutes)
         except ValueError as e:
-            raise ConfigError("the session gap must be a finite number of minutes > 0",
+            raise ConfigError(f"the session gap must be a number of minutes > 0 and <= "
+                              f"{MAX_GAP_MINUTES} (a year); 30 is the usual",
                               field="gap_minutes", value=gap_minutes) from e
         check_gap(gap)
     if out is not None:
@@ -160,8 +161,9 @@ def ingest_cmd(
         if r.rows_skipped:
             err.print(f"skipped {r.rows_skipped} rows: {r.skipped_by_reason}")
         if not r.users_known:
-            err.print(f"users unknown: {r.anonymous_sessions} session(s) without a user id got "
-                      "one anonymous user each")
+            err.print(f"users: {r.known_users} known ({r.known_user_sessions} session(s)); "
+                      f"{r.anonymous_sessions} session(s) without a user id got one anonymous "
+                      "user each (not people)")
     else:
         emit(report)
 

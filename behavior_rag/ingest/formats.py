@@ -116,7 +116,9 @@ def _is_otto(line: str) -> bool:
         rec = json.loads(line)
     except (ValueError, RecursionError):
         return False
-    evs = rec.get("events") if isinstance(rec, dict) else None
+    if not isinstance(rec, dict):  # a bare number or list: not OTTO (the reader says why)
+        return False
+    evs = rec.get("events")
     return "session" in rec and isinstance(evs, list) and bool(evs) and isinstance(
         evs[0], dict) and {"aid", "ts", "type"} <= set(evs[0])
 

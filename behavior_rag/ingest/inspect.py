@@ -43,6 +43,8 @@ class ColumnInfo(BaseModel):
     samples: list[str]
     null_rate: float
     distinct: int = Field(description="Distinct values in the sample.")
+    masked: bool = Field(False, description="Samples of a user id column are masked (first "
+                         "character, then ***): raw user ids are never shown.")
 
 
 class Inspection(BaseModel):
@@ -85,7 +87,8 @@ def inspect_file(path: str | Path, fmt: str = "auto", options: ReadOptions | Non
                      "known")
     ins = Inspection(file=str(path), file_type=spec.file_type, format=spec.name,
                      delimiter=_delimiter(path, spec), events_path=_events_path(path, spec),
-                     rows_sampled=raw.height, columns=[_column(raw, c) for c in cols],
+                     rows_sampled=raw.height,
+                     columns=[_column(raw, c, c in mapping.sources("user_id")) for c in cols],
                      timestamp_format=mapping.timestamp_format if ts_col else None,
                      timestamp_resolution=resolution, proposed_mapping=mapping, notes=notes)
     return ins.model_copy(update={"mapping_yaml": mapping_yaml(ins)})
@@ -144,12 +147,18 @@ def _values(raw: pl.DataFrame, col: str | None) -> list[str]:
     return raw[col].drop_nulls().head(SAMPLE_ROWS).to_list()
 
 
-def _column(raw: pl.DataFrame, c: str) -> ColumnInfo:
+def _column(raw: pl.DataFrame, c: str, user_ids: bool = False) -> ColumnInfo:
     s = raw[c]
     distinct = s.drop_nulls().unique(maintain_order=True)
-    return ColumnInfo(name=c, samples=[str(v)[:80] for v in distinct.head(5).to_list()],
+    samples = [mask_id(str(v)) if user_ids else str(v)[:80] for v in distinct.head(5).to_list()]
+    return ColumnInfo(name=c, samples=samples, masked=user_ids,
                       null_rate=round(s.null_count() / max(len(s), 1), 4),
                       distinct=distinct.len())
+
+
+def mask_id(value: str) -> str:
+    """A raw user id as ``--inspect`` shows it: its first character, then ``***``."""
+    return value[:1] + "***"
 
 
 def _delimiter(path: Path, spec: FormatSpec) -> str | None:

@@ -32,7 +32,7 @@ from behavior_rag.ingest.models import (
     ReadOptions,
     RowError,
 )
-from behavior_rag.ingest.pseudonym import Pseudonymizer, assign_users
+from behavior_rag.ingest.pseudonym import Pseudonymizer, assign_users, is_anonymous
 from behavior_rag.ingest.readers import ROW, raise_bad_lines, read_source, records_frame
 from behavior_rag.ingest.report import raise_strict, reasons_per_row, row_errors
 from behavior_rag.ingest.sessionize import sessionize
@@ -41,6 +41,7 @@ from behavior_rag.ingest.validate import (
     check_types,
     map_columns,
     resolution_of,
+    unknown_columns,
     unused_columns,
 )
 from behavior_rag.settings import Settings, default_settings
@@ -76,7 +77,8 @@ def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,
     if got.bad_lines and mode == "strict":
         raise_bad_lines(str(path), got.bad_lines)
     check_user_columns(got.frame, mapping, str(path))
-    return _from_raw(got.frame, spec, str(path), settings, mode, t0, got.bad_lines)
+    return _from_raw(got.frame, spec, str(path), settings, mode, t0, got.bad_lines,
+                     named_columns(spec, mapping))
 
 
 def with_mapping(spec: FormatSpec, mapping: ColumnMapping | None) -> FormatSpec:
@@ -110,10 +112,12 @@ def load_records(records: Iterable[Mapping[str, Any]], *, mapping: ColumnMapping
     t0 = time.perf_counter()
     raw = records_frame(records)
     spec = with_mapping(GENERIC, mapping)
-    return _from_raw(raw, spec, name, settings, mode or settings.ingest.mode, t0)
+    return _from_raw(raw, spec, name, settings, mode or settings.ingest.mode, t0,
+                     named=named_columns(spec, mapping))
 
 def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings, mode: Mode,
-              t0: float, bad_lines: list[RowError] | None = None) -> IngestResult:
+              t0: float, bad_lines: list[RowError] | None = None,
+              named: set[str] | None = None) -> IngestResult:
     assert spec.mapping is not None
     mapped = map_columns(raw, spec.mapping)
     typed, errors = check_types(mapped, spec.mapping)
@@ -143,18 +147,45 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
         rows_skipped=sum(by_reason.values()), skipped_by_reason=by_reason,
         examples=errs[:max_reported], events=n_events,
         sessions=len(sessions), users=len({s.user_id for s in sessions}),
-        users_known=n_anon == 0, anonymous_sessions=n_anon, time_resolution=resolution,
+        **_user_counts(sessions, n_anon), time_resolution=resolution,
         unused_columns=unused_columns(raw, spec.mapping),
-        unknown_columns=sorted(spec.mapping.mapped_columns() - set(raw.columns)),
+        unknown_columns=unknown_columns(raw, spec.mapping, named if named is not None
+                                        else spec.mapping.mapped_columns()),
         seconds=round(time.perf_counter() - t0, 3))
     return IngestResult(sessions=sessions, report=report)
 
+# A gap of a year already makes each shopper one session; past it the gap in milliseconds
+# overflows the duration type (--gap-minutes 1e308 was a traceback).
+MAX_GAP_MINUTES = 366 * 24 * 60
+
+
+def named_columns(spec: FormatSpec, mapping: ColumnMapping | None) -> set[str]:
+    """The columns a load means to read: all of a built-in adapter's; for the generic mapping
+    only those the user named (its own defaults are guesses, not expectations)."""
+    if spec.name != GENERIC.name:
+        assert spec.mapping is not None
+        return spec.mapping.mapped_columns()
+    if mapping is None:
+        return set()
+    return {c for f in mapping.model_fields_set & set(CANONICAL_FIELDS) for c in mapping.sources(f)}
+
+
+def _user_counts(sessions: list[Session], n_anon: int) -> dict[str, Any]:
+    """Known users and anonymous sessions, counted on the sessions written."""
+    anon = [s for s in sessions if is_anonymous(s.user_id)] if n_anon else []
+    known = {s.user_id for s in sessions if not (n_anon and is_anonymous(s.user_id))}
+    return {"users_known": not anon, "known_users": len(known),
+            "known_user_sessions": len(sessions) - len(anon), "anonymous_sessions": len(anon)}
+
+
 def check_gap(gap_minutes: float) -> None:
-    """Raise :class:`ConfigError` unless the session gap is a finite number of minutes > 0."""
-    if not (isinstance(gap_minutes, (int, float)) and math.isfinite(gap_minutes)
-            and gap_minutes > 0):
-        raise ConfigError("the session gap must be a finite number of minutes > 0",
-                          field="gap_minutes", value=str(gap_minutes))
+    """Raise :class:`ConfigError` unless the session gap is a number of minutes in
+    (0, :data:`MAX_GAP_MINUTES`]."""
+    if not (isinstance(gap_minutes, (int, float)) and not isinstance(gap_minutes, bool)
+            and math.isfinite(gap_minutes) and 0 < gap_minutes <= MAX_GAP_MINUTES):
+        raise ConfigError(f"the session gap must be a number of minutes > 0 and <= "
+                          f"{MAX_GAP_MINUTES} (a year); 30 is the usual", field="gap_minutes",
+                          value=str(gap_minutes))
 
 
 def _attr_value(v: str) -> str | int | float:

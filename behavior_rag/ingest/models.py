@@ -23,6 +23,9 @@ CANONICAL_FIELDS = ("user_id", "session_id", "timestamp", "event_type", "item_id
 # per session).
 REQUIRED_FIELDS = ("timestamp", "event_type")
 DEFAULT_NULLS = ("NA", "null")
+# An event log has a few dozen columns; past this a file is refused before its rows are parsed
+# (a 10,000-column file would otherwise take minutes to reach its per-row attrs errors).
+MAX_COLUMNS = 1_000
 
 
 class ColumnMapping(BaseModel):
@@ -221,11 +224,15 @@ class IngestReport(BaseModel):
     examples: list[RowError] = Field(default_factory=list)
     events: int = 0
     sessions: int = 0
-    users: int = 0
+    users: int = Field(0, description="Distinct user ids in the sessions written, counting "
+                       "each anonymous session's own user: known_users + anonymous_sessions.")
     users_known: bool = Field(True, description="False when the log has no user ids (for some "
                               "or all rows): those sessions each got their own anonymous user "
                               "('anon_…'), so profiles and similar users say nothing about people.")
-    anonymous_sessions: int = 0
+    known_users: int = Field(0, description="Distinct real (pseudonymised) user ids.")
+    known_user_sessions: int = Field(0, description="Sessions whose rows carry a user id.")
+    anonymous_sessions: int = Field(0, description="Sessions without a user id, each given its "
+                                    "own anonymous user ('anon_…'): not people.")
     time_resolution: TimeResolution | None = Field(None, description="How finely the file "
                                                    "records times: day, second or millisecond.")
     unused_columns: list[str] = Field(default_factory=list, description="File columns neither "

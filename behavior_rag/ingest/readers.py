@@ -15,8 +15,8 @@ from typing import Any
 import polars as pl
 
 from behavior_rag.errors import IngestError
-from behavior_rag.ingest.lines import scan_csv
-from behavior_rag.ingest.models import ROW, FormatSpec, RawRead, RowError
+from behavior_rag.ingest.lines import check_header, check_width, header_cells, scan_csv, short_rows
+from behavior_rag.ingest.models import MAX_COLUMNS, ROW, FormatSpec, RawRead, RowError
 from behavior_rag.ingest.nested import (
     as_text,
     auto_events_path,
@@ -25,7 +25,7 @@ from behavior_rag.ingest.nested import (
     explode_frame,
     explode_records,
 )
-from behavior_rag.ingest.sniff import BOM, head_lines, sniff_delimiter
+from behavior_rag.ingest.sniff import BOM, eol_char, head_lines, raw_lines, sniff_delimiter
 
 __all__ = ["ROW", "null_tokens", "raise_bad_lines", "read_raw", "read_source", "records_frame"]
 
@@ -77,14 +77,21 @@ def raise_bad_lines(file: str, bad: list[RowError]) -> None:
 
 
 def _read_csv(path: Path, spec: FormatSpec, limit: int | None) -> RawRead:
-    sep = spec.separator or sniff_delimiter(head_lines(path))
+    head = head_lines(path)
+    sep = spec.separator or sniff_delimiter(head)
+    eol = eol_char(path)
+    if head and spec.has_header:  # before any row is parsed: fail fast on a bad header
+        check_header(header_cells(head[0], sep), str(path))
     try:
-        return RawRead(frame=pl.read_csv(
+        frame = pl.read_csv(
             path, infer_schema=False, separator=sep, has_header=spec.has_header,
-            new_columns=spec.columns, n_rows=limit, encoding="utf8-lossy", raise_if_empty=False))
+            new_columns=spec.columns, n_rows=limit, encoding="utf8-lossy", raise_if_empty=False,
+            eol_char=eol)
     except pl.exceptions.PolarsError:
         # A malformed line (stray quote, extra field): read line by line to name it.
-        return scan_csv(path, sep, spec.has_header, spec.columns, limit)
+        return scan_csv(path, sep, spec.has_header, spec.columns, limit, eol)
+    frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    return short_rows(path, frame, sep, eol, spec.has_header)
 
 
 def null_tokens(df: pl.DataFrame, tokens: list[str], per_column: dict[str, list[str]]
@@ -132,7 +139,8 @@ def _text(v: str | int | float | bool) -> str:
 def _read_whitespace(path: Path, spec: FormatSpec) -> pl.DataFrame:
     # One column per line, then split on runs of whitespace: the format is column-aligned text.
     lines = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None,
-                        new_columns=["line"], infer_schema=False, encoding="utf8-lossy")
+                        new_columns=["line"], infer_schema=False, encoding="utf8-lossy",
+                        eol_char=eol_char(path))
     lines = lines.with_columns(pl.col("line").str.strip_chars())
     first = lines["line"][0] if lines.height else ""
     if first and not first.split()[0].isdigit():  # a header line, as in CDNOW_master.txt
@@ -198,12 +206,17 @@ def _jsonl_records(path: Path, limit: int | None = None
     # Parse line by line with json so a bad line is reported with its number, not as a frame error.
     records, bad = [], []
     with path.open("rb") as f:
-        for i, raw in enumerate(f, start=1):
+        for i, raw in enumerate(raw_lines(f, eol_char(path)), start=1):
             line = raw.decode("utf-8", "replace").strip().lstrip(BOM)
             if not line:
                 continue
             try:
-                rec = json.loads(line)
+                rec = json.loads(line, object_pairs_hook=_unique_keys)
+            except _DuplicateKey as e:  # not "the last one wins": which value is meant?
+                bad.append(RowError(row=i, line=i, field=e.key, value=line[:200],
+                                    reason="duplicate_key", message=f"line {i}: key {e.key!r} "
+                                    "appears twice in one JSON object"))
+                continue
             except json.JSONDecodeError as e:
                 bad.append(_bad_line(i, f"invalid JSON: {e.msg}", line))
                 continue
@@ -213,13 +226,31 @@ def _jsonl_records(path: Path, limit: int | None = None
             if not isinstance(rec, dict):
                 bad.append(_bad_line(i, "each JSONL line must be an object", line))
                 continue
+            if len(rec) > MAX_COLUMNS:
+                check_width(len(rec), str(path))
             records.append((i, rec))
             if limit is not None and len(records) >= limit:
                 break
     return records, bad
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
 def _read_parquet(path: Path, spec: FormatSpec, limit: int | None = None) -> pl.DataFrame:
+    check_width(len(pl.read_parquet_schema(path)), str(path))
     df = pl.read_parquet(path, n_rows=limit)
     nested = spec.events_path or auto_list_column(df)
     if nested is not None:

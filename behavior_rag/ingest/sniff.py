@@ -1,4 +1,8 @@
-"""Look at a file's first lines: strip a UTF-8 BOM, guess the file type and the delimiter.
+"""Look at a file's first lines: strip a UTF-8 BOM, guess the file type, the line ending and the
+delimiter.
+
+Lines end in ``\n`` or ``\r\n``; a file whose head holds ``\r`` but no ``\n`` is an old-Mac
+file, whose lines end in a bare ``\r`` (:func:`eol_char`, :func:`raw_lines`).
 
 The delimiter is the candidate (``,`` tab ``;`` ``|``) that splits the header into more than one
 field and splits the most sample lines into the same number of fields as the header (quotes are
@@ -14,7 +18,9 @@ Example:
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from behavior_rag.errors import ConfigError
 
@@ -24,12 +30,37 @@ HEAD_LINES = 50
 _NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
 
 
+def eol_char(path: Path) -> str:
+    """``\r`` for an old-Mac file (a bare CR ends each line), else ``\n``."""
+    try:
+        with path.open("rb") as f:
+            chunk = f.read(1 << 16)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}", file=str(path)) from e
+    return "\r" if b"\r" in chunk and b"\n" not in chunk else "\n"
+
+
+def raw_lines(f: BinaryIO, eol: str = "\n") -> Iterator[bytes]:
+    """The physical lines of a binary file object, split at ``eol`` (see :func:`eol_char`)."""
+    if eol == "\n":
+        yield from f
+        return
+    sep = eol.encode()
+    buf = b""
+    while chunk := f.read(1 << 20):
+        *lines, buf = (buf + chunk).split(sep)
+        yield from lines
+    if buf:
+        yield buf
+
+
 def head_lines(path: Path, n: int = HEAD_LINES) -> list[str]:
     """The first ``n`` non-empty lines of ``path`` as text (lossy UTF-8, BOM removed)."""
     out: list[str] = []
+    eol = eol_char(path)
     try:
         with path.open("rb") as f:
-            for raw in f:
+            for raw in raw_lines(f, eol):
                 line = raw[:65536].decode("utf-8", "replace").rstrip("\r\n")
                 if not out:
                     line = line.lstrip(BOM)

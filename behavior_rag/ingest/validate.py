@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from behavior_rag.bounds import MAX_ATTRS
 from behavior_rag.errors import ConfigError
 from behavior_rag.ingest.models import CANONICAL_FIELDS, REQUIRED_FIELDS, ColumnMapping
 from behavior_rag.ingest.readers import ROW
@@ -24,11 +25,23 @@ def map_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> pl.DataFrame:
     present = [c for c in raw.columns if c != ROW]
     lacking = [f for f in ("user_id", *REQUIRED_FIELDS) if not _has_source(f, mapping, present)]
     if lacking:
+        hints = ["map them with --map FIELD=COLUMN"]
+        if "event_type" in lacking:
+            hints.append("a log without an event type column (every row a view) takes --map "
+                         "event_type_constant=view")
+        if "user_id" in lacking:
+            hints.append("a log without user ids needs a session id column")
+        hints.append("`behavior-rag ingest FILE --inspect` proposes a whole mapping")
         raise ConfigError(
             f"the column(s) for required field(s) {lacking} are not in the file (looked for "
-            f"{ {f: mapping.sources(f) for f in lacking} }; columns: {present})"
-            + ("; a log without user ids needs a session id column" if "user_id" in lacking
-               else "") + ". Map them with --map FIELD=COLUMN", field=lacking[0])
+            f"{ {f: mapping.sources(f) for f in lacking} }; columns: {present[:50]}): "
+            + "; ".join(hints), field=lacking[0])
+    attrs = attr_columns(present, mapping)
+    if len(attrs) > MAX_ATTRS:  # each row would fail on its attrs: say it once, up front
+        raise ConfigError(
+            f"{len(attrs)} columns would be kept as event attributes (attrs: rest keeps every "
+            f"unmapped column); at most {MAX_ATTRS}: list the ones to keep (attrs: [a, b] in a "
+            "--mapping file) or attrs: []", field="attrs", value=", ".join(attrs[:5]) + ", ...")
     # Source columns by position: pl.col(name) reads a name like "^...$" as a regex.
     pos = {c: i for i, c in enumerate(raw.columns)}
     exprs = [pl.col(ROW)]
@@ -40,7 +53,7 @@ def map_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> pl.DataFrame:
             exprs.append(pl.coalesce(pl.nth(pos[c]) for c in cols).alias(field))
         else:
             exprs.append(pl.lit(None, pl.Utf8).alias(field))
-    exprs += [pl.nth(pos[c]).alias(f"a:{c}") for c in attr_columns(present, mapping)]
+    exprs += [pl.nth(pos[c]).alias(f"a:{c}") for c in attrs]
     return raw.select(exprs)
 
 
@@ -65,6 +78,16 @@ def unused_columns(raw: pl.DataFrame, mapping: ColumnMapping) -> list[str]:
     cols = [c for c in raw.columns if c != ROW]
     used = mapping.mapped_columns() | set(attr_columns(cols, mapping))
     return [c for c in cols if c not in used]
+
+
+def unknown_columns(raw: pl.DataFrame, mapping: ColumnMapping, named: set[str]) -> list[str]:
+    """Columns the mapping names that the file lacks, among ``named`` (the columns the user's
+    mapping or a built-in adapter names; the generic mapping's default names are guesses, and a
+    field fed by a constant reads no column)."""
+    used = set(named)
+    if mapping.event_type_constant:
+        used -= set(mapping.sources("event_type"))
+    return sorted(used - set(raw.columns))
 
 
 def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame, pl.DataFrame]:
