@@ -238,7 +238,9 @@ class IngestReport(BaseModel):
     unused_columns: list[str] = Field(default_factory=list, description="File columns neither "
                                       "mapped nor kept in attrs.")
     unknown_columns: list[str] = Field(default_factory=list, description="Columns the mapping "
-                                       "names that the file does not have.")
+                                       "names that the file does not have: a built-in "
+                                       "adapter's, or those you mapped (the generic mapping's "
+                                       "default names are guesses and not listed).")
     seconds: float = 0.0
 
 
