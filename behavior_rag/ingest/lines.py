@@ -62,8 +62,7 @@ def short_rows(path: Path, frame: pl.DataFrame, sep: str, eol: str, has_header: 
     fields than the header, which become ``malformed_line`` errors: polars pads such a row
     with blanks, so its fields are counted on the raw lines."""
     width = len([c for c in frame.columns if c != ROW])
-    counts = _field_counts(path, sep, eol, has_header)
-    counts = counts[:frame.height]
+    counts = _field_counts(path, sep, eol, has_header, frame.height)
     bad = [RowError(row=i, field="<line>", value=None, reason="malformed_line",
                     message=f"row {i}: {n} field(s) where the header has {width}")
            for i, n in enumerate(counts, start=1) if 0 < n < width]
@@ -73,12 +72,13 @@ def short_rows(path: Path, frame: pl.DataFrame, sep: str, eol: str, has_header: 
     return RawRead(frame=frame.filter(~pl.col(ROW).is_in(rows)), bad_lines=bad)
 
 
-def _field_counts(path: Path, sep: str, eol: str, has_header: bool) -> list[int]:
-    """Fields per record (0 for a blank line), records as polars numbers them."""
+def _field_counts(path: Path, sep: str, eol: str, has_header: bool, n: int) -> list[int]:
+    """Fields of the first ``n`` records (0 for a blank line), numbered as polars does."""
     try:
         lines = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None,
                             new_columns=["l"], infer_schema=False, encoding="utf8-lossy",
-                            eol_char=eol, raise_if_empty=False)["l"]
+                            eol_char=eol, raise_if_empty=False,
+                            n_rows=n + int(has_header))["l"]
     except pl.exceptions.PolarsError:
         lines = None
     if lines is not None and not (lines.str.count_matches('"', literal=True) % 2 == 1).any():
@@ -88,11 +88,11 @@ def _field_counts(path: Path, sep: str, eol: str, has_header: bool) -> list[int]
             .otherwise(pl.col("l").str.replace_all(r'"[^"]*"', "")
                        .str.count_matches(sep, literal=True) + 1))
         out = counts.to_series().to_list()
-        return out[1:] if has_header else out
+        return out[int(has_header):][:n]
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
         out = [len(r) if any(c.strip() for c in r) else 0
-               for r in csv.reader(f, delimiter=sep)]
-    return out[1:] if has_header else out
+               for _, r in zip(range(n + int(has_header)), csv.reader(f, delimiter=sep))]
+    return out[int(has_header):]
 
 
 def scan_csv(path: Path, sep: str, has_header: bool = True, columns: list[str] | None = None,
