@@ -136,3 +136,36 @@ def test_naive_timestamps_in_a_segment_are_read_as_utc(tmp_path):
     got = st.get_many([s.session_id for s in ss])
     assert got == ss
     assert st.last_event() == max(s.end for s in ss)
+
+
+# ---- 30.1 through an index folder: `profile` must not read another index's events ----------
+def test_profile_refuses_segment_paths_into_another_index(embed_home, tmp_path, capsys,
+                                                         monkeypatch):
+    from behavior_rag import BehaviorRAG
+    from behavior_rag.settings import Settings
+
+    s = Settings(home=embed_home, embed={"backend": "onnx-int8"}, llm={"backend": "none"})
+    ss = generate(8, seed=31).sessions
+    for name, part in (("a", ss[:4]), ("b", ss[4:])):
+        rag = BehaviorRAG(s, tmp_path / name)
+        rag.index_sessions(part)
+        rag.save()
+    cfg_path = tmp_path / "a" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    theirs = json.loads((tmp_path / "b" / "config.json").read_text())
+    seg, other = cfg["stores"]["sessions"]["segments"][0], \
+        theirs["stores"]["sessions"]["segments"][0]
+    seg.update(sessions_file="../../b/sessions/" + other["sessions_file"],
+               events_file=str(tmp_path / "b" / "sessions" / other["events_file"]))
+    cfg_path.write_text(json.dumps(cfg))
+    monkeypatch.setenv("BEHAVIOR_RAG_HOME", str(embed_home))
+    monkeypatch.setenv("BEHAVIOR_RAG_EMBED__BACKEND", "onnx-int8")
+    monkeypatch.setenv("BEHAVIOR_RAG_LLM__BACKEND", "none")
+    monkeypatch.setattr(sys, "argv", ["behavior-rag", "profile", ss[5].user_id, "--index",
+                                      str(tmp_path / "a")])
+    with pytest.raises(SystemExit) as ex:
+        main()
+    out, err = capsys.readouterr()
+    assert ex.value.code == 2 and "Traceback" not in err and ss[5].session_id not in out
+    e = json.loads(err.strip().splitlines()[-1])
+    assert e["error"] == "StoreError" and "not a file name inside the store" in e["message"]
