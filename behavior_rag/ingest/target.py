@@ -22,6 +22,9 @@ from pathlib import Path
 
 from behavior_rag.errors import StoreError
 
+# the fields every store manifest has (ingest.store.StoreManifest; not imported: store uses us)
+STORE_KEYS = {"sessions", "events", "users", "labels", "created"}
+
 
 def check_store_target(path: str | Path) -> None:
     """Raise :class:`StoreError` unless ``path`` can become a store: absent (below folders),
@@ -50,15 +53,15 @@ def check_store_target(path: str | Path) -> None:
         raise StoreError("refusing to replace a folder that is not a session store (it has "
                          "files and no manifest.json): choose a new or empty folder",
                          file=str(path), field="out")
-    from behavior_rag.ingest.store import StoreManifest  # noqa: PLC0415 (store imports us)
-
     try:
-        StoreManifest.model_validate_json((path / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
+        data = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and STORE_KEYS <= set(data)):
         raise StoreError("refusing to replace a folder that is not a session store (its "
                          "manifest.json is not a store manifest; a fitted model's folder?): "
                          "choose a new or empty folder", file=str(path / "manifest.json"),
-                         field="out") from e
+                         field="out")
 
 
 def _index_config(folder: Path) -> bool:
