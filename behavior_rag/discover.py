@@ -77,8 +77,10 @@ def _kmeans(x: np.ndarray, k: int, seed: int, restarts: int = N_RESTARTS):
     best = None
     for r in range(max(1, restarts)):
         init, _ = kmeans_plusplus(x, k, random_state=seed + r)
+        # min_points_per_centroid=1: FAISS would print (to stderr, from C++) a warning for
+        # fewer than 39 points per cluster; small samples are fine for drafting a taxonomy
         km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed + r, verbose=False,
-                          spherical=True)
+                          spherical=True, min_points_per_centroid=1)
         km.train(x, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
         _, assign = km.index.search(x, 1)
         cent = normalise(km.centroids)
@@ -104,8 +106,24 @@ def _slug(words: list[str]) -> str:
     s = re.sub(r"[^a-z0-9]+", "_", "_".join(words).lower()).strip("_")
     return re.sub(r"_+", "_", s) or "cluster"
 
+def column_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation over the values present; NaN for a column with
+    none (a fact no session has, e.g. prices in a log without them), without numpy's
+    "Mean of empty slice" warnings.
+
+    >>> column_stats(np.array([[1.0, np.nan], [3.0, np.nan]]))
+    (array([ 2., nan]), array([ 1., nan]))
+    """
+    ok = ~np.isnan(x)
+    n = ok.sum(axis=0)
+    safe = np.maximum(n, 1)
+    mean = np.where(ok, x, 0.0).sum(axis=0) / safe
+    var = np.where(ok, (x - mean) ** 2, 0.0).sum(axis=0) / safe
+    return np.where(n > 0, mean, np.nan), np.where(n > 0, np.sqrt(var), np.nan)
+
+
 def _describe(i: int, members: np.ndarray, facts: np.ndarray, mu, sd, top: int = 3):
-    means = np.nanmean(facts[members], axis=0)
+    means, _ = column_stats(facts[members])
     z = np.where(sd > 0, (means - mu) / np.where(sd > 0, sd, 1), 0.0)
     z = np.nan_to_num(z)
     order = [j for j in np.argsort(-np.abs(z)) if abs(z[j]) >= 0.25][:top]
@@ -163,7 +181,7 @@ def discover(sessions: Sequence[Session], embedder, *, k: int | None = None,
         raise ConfigError(f"discovery needs at least 10 sessions with events, got "
                           f"{len(sessions)}", field="sessions")
     facts = fact_rows(sessions)
-    mu, sd = np.nanmean(facts, axis=0), np.nanstd(facts, axis=0)
+    mu, sd = column_stats(facts)
     x = _features(sessions, facts, embedder, features, settings, hybrid)
     ks = [k] if k else list(range(k_range[0], min(k_range[1], len(sessions) - 1) + 1))
     rng = np.random.default_rng(seed)

@@ -1,5 +1,7 @@
 """The ``behavior-rag`` command: one module per command group, registered here. JSON on stdout
-by default (``--human`` for people); errors are JSON on stderr with exit code 2.
+by default (``--human`` for people); errors are JSON on stderr with exit code 2. Libraries'
+chatter (progress bars, warnings, log lines) reaches stderr only with ``-v``
+(:mod:`behavior_rag.cli.verbosity`).
 
 Example:
     $ behavior-rag --help
@@ -25,10 +27,20 @@ from behavior_rag.cli.index import index_app, similar_cmd
 from behavior_rag.cli.ingest import ingest_cmd, render_cmd, synth_cmd
 from behavior_rag.cli.serve import serve_cmd
 from behavior_rag.cli.tune import embed_app, reembed_cmd
+from behavior_rag.cli.verbosity import configure
 from behavior_rag.errors import BehaviorRagError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Recognise and explain e-commerce shopper behaviour.")
+
+
+@app.callback()
+def _options(verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="Show library logs, progress bars and warnings "
+        "(INFO; -vv: DEBUG). Give it before the command: behavior-rag -v classify ...")) -> None:
+    configure(verbose)
+
+
 app.command("ingest")(ingest_cmd)
 app.command("render")(render_cmd)
 app.command("synth")(synth_cmd)

