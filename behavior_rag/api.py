@@ -29,7 +29,6 @@ from behavior_rag.embed.base import EmbedderInfo, Progress
 from behavior_rag.errors import ConfigError, TaxonomyError
 from behavior_rag.finetune import finetune
 from behavior_rag.fitting import fit_model
-from behavior_rag.fusion import FusionParams, fit
 from behavior_rag.heads.cascade import CascadeParams
 from behavior_rag.heads.model import FitStats
 from behavior_rag.heads.store import load_model, save_model
@@ -83,7 +82,7 @@ class BehaviorRAG:
     """
 
     def __init__(self, settings: Settings | None = None, index_path: str | Path | None = None,
-                 *, fresh: bool = False, llm=None) -> None:
+                 *, fresh: bool = False, llm=None, embedder: Embedder | None = None) -> None:
         self.settings = settings or default_settings()
         self.index_path = Path(index_path) if index_path else self.settings.index_dir / "default"
         if not fresh and (self.index_path / "config.json").exists():
@@ -99,9 +98,11 @@ class BehaviorRAG:
                 log.info("using the index's embedding backend %s", built.backend)
                 self.settings = self.settings.model_copy(update={
                     "embed": self.settings.embed.model_copy(update={"backend": built.backend})})
-        self._embedder: Embedder | None = None
+        # an Embedder object overrides settings.embed (e.g. one registered by a plugin)
+        self._embedder: Embedder | None = embedder
         self._index: VectorIndex | None = None
-        self._classifier = None
+        self._classifier: Classifier | None = None
+        self._history: UserHistory | None = None  # what a history-reading model was given
         self._llm = llm  # an LLMBackend object overrides settings.llm (e.g. LangChainBackend)
         # stores, locks and fitted files of the folder, committed together (index/folder.py)
         self.folder = IndexFolder(self.index_path, fresh=fresh,
@@ -151,8 +152,8 @@ class BehaviorRAG:
         report = upsert_sessions(self.index, self.embedder, sessions, settings=self.settings,
                                  split=split, progress=progress)
         self.sessions.upsert(sessions)
-        if self._classifier is not None and self._classifier.history is not None:
-            self._classifier.history.add(sessions, override=False)
+        if self._history is not None:  # the classifier reads this object
+            self._history.add(sessions, override=False)
         return report
 
     @property
@@ -172,8 +173,8 @@ class BehaviorRAG:
         sessions = self.user_ids.sessions(sessions)
         self._begin()
         self.recorded.upsert(sessions)
-        if self._classifier is not None and self._classifier.history is not None:
-            self._classifier.history.add(sessions)
+        if self._history is not None:
+            self._history.add(sessions)
         return len(sessions)
 
     def user_history(self) -> UserHistory | None:
@@ -279,32 +280,39 @@ class BehaviorRAG:
 
     # ---- classification -----------------------------------------------------------------
     @property
-    def classifier(self):
-        """The few-shot classifier over this index (LLM from settings; fusion parameters from
-        the commit's fusion file once :meth:`fit_fusion` has run)."""
+    def classifier(self) -> Classifier:
+        """The classifier over this index: the fitted model of the last commit (else the
+        default kNN model) and the LLM from settings (not loaded when ``classify.llm=never``)."""
         if self._classifier is None:
-            fusion_path = self.folder.fusion_path()
-            fusion = FusionParams.load(fusion_path) if fusion_path.exists() else None
             tax = load_taxonomy(self.settings.classify.taxonomy)
-            mdir = self.model_path()
-            model = load_model(mdir, taxonomy=tax, embedder=self.index.embedder) \
-                if not self.folder.fresh and (mdir / "manifest.json").exists() else None
-            # classify.llm=never: the LLM is never asked, so it is not loaded either
+            model = self._load_model(tax)
             llm = self._llm if self._llm is not None else None if \
                 self.settings.classify.llm == "never" else get_llm(self.settings)
             self._classifier = Classifier(
-                self.index, self.embedder, llm, tax,
-                settings=self.settings, fusion=fusion, model=model,
+                self.index, self.embedder, llm, tax, settings=self.settings, model=model,
                 # the sessions are read only for a model that looks back at them
-                history=self.user_history() if model and model.heads.spec.history else None)
+                history=self._reading_history(model))
         return self._classifier
 
+    def _reading_history(self, model) -> UserHistory | None:
+        """The users' sessions for a model that reads them (kept current by later adds)."""
+        self._history = self.user_history() if model and model.heads.history else None
+        return self._history
+
+    def _load_model(self, tax):
+        if self.folder.fresh:
+            return None
+        mdir = self.model_path()
+        return load_model(mdir, taxonomy=tax, embedder=self.index.embedder) \
+            if (mdir / "manifest.json").exists() else None
+
     def fit(self, train: Sequence[Session], dev: Sequence[Session], *,
+            heads: Sequence[str] | None = None,
             progress: Callable[[str], None] | None = None) -> FitReport:
         """Fit the classifier on labelled sessions: index ``train`` as labelled examples, fit
-        the facts, embedding and kNN heads and their stack (heads chosen by CV on the
-        taxonomy's metric), the abstain threshold and the LLM cascade on ``dev``; save it all
-        (``<index>/model/`` and the index). :meth:`classify` then uses it.
+        the heads (``heads``, default ``classify.heads``) and their stack (heads chosen by CV
+        on the taxonomy's metric), the abstain threshold and the LLM cascade on ``dev``; then
+        commit it all at once (vectors, sessions and model). :meth:`classify` then uses it.
 
         Example:
             >>> rag.fit(train_sessions, dev_sessions).chosen                  # doctest: +SKIP
@@ -316,16 +324,13 @@ class BehaviorRAG:
         if self.settings.index.hybrid:
             self._use_hybrid(fit_hybrid(self.embedder, train, dev, settings=self.settings))
         self.add_labelled(train)
-        self.save()
-        clf = self.classifier
-        clf.model = None  # a previous model must not shape the new one
-        clf.history = self.user_history()
-        model = fit_model(clf, list(train), list(dev), progress=progress)
-        if not model.heads.spec.history:
-            clf.history = None
+        # a previous model must not shape the new one: fit over the default model
+        base = self.classifier.with_model(None)
+        model = fit_model(base, list(train), list(dev), history=self.user_history(),
+                          heads=heads, progress=progress)
         manifest = save_model(model, self.folder.new_model_path())
-        clf.model = model
-        self.save()  # config.json names the new model: it commits with the index
+        self._classifier = base.with_model(model, self._reading_history(model))
+        self.save()  # one commit: vectors, sessions and the model become visible together
         return FitReport(path=str(self.model_path()), chosen=manifest.chosen,
                          cv_loss=manifest.cv_loss, metric=manifest.metric, dev=manifest.dev,
                          cascade=manifest.cascade, hybrid=self.index.hybrid)
@@ -346,37 +351,32 @@ class BehaviorRAG:
         self._classifier = None  # it holds the old index
 
     @overload
-    def classify(self, session: Session) -> PatternPrediction: ...
+    def classify(self, session: Session, *, voters: bool = False) -> PatternPrediction: ...
 
     @overload
-    def classify(self, session: Sequence[Session]) -> list[PatternPrediction]: ...
+    def classify(self, session: Sequence[Session], *, voters: bool = False
+                 ) -> list[PatternPrediction]: ...
 
-    def classify(self, session):
+    def classify(self, session, *, voters: bool = False):
         """Label one session, or a list of sessions (returns the shape it was given).
+        ``voters``: also find the similar labelled sessions behind the label when the model
+        does not read them anyway (a facts-only model then embeds and searches too).
 
         Example:
             >>> rag.classify(session).label                                     # doctest: +SKIP
             'deal_hunter'
         """
         if isinstance(session, Session):
-            return self.classifier.classify(self.user_ids.session(session))
-        return self.classify_many(list(session))
+            return self.classifier.classify(self.user_ids.session(session), voters=voters)
+        return self.classify_many(list(session), voters=voters)
 
-    def classify_many(self, sessions: Sequence[Session], *, progress: Progress | None = None
+    def classify_many(self, sessions: Sequence[Session], *, progress: Progress | None = None,
+                      voters: bool = False, heads: Sequence[str] = ()
                       ) -> list[PatternPrediction]:
-        """Label sessions; results in input order."""
-        return self.classifier.classify_many(self.user_ids.sessions(sessions), progress=progress)
-
-    def fit_fusion(self, dev_sessions: Sequence[Session]):
-        """Fit fusion weights/temperatures/calibration on labelled dev sessions (never test
-        data); they commit with the index (``<index>/fusion-<hex>.json``, named by config.json)."""
-        clf = self.classifier
-        self._begin()
-        params = fit(clf.dev_examples(self.user_ids.sessions(dev_sessions)), clf.labels)
-        params.save(self.folder.new_fusion_path())
-        clf.fusion = params
-        self.save()
-        return params
+        """Label sessions; results in input order (``heads``: run these heads too, for
+        their probabilities in ``head_probabilities``)."""
+        return self.classifier.classify_many(self.user_ids.sessions(sessions), progress=progress,
+                                             voters=voters, heads=heads)
 
     def finetune(self, train: Sequence[Session], val: Sequence[Session], out: str | Path,
                  config=None):

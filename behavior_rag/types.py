@@ -284,9 +284,10 @@ class PatternPrediction(BaseModel):
     evidence_dropped: int = 0
     neighbors: list[str] = Field(default_factory=list, description="Session ids of the "
                                  "labelled examples used.")
-    source: Literal["fused", "knn", "llm", "stack", "stack+llm"] = Field(
-        "fused", description="stack: the fitted heads decided; stack+llm: the LLM was asked "
-        "too (cascade); knn / llm / fused: no fitted model, the kNN vote and LLM scores.")
+    source: Literal["knn", "knn+llm", "stack", "stack+llm", "fused", "llm"] = Field(
+        "stack", description="stack: the fitted heads decided; stack+llm: the LLM was asked "
+        "too (cascade); knn / knn+llm: no fitted model, the default model's kNN vote (and the "
+        "LLM's scores). fused / llm: predictions made before the default model replaced fusion.")
     decided_by: list[str] = Field(default_factory=list, description="The heads whose outputs "
                                   "made the probabilities (the stack's chosen heads, + llm).")
     llm_asked: bool = False

@@ -66,7 +66,7 @@ def test_llm_prediction_is_grounded_and_uses_other_users(setup, llm):
     s, emb, index, test = setup
     clf = Classifier(index, emb, llm, load_taxonomy(), settings=s)
     for sess, p in zip(test[:3], clf.classify_many(test[:3])):
-        assert p.label in clf.labels and p.source == "fused"
+        assert p.label in clf.labels and p.source == "knn+llm"
         assert set(p.llm_scores) == set(clf.labels)
         facts = compute_facts(sess)
         assert p.evidence_dropped == 0 and p.llm_margin is not None

@@ -56,16 +56,19 @@ def test_fit_reaches_the_personas_and_says_which_heads_decided(fitted):
     assert set(report.chosen) <= {"facts", "embed", "knn"} and report.chosen
     p = preds[0]
     assert p.source == "stack" and p.decided_by == report.chosen and not p.llm_asked
-    assert set(p.head_probabilities) == {"facts", "embed", "knn"}
+    assert set(p.head_probabilities) == set(report.chosen)  # only the heads it ran
     assert abs(sum(p.probabilities.values()) - 1) < 1e-9
 
 
 def test_the_manifest_records_the_heads_cv_chose(fitted):
     rag, report, _, ix = fitted
     man = read_manifest(report.path)
-    assert man.chosen == report.chosen == rag.classifier.model.heads.stack.chosen
+    assert man.chosen == report.chosen == rag.classifier.model.heads.chosen
     assert len(man.cv_loss) == 7  # every non-empty subset of 3 heads was scored
-    assert man.feature_names[:2] == ["n_events", "n_view"] and man.taxonomy == "shopper-personas"
+    assert set(man.heads) == {"facts", "embed", "knn"}
+    spec = man.heads["facts"].params["spec"]
+    assert spec["facts"] and man.heads["facts"].files == ["facts_gbm.txt"]
+    assert man.taxonomy == "shopper-personas"
     assert {"lightgbm", "scikit-learn", "numpy"} <= set(man.versions)
 
 
@@ -110,11 +113,11 @@ def test_a_tampered_file_or_feature_set_is_refused(fitted, tmp_path):
     assert e.value.context["file"].endswith("facts_gbm.txt")
     model = _copy(ix, tmp_path / "b")
     man = json.loads((model / "manifest.json").read_text())
-    man["feature_names"] = man["feature_names"][::-1]
+    man["heads"]["facts"]["params"]["spec"]["history"] = True  # 10 more features than saved
     (model / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(StoreError) as e:
         load_model(model, taxonomy=tax, embedder=info)
-    assert e.value.context["field"] == "feature_names"
+    assert e.value.context["field"] == "heads.facts" and "features" in e.value.message
 
 
 def test_a_pickled_array_is_never_loaded(fitted, tmp_path):
@@ -146,10 +149,12 @@ def test_the_cascade_asks_only_below_its_threshold(fitted, embed_home):
     _, _, sp, ix = fitted
     server = ChatServer("deal_hunter")
     rag = _with_llm(embed_home, ix, server, "cascade")
-    rag.classifier.model.cascade = CascadeParams(threshold=0.9, w_llm=0.5)
+    # the fitted model with another cascade threshold: a new model (models are immutable)
+    clf = rag.classifier.with_model(rag.classifier.model.model_copy(
+        update={"cascade": CascadeParams(threshold=0.9, w_llm=0.5)}))
     never = BehaviorRAG(_settings(embed_home, llm="never"), ix).classify(sp.test[:30])
     unsure = sum(p.confidence < 0.9 for p in never)
-    preds = rag.classify(sp.test[:30])
+    preds = clf.classify_many(rag.user_ids.sessions(sp.test[:30]))
     assert server.requests == unsure == sum(p.llm_asked for p in preds)
     assert all(p.source == ("stack+llm" if p.llm_asked else "stack") for p in preds)
 
@@ -174,19 +179,19 @@ def test_the_facts_head_picks_its_rounds_by_out_of_fold_loss(fitted):
     from sklearn.metrics import log_loss
     from sklearn.model_selection import KFold
 
-    from behavior_rag.heads.gbm import FactsHead
+    from behavior_rag.heads.gbm import GBM
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1200, 8))
     y = np.where(rng.random(1200) < 1 / (1 + np.exp(3.0 - 0.6 * X[:, 0])), "buy", "no")
     folds = list(KFold(5, shuffle=True, random_state=0).split(X))
-    head = FactsHead(["no", "buy"], [f"x{i}" for i in range(8)])
+    head = GBM(["no", "buy"], [f"x{i}" for i in range(8)])
     oof = head.fit_folds(X, y, folds)
     assert head.rounds < head.params.n_estimators
     assert head.booster.num_trees() == head.rounds
     full = np.zeros_like(oof)
     for tr, te in folds:
-        full[te] = FactsHead(["no", "buy"], list(range(8))).fit(X[tr], y[tr]).predict_proba(X[te])
+        full[te] = GBM(["no", "buy"], list(range(8))).fit(X[tr], y[tr]).predict_proba(X[te])
     assert log_loss(y == "buy", oof[:, 1]) < log_loss(y == "buy", full[:, 1])
     _, report, _, _ = fitted  # BehaviorRAG.fit reports the count it chose
     assert 1 <= report.dev.facts_rounds <= 200

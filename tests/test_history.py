@@ -62,8 +62,8 @@ def test_earlier_means_ended_before_this_one_started():
 def test_the_fitted_model_uses_history_and_propensity(intent):
     rag, sp, _, s, ix = intent
     model = rag.classifier.model
-    assert model.heads.spec.history and model.heads.propensity is not None
-    assert "purchases_before" in model.heads.spec.names
+    assert model.heads.history and model.heads.propensity is not None
+    assert "purchases_before" in model.heads.heads["facts"].spec.names
     again = BehaviorRAG(s, ix)  # saved with the index: history store and propensity table
     a, b = rag.classify(sp.test[:20]), again.classify(sp.test[:20])
     assert [p.probabilities for p in a] == [p.probabilities for p in b]
@@ -131,4 +131,5 @@ def test_cli_fit_records_history_and_fits_history_facts(tmp_path, embed_home):
 
     model = BehaviorRAG(index_path=tmp_path / "ix").model_path()
     assert model.name.startswith("model-") and model.parent == tmp_path / "ix"
-    assert "purchases_before" in read_manifest(model).feature_names
+    assert read_manifest(model).history
+    assert read_manifest(model).heads["facts"].params["spec"]["history"]

@@ -85,16 +85,37 @@ def test_a_data_path_outside_the_folder_is_refused(built, tmp_path, where):
         _load(s, dst)
 
 
-@pytest.mark.parametrize("field,where", [("model", "../other/model-0123456789ab"),
-                                         ("fusion", "/etc/passwd"),
-                                         ("fusion", "../fusion-0123456789ab.json")])
-def test_fitted_files_outside_the_folder_are_refused(built, tmp_path, field, where):
+@pytest.mark.parametrize("where", ["../other/model-0123456789ab", "/etc", "model",
+                                   "sessions"])
+def test_artifacts_outside_the_folder_are_refused(built, tmp_path, where):
     s, dst, cfg, _ = _copy(built, tmp_path)
-    cfg[field] = where
+    cfg["artifacts"] = {"model": {"path": where}}
     (dst / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(StoreError, match=f"not a {field}-<hex>") as e:
+    with pytest.raises(StoreError, match="not a folder of this index") as e:
         _ = BehaviorRAG(s, dst).classifier
-    assert e.value.context["field"] == field
+    assert e.value.context["field"] == "artifacts.model"
+
+
+@pytest.mark.parametrize("where", ["/etc/passwd", "../fusion-0123456789ab.json",
+                                   "fusion-0123456789ab.json"])
+def test_retired_fusion_files_are_never_read_and_the_next_commit_removes_them(
+        built, tmp_path, where):
+    """An index from before the default model names fusion weights: they are ignored (the
+    unfitted index classifies with the kNN vote), and the next commit removes a fusion file
+    inside the folder (never anything outside it)."""
+    s, dst, cfg, _ = _copy(built, tmp_path)
+    (dst / "fusion-0123456789ab.json").write_text('{"w_llm": 0.9}')
+    (tmp_path / "fusion-0123456789ab.json").write_text("outside")
+    cfg["fusion"] = where
+    (dst / "config.json").write_text(json.dumps(cfg))
+    rag = BehaviorRAG(s, dst)
+    assert rag.classifier.model is None
+    assert rag.classify(generate(1, seed=9).sessions[0]).source == "knn"
+    rag.delete_sessions([])  # any change, then the commit
+    rag.save()
+    assert not (dst / "fusion-0123456789ab.json").exists()
+    assert (tmp_path / "fusion-0123456789ab.json").read_text() == "outside"
+    assert "fusion" not in json.loads((dst / "config.json").read_text())
 
 
 def test_faiss_of_another_dim_or_size_and_a_wrong_kind_are_refused(built, tmp_path):

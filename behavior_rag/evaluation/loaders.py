@@ -8,7 +8,7 @@
 * ``synth-personas`` — the SYNTHETIC persona generator (or a session store written by
   ``behavior-rag synth --out``), 8 labels; split by user.
 
-Validation (thresholds, fusion weights, calibration) always comes out of the training part.
+Validation (thresholds, the stack, the cascade, calibration) always comes out of the training part.
 
 Example:
     >>> t = load_task("synth-personas", seed=1, synth_n=200)

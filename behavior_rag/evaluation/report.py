@@ -132,7 +132,7 @@ def write_report(res: EvalResult, curves: dict, out: Path, seconds: float) -> Pa
              f"2-core CPU box. Command: `{cmd}`.", "",
              f"- Data: {', '.join(res.sources)}",
              f"- Protocol: {res.protocol}. Sizes: train {res.sizes['train']}, validation "
-             f"{res.sizes['val']}, test {res.sizes['test']}. Thresholds, fusion weights and "
+             f"{res.sizes['val']}, test {res.sizes['test']}. Thresholds, the stack and "
              "stacking are fitted on validation only; the test part is scored once."]
     if binary:
         lines.append("- Thresholds: the product rows (product, cascade, always) are scored at "

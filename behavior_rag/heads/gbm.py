@@ -7,21 +7,25 @@ loads without pickle.
 Example:
     >>> import numpy as np
     >>> X = np.array([[0.0], [1.0], [0.1], [0.9]] * 10)
-    >>> head = FactsHead(["no", "yes"], ["x"]).fit(X, np.array(["no", "yes", "no", "yes"] * 10))
-    >>> int(head.predict_proba(np.array([[0.95]])).argmax())
+    >>> gbm = GBM(["no", "yes"], ["x"]).fit(X, np.array(["no", "yes", "no", "yes"] * 10))
+    >>> int(gbm.predict_proba(np.array([[0.95]])).argmax())
     1
-    >>> FactsHead.from_text(head.to_text(), ["no", "yes"], ["x"]).predict_proba(X[:1]).shape
+    >>> GBM.from_text(gbm.to_text(), ["no", "yes"], ["x"]).predict_proba(X[:1]).shape
     (1, 2)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from behavior_rag.errors import ConfigError
+from behavior_rag.errors import ConfigError, StoreError
+from behavior_rag.heads.base import Contributions, Folds, Head, HeadInputs
+from behavior_rag.heads.features import FACT_FEATURES, FeatureSpec
 
 
 class GBMParams(BaseModel):
@@ -52,10 +56,8 @@ def _lgb():
     return lightgbm
 
 
-class FactsHead:
+class GBM:
     """Gradient boosting from features to label probabilities (columns in ``classes`` order)."""
-
-    name = "facts"
 
     def __init__(self, classes: Sequence[str], feature_names: Sequence[str],
                  params: GBMParams | None = None, categorical: Sequence[int] = ()) -> None:
@@ -88,7 +90,7 @@ class FactsHead:
                            categorical_feature=self.categorical or "auto", free_raw_data=True)
         return lgb.train(self._lgb_params(), data, num_boost_round=rounds)
 
-    def fit(self, X: np.ndarray, y: Sequence[str]) -> FactsHead:
+    def fit(self, X: np.ndarray, y: Sequence[str]) -> GBM:
         self.booster = self._train(X, self._encode(y), self.params.n_estimators)
         return self
 
@@ -104,7 +106,7 @@ class FactsHead:
             >>> X = np.array([[0.0], [1.0], [0.1], [0.9]] * 10)
             >>> y = np.array(["no", "yes", "no", "yes"] * 10)
             >>> folds = [(np.arange(40) % 2 == i, np.arange(40) % 2 != i) for i in (0, 1)]
-            >>> oof = FactsHead(["no", "yes"], ["x"]).fit_folds(X, y, folds)
+            >>> oof = GBM(["no", "yes"], ["x"]).fit_folds(X, y, folds)
             >>> oof.shape
             (40, 2)
         """
@@ -168,11 +170,75 @@ class FactsHead:
 
     @classmethod
     def from_text(cls, text: str, classes: Sequence[str], feature_names: Sequence[str],
-                  params: GBMParams | None = None) -> FactsHead:
+                  params: GBMParams | None = None) -> GBM:
         head = cls(classes, feature_names, params)
         head.booster = _lgb().Booster(model_str=text)
         n = head.booster.num_feature()
         if n != len(head.feature_names):
             raise ConfigError(f"the saved facts model reads {n} features, the manifest names "
                               f"{len(head.feature_names)}", field="features")
+        return head
+
+
+class FactsHead(Head):
+    """The ``facts`` head: the session's feature vector (:class:`FeatureSpec`, learnt from the
+    training sessions) into LightGBM, its rounds chosen by out-of-fold log-loss; its TreeSHAP
+    contributions name the facts that moved a decision."""
+
+    name = "facts"
+    needs = frozenset({"facts"})
+    FILE = "facts_gbm.txt"
+
+    def __init__(self, classes: Sequence[str], seed: int = 0, gbm: GBMParams | None = None
+                 ) -> None:
+        super().__init__(classes, seed)
+        self.gbm_params = gbm or GBMParams(seed=seed)
+        self.spec: FeatureSpec | None = None
+        self.gbm: GBM | None = None
+
+    @property
+    def uses_history(self) -> bool:
+        return bool(self.spec and self.spec.history)
+
+    def matrix(self, rows: HeadInputs) -> np.ndarray:
+        return self.spec.transform(rows.sessions, rows.facts)
+
+    def fit(self, rows: HeadInputs, y: np.ndarray, folds: Folds) -> np.ndarray:
+        self.spec = FeatureSpec.fit(rows.sessions, history=rows.history)
+        self.gbm = GBM(self.classes, self.spec.names, self.gbm_params,
+                       self.spec.categorical_index)
+        return self.gbm.fit_folds(self.matrix(rows), y, folds)
+
+    def predict_proba(self, rows: HeadInputs) -> np.ndarray:
+        return self.gbm.predict_proba(self.matrix(rows))
+
+    def contributions(self, rows: HeadInputs, probs: np.ndarray) -> Contributions | None:
+        x = self.matrix(rows)
+        if not len(x):
+            return None
+        return Contributions(values=self.gbm.logodds_contributions(x, probs),
+                             names=self.spec.fact_names)
+
+    @property
+    def rounds(self) -> int | None:
+        return self.gbm.rounds if self.gbm is not None else None
+
+    def params(self) -> dict[str, Any]:
+        return {"spec": self.spec.model_dump(mode="json"),
+                "gbm": self.gbm_params.model_dump(mode="json"), "rounds": self.rounds}
+
+    def save(self, folder: Path) -> list[str]:
+        (folder / self.FILE).write_text(self.gbm.to_text())
+        return [self.FILE]
+
+    @classmethod
+    def load(cls, folder: Path, classes: Sequence[str], params: dict[str, Any]) -> FactsHead:
+        head = cls(classes, gbm=GBMParams.model_validate(params["gbm"]))
+        head.spec = FeatureSpec.model_validate(params["spec"])
+        if head.spec.facts and head.spec.names[:len(FACT_FEATURES)] != list(FACT_FEATURES):
+            raise StoreError("the model's feature set differs from the one this version "
+                             "computes: refit", file=str(folder), field="heads.facts.spec")
+        head.gbm = GBM.from_text((folder / cls.FILE).read_text(), classes, head.spec.names,
+                                 head.gbm_params)
+        head.gbm.rounds = params.get("rounds")
         return head

@@ -16,10 +16,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from behavior_rag.errors import ConfigError
+from behavior_rag.errors import ConfigError, StoreError
+from behavior_rag.heads.base import Folds, Head, HeadInputs
 
 
 class LinearHead:
@@ -70,3 +73,53 @@ class LinearHead:
                               f" for {len(head.classes)} classes", field="model")
         head.coef, head.intercept = coef.astype(float), intercept.astype(float)
         return head
+
+
+class EmbedHead(Head):
+    """The ``embed`` head: logistic regression on the session's text embedding."""
+
+    name = "embed"
+    needs = frozenset({"vector"})
+
+    def __init__(self, classes: Sequence[str], seed: int = 0) -> None:
+        super().__init__(classes, seed)
+        self.lr: LinearHead | None = None
+
+    def fit(self, rows: HeadInputs, y: np.ndarray, folds: Folds) -> np.ndarray:
+        oof = np.zeros((len(y), len(self.classes)))
+        for tr, te in folds:
+            oof[te] = LinearHead(self.classes, seed=self.seed).fit(
+                rows.vectors[tr], y[tr]).predict_proba(rows.vectors[te])
+        self.lr = LinearHead(self.classes, seed=self.seed).fit(rows.vectors, y)
+        return oof
+
+    def predict_proba(self, rows: HeadInputs) -> np.ndarray:
+        return self.lr.predict_proba(rows.vectors)
+
+    def params(self) -> dict[str, Any]:
+        return {"dim": int(self.lr.coef.shape[1])}
+
+    def save(self, folder: Path) -> list[str]:
+        return save_linear(self.lr, folder, "embed")
+
+    @classmethod
+    def load(cls, folder: Path, classes: Sequence[str], params: dict[str, Any]) -> EmbedHead:
+        head = cls(classes)
+        head.lr = load_linear(folder, "embed", classes)
+        return head
+
+
+def save_linear(lr: LinearHead, folder: Path, name: str) -> list[str]:
+    """``<name>_coef.npy`` and ``<name>_intercept.npy`` (no pickle)."""
+    np.save(folder / f"{name}_coef.npy", lr.coef, allow_pickle=False)
+    np.save(folder / f"{name}_intercept.npy", lr.intercept, allow_pickle=False)
+    return [f"{name}_coef.npy", f"{name}_intercept.npy"]
+
+
+def load_linear(folder: Path, name: str, classes: Sequence[str]) -> LinearHead:
+    try:
+        coef = np.load(folder / f"{name}_coef.npy", allow_pickle=False)
+        intercept = np.load(folder / f"{name}_intercept.npy", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise StoreError(f"cannot read the {name} model: {e}", file=str(folder)) from e
+    return LinearHead.from_arrays(classes, coef, intercept)

@@ -1,18 +1,16 @@
-"""The cheap part of the classifier: three heads and the stack that combines them.
+"""The cheap part of the classifier: the heads (registered by name, :mod:`.registry`) and
+the stack that combines the ones cross-validation chooses.
 
-* ``facts``: LightGBM over the session's feature vector (:mod:`behavior_rag.heads.gbm`);
-* ``embed``: logistic regression on the session's embedding (:mod:`behavior_rag.heads.linear`);
-* ``knn``: the similarity-weighted vote of the nearest labelled sessions of other users, its
-  temperature and label calibration fitted on the training rows (:func:`behavior_rag.fusion.fit`).
+:meth:`HeadsModel.fit` fits each asked-for head on the training sessions, getting its
+out-of-fold probabilities by grouped K-fold (a user's sessions stay in one fold); the stack is
+fitted on those rows plus the dev rows, and the abstain threshold on the stack's out-of-fold
+probabilities of the dev rows. :meth:`HeadsModel.default` is the model of an index nobody
+fitted: the kNN vote alone (label definitions are checked after it, as after any model).
 
-:meth:`HeadsModel.fit` trains the facts and embedding heads on the training sessions and gets
-their out-of-fold probabilities by grouped K-fold (a user's sessions stay in one fold); the kNN
-vote is out-of-fold by construction (never the session's own user). The stack is fitted on
-those rows plus the dev rows, and the abstain threshold on the stack's out-of-fold
-probabilities of the dev rows.
+A fitted model is not changed afterwards: fitting again gives a new one.
 
 Example:
-    >>> model = HeadsModel.fit(train_rows, dev_rows, taxonomy)          # doctest: +SKIP
+    >>> model, stats = HeadsModel.fit(train_rows, dev_rows, taxonomy.names)  # doctest: +SKIP
     >>> model.predict(rows).stacked.argmax(1)                            # doctest: +SKIP
 """
 
@@ -25,53 +23,31 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from behavior_rag.errors import ConfigError
 from behavior_rag.facts import compute_facts
-from behavior_rag.fusion import DevExample, FusionParams, fit, knn_vote
-from behavior_rag.heads.features import FeatureSpec
-from behavior_rag.heads.gbm import FactsHead, GBMParams
-from behavior_rag.heads.linear import LinearHead
+from behavior_rag.heads.base import Contributions, Head, HeadInputs
+from behavior_rag.heads.knn import KnnHead
+from behavior_rag.heads.registry import head_class
 from behavior_rag.heads.stack import Metric, Stack
 from behavior_rag.heads.threshold import best_threshold
 from behavior_rag.history import Propensity, UserHistory, history_facts
-from behavior_rag.types import Session, SessionFacts
+from behavior_rag.types import SessionFacts
 
-HEADS = ("facts", "embed", "knn")
-
-
-class HeadInputs(BaseModel):
-    """Sessions with what the heads read besides the events: their embedding vectors and their
-    labelled neighbours ``(label, cosine)`` (never the session's own user)."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    sessions: list[Session]
-    vectors: np.ndarray
-    neighbors: list[list[tuple[str, float]]]
-    facts: list[SessionFacts] | None = None  # computed once upstream (else here)
-
-    @property
-    def labels(self) -> list[str | None]:
-        return [s.label for s in self.sessions]
+DEFAULT_HEADS = ("facts", "embed", "knn")
+__all__ = ["DEFAULT_HEADS", "FitStats", "HeadInputs", "HeadOutputs", "HeadsModel"]
 
 
 class HeadOutputs(BaseModel):
-    """Per-head probabilities ``[sessions, classes]``, the stack's, and (when asked) the facts
-    head's per-fact contributions to each class's log-odds (:meth:`fact_contributions`)."""
+    """Per-head probabilities ``[sessions, classes]`` (the heads that were run), the stack's,
+    and (when asked) what moved each prediction (:meth:`contributions_of`)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     heads: dict[str, np.ndarray]
     stacked: np.ndarray
-    contributions: np.ndarray | None = None  # [sessions, classes, features]
-    fact_names: list[str] = []  # per feature
+    contributions: Contributions | None = None
 
-    def fact_contributions(self, row: int, cls: int) -> dict[str, float]:
-        """Fact -> summed contribution of its features toward class ``cls`` for one session."""
-        if self.contributions is None:
-            return {}
-        out: dict[str, float] = {}
-        for name, c in zip(self.fact_names, self.contributions[row, cls].tolist()):
-            out[name] = out.get(name, 0.0) + c
-        return out
+    def contributions_of(self, row: int, cls: int) -> dict[str, float]:
+        """Input -> summed contribution toward class ``cls`` for one session."""
+        return self.contributions.of(row, cls) if self.contributions is not None else {}
 
 
 class FitStats(BaseModel):
@@ -88,7 +64,7 @@ class FitStats(BaseModel):
                                      "chosen by out-of-fold log-loss.")
 
 
-def _folds(sessions: Sequence[Session], k: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+def _folds(sessions: Sequence, k: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import GroupKFold
 
     users = [s.user_id for s in sessions]
@@ -123,88 +99,100 @@ def fit_threshold(p: np.ndarray, y: Sequence[str], classes: Sequence[str],
 
 
 class HeadsModel:
-    """Feature spec, facts head, embedding head, kNN vote parameters and the stack."""
+    """The heads by name and the stack over the ones it chose; immutable once fitted."""
 
-    def __init__(self, classes: Sequence[str], spec: FeatureSpec, facts: FactsHead,
-                 embed: LinearHead, knn: FusionParams, stack: Stack,
+    def __init__(self, classes: Sequence[str], heads: dict[str, Head], stack: Stack, *,
                  abstain_below: float = 0.0, propensity: Propensity | None = None,
-                 threshold: float | None = None) -> None:
-        self.classes, self.spec, self.facts, self.embed = list(classes), spec, facts, embed
-        self.knn, self.stack, self.abstain_below = knn, stack, abstain_below
+                 threshold: float | None = None, history: bool = False) -> None:
+        self.classes, self.heads, self.stack = list(classes), dict(heads), stack
+        self.abstain_below = abstain_below
         self.propensity = propensity  # from the training sessions (history features only)
         self.threshold = threshold  # two labels with a positive one: see fit_threshold
+        self.history = history  # the facts carry the users' earlier sessions
+
+    @classmethod
+    def default(cls, classes: Sequence[str]) -> HeadsModel:
+        """The model of an index nobody fitted: the kNN vote of labelled neighbours."""
+        stack = Stack(classes)
+        stack.chosen = ["knn"]  # identity: the vote's own probabilities (see predict)
+        return cls(classes, {"knn": KnnHead(classes)}, stack)
+
+    @property
+    def fitted(self) -> bool:
+        return self.stack.model is not None
+
+    @property
+    def chosen(self) -> list[str]:
+        return list(self.stack.chosen)
+
+    def needs(self, heads: Sequence[str] | None = None) -> set[str]:
+        """What the featurizer must compute for ``heads`` (default: the chosen ones)."""
+        return {n for h in (heads or self.chosen) for n in self.heads[h].needs}
 
     def decision(self) -> tuple[str, float] | None:
         """``(positive label, threshold)`` when labels are decided by a threshold."""
         pos = self.stack.positive
         return (pos, self.threshold) if pos is not None and self.threshold is not None else None
 
-    def knn_probs(self, neighbors: Sequence[Sequence[tuple[str, float]]]) -> np.ndarray:
-        return np.array([[v[c] for c in self.classes]
-                         for v in (knn_vote(n, self.classes, self.knn) for n in neighbors)])
-
-    def predict_heads(self, rows: HeadInputs, x: np.ndarray | None = None
-                      ) -> dict[str, np.ndarray]:
-        x = self.spec.transform(rows.sessions, rows.facts) if x is None else x
-        return {"facts": self.facts.predict_proba(x),
-                "embed": self.embed.predict_proba(rows.vectors),
-                "knn": self.knn_probs(rows.neighbors)}
-
-    def predict(self, rows: HeadInputs, *, explain: bool = False) -> HeadOutputs:
-        """Probabilities; ``explain``: with the facts head's contributions too."""
-        x = self.spec.transform(rows.sessions, rows.facts)
-        heads = self.predict_heads(rows, x)
-        out = HeadOutputs(heads=heads, stacked=self.stack.predict_proba(heads))
-        if explain and len(x):
-            out.contributions = self.facts.logodds_contributions(x, heads["facts"])
-            out.fact_names = self.spec.fact_names
+    def predict(self, rows: HeadInputs, *, explain: bool = False,
+                heads: Sequence[str] | None = None) -> HeadOutputs:
+        """Probabilities of the chosen heads and the stack (``heads``: run these too);
+        ``explain``: with what moved each chosen head that can say."""
+        names = list(dict.fromkeys([*self.chosen, *(heads or ())]))
+        parts = {h: self.heads[h].predict_proba(rows) for h in names}
+        stacked = self.stack.predict_proba(parts) if self.fitted else parts[self.chosen[0]]
+        out = HeadOutputs(heads=parts, stacked=stacked)
+        if explain and rows.sessions:
+            got = [c for h in self.chosen
+                   if (c := self.heads[h].contributions(rows, parts[h])) is not None]
+            if got:
+                out.contributions = Contributions(
+                    values=np.concatenate([c.values for c in got], axis=2),
+                    names=[n for c in got for n in c.names])
         return out
 
     @classmethod
     def fit(cls, train: HeadInputs, dev: HeadInputs, classes: Sequence[str], *,
-            metric: Metric = "log_loss", positive: str | None = None,
-            gbm: GBMParams | None = None, abstain_cost: float = 1.0, seed: int = 0,
-            history: UserHistory | None = None) -> tuple[HeadsModel, FitStats]:
-        """``history``: the users' sessions, for cross-session facts (earlier sessions only;
-        purchase propensities of the positive label from the training rows, out-of-fold)."""
+            heads: Sequence[str] = DEFAULT_HEADS, metric: Metric = "log_loss",
+            positive: str | None = None, abstain_cost: float = 1.0, seed: int = 0,
+            history: UserHistory | None = None,
+            options: dict[str, dict] | None = None) -> tuple[HeadsModel, FitStats]:
+        """Fit ``heads`` (names in the registry; ``options``: per head, keyword arguments of
+        its class) and the stack. ``history``: the users' sessions, for cross-session facts
+        (earlier sessions only; purchase propensities of the positive label from the training
+        rows, out-of-fold)."""
         classes = list(classes)
         _check_labels(train, classes, "train")
         _check_labels(dev, classes, "dev")
         folds = _folds(train.sessions)
-        y_tr = np.array(train.labels)
+        y_tr, y_dev = np.array(train.labels), np.array(dev.labels)
         prop, use_history = None, history_covers(history, train, dev)
         if use_history:
             target = y_tr == positive if positive is not None else None
             train, dev, prop = _with_history(train, dev, history, folds, target)
-        spec = FeatureSpec.fit(train.sessions, history=use_history)
-        x_tr = spec.transform(train.sessions, train.facts)
-
-        facts = FactsHead(classes, spec.names, gbm, spec.categorical_index)
-        oof = {"facts": facts.fit_folds(x_tr, y_tr, folds),
-               "embed": np.zeros((len(y_tr), len(classes)))}
-        for tr, te in folds:
-            oof["embed"][te] = LinearHead(classes, seed=seed).fit(
-                train.vectors[tr], y_tr[tr]).predict_proba(train.vectors[te])
-        knn = fit([DevExample(llm_scores=None, neighbors=n, label=lab) for n, lab in
-                   zip(train.neighbors, y_tr)], classes, weights=[0.0])
-        model = cls(classes, spec, facts,
-                    LinearHead(classes, seed=seed).fit(train.vectors, y_tr), knn,
-                    Stack(classes, metric, positive, seed=seed), propensity=prop)
-        oof["knn"] = model.knn_probs(train.neighbors)
-        dev_heads = model.predict_heads(dev)
-        y_dev = np.array(dev.labels)
-        model.stack.fit({h: np.vstack([oof[h], dev_heads[h]]) for h in HEADS},
-                        np.concatenate([y_tr, y_dev]))
-        dev_p = model.stack.oof[len(y_tr):]
-        model.threshold = fit_threshold(dev_p, y_dev, classes, positive)
+        fitted, oof = {}, {}
+        for name in heads:
+            head = head_class(name)(classes, seed=seed, **(options or {}).get(name, {}))
+            oof[name] = head.fit(train, y_tr, folds)
+            fitted[name] = head
+        dev_parts = {n: h.predict_proba(dev) for n, h in fitted.items()}
+        stack = Stack(classes, metric, positive, seed=seed).fit(
+            {n: np.vstack([oof[n], dev_parts[n]]) for n in fitted},
+            np.concatenate([y_tr, y_dev]))
+        dev_p = stack.oof[len(y_tr):]
+        threshold = fit_threshold(dev_p, y_dev, classes, positive)
         # A threshold calls rare positives at low probability; abstaining below a confidence
         # would drop exactly those, so a two-label model with a threshold always answers.
-        model.abstain_below = 0.0 if model.threshold is not None else fit_abstain(
-            dev_p, y_dev, classes, abstain_cost)
+        abstain = 0.0 if threshold is not None else fit_abstain(dev_p, y_dev, classes,
+                                                                abstain_cost)
+        model = cls(classes, fitted, stack, abstain_below=abstain, propensity=prop,
+                    threshold=threshold, history=use_history)
+        facts = fitted.get("facts")
         return model, FitStats(n_train=len(y_tr), n_dev=len(y_dev),
                                dev_metrics=dev_metrics(y_dev, dev_p, classes, positive),
-                               abstain_below=model.abstain_below, facts_rounds=facts.rounds,
-                               threshold=model.threshold)
+                               abstain_below=abstain, threshold=threshold,
+                               facts_rounds=getattr(facts, "rounds", None))
+
 
 def history_covers(history: UserHistory | None, train: HeadInputs, dev: HeadInputs) -> bool:
     """Whether cross-session facts are worth fitting: the dev rows (which stand for the
@@ -241,8 +229,8 @@ def _with_history(train: HeadInputs, dev: HeadInputs, history: UserHistory, fold
         add(train, f_tr, te, prop)
     prop = Propensity.fit(train.sessions, target) if target is not None else None
     add(dev, f_dev, range(len(dev.sessions)), prop)
-    return (train.model_copy(update={"facts": f_tr}), dev.model_copy(update={"facts": f_dev}),
-            prop)
+    return (train.model_copy(update={"facts": f_tr, "history": True}),
+            dev.model_copy(update={"facts": f_dev, "history": True}), prop)
 
 
 def _check_labels(rows: HeadInputs, classes: Sequence[str], part: str) -> None:

@@ -1,11 +1,12 @@
 """The fitted classifier on disk: ``<index>/model/``, self-describing, checked on load, no pickle.
 
-``manifest.json`` says what the model is (classes, taxonomy hash, embedder, feature names in
-order, heads and the ones the stack chose, dev metrics, thresholds, library versions, the
-sha256 of every file); the facts head is LightGBM's text format, linear models are ``.npy``
-arrays read with ``allow_pickle=False``. :func:`load_model` refuses a model for another
-taxonomy or embedder, a feature set this version computes differently, or any file whose
-checksum does not match, naming the file and field.
+``manifest.json`` says what the model is (classes, taxonomy hash, embedder, each head by its
+registered name with its parameters and files, the heads the stack chose, dev metrics,
+thresholds, library versions, the sha256 of every file). Each head saves and loads itself
+(:class:`~behavior_rag.heads.base.Head`); nothing is pickled. :func:`load_model` refuses a
+model for another taxonomy or embedder, a head this version cannot load, or any file that is
+missing or whose checksum does not match, naming the file and field. Format-1 folders (three
+fixed heads) are read through :mod:`.legacy`.
 
 Example:
     >>> save_model(fitted, "indexes/shop/model")                           # doctest: +SKIP
@@ -16,30 +17,35 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from behavior_rag.atomic import replace_dir
 from behavior_rag.embed.base import EmbedderInfo
-from behavior_rag.errors import ConfigError, StoreError
-from behavior_rag.fusion import FusionParams
+from behavior_rag.errors import BehaviorRagError, ConfigError, StoreError
 from behavior_rag.heads.cascade import CascadeParams
-from behavior_rag.heads.features import FACT_FEATURES, FeatureSpec
-from behavior_rag.heads.gbm import FactsHead, GBMParams
-from behavior_rag.heads.linear import LinearHead
-from behavior_rag.heads.model import HEADS, FitStats, HeadsModel
+from behavior_rag.heads.linear import load_linear, save_linear
+from behavior_rag.heads.model import FitStats, HeadsModel
+from behavior_rag.heads.registry import head_class
 from behavior_rag.heads.stack import Stack
 from behavior_rag.history import Propensity
 from behavior_rag.taxonomy import Taxonomy
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: three fixed heads (read by legacy.py)
 MANIFEST = "manifest.json"
 PROPENSITY = "propensity.json"  # only with history features
-FILES = ("facts_gbm.txt", "embed_coef.npy", "embed_intercept.npy", "stack_coef.npy",
-         "stack_intercept.npy")
+STACK = "stack"  # stack_coef.npy, stack_intercept.npy
+
+
+class HeadRecord(BaseModel):
+    """One fitted head in the manifest: its registered name's parameters and files."""
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    files: list[str] = Field(default_factory=list)
 
 
 class ModelManifest(BaseModel):
@@ -51,15 +57,12 @@ class ModelManifest(BaseModel):
     taxonomy: str
     taxonomy_hash: str
     embedder: EmbedderInfo
-    features: FeatureSpec
-    feature_names: list[str]
-    heads: list[str] = Field(description="Every head fitted.")
+    heads: dict[str, HeadRecord] = Field(description="Every head fitted, by registered name.")
     chosen: list[str] = Field(description="The heads the stack combines (chosen by CV).")
     metric: str
     positive: str | None = None
     cv_loss: dict[str, float] = Field(default_factory=dict)
-    gbm: GBMParams
-    knn: FusionParams
+    history: bool = Field(False, description="Facts include the users' earlier sessions.")
     abstain_below: float
     threshold: float | None = Field(None, description="Decision threshold of the positive "
                                     "label (two labels); None: the most probable label.")
@@ -71,9 +74,10 @@ class ModelManifest(BaseModel):
 
 
 class FittedModel(BaseModel):
-    """What :func:`behavior_rag.fitting.fit_model` produces and the classifier runs."""
+    """What :func:`behavior_rag.fitting.fit_model` produces and the classifier runs; not
+    changed once made (fitting again makes a new one)."""
 
-    model_config = {"arbitrary_types_allowed": True}
+    model_config = {"arbitrary_types_allowed": True, "frozen": True}
 
     heads: HeadsModel
     cascade: CascadeParams = Field(default_factory=CascadeParams)
@@ -101,34 +105,34 @@ def save_model(m: FittedModel, path: str | Path) -> ModelManifest:
     """Write the model folder atomically (the previous model stays until the rename)."""
     h = m.heads
     with replace_dir(Path(path)) as tmp:
-        (tmp / "facts_gbm.txt").write_text(h.facts.to_text())
-        for name, lin in (("embed", h.embed), ("stack", h.stack.model)):
-            np.save(tmp / f"{name}_coef.npy", lin.coef, allow_pickle=False)
-            np.save(tmp / f"{name}_intercept.npy", lin.intercept, allow_pickle=False)
-        files = list(FILES)
+        records = {name: HeadRecord(params=head.params(), files=head.save(tmp))
+                   for name, head in h.heads.items()}
+        files = save_linear(h.stack.model, tmp, STACK)
         if h.propensity is not None:
             (tmp / PROPENSITY).write_text(h.propensity.model_dump_json())
             files.append(PROPENSITY)
+        files += [f for r in records.values() for f in r.files]
         manifest = ModelManifest(
             created=datetime.now(timezone.utc), classes=h.classes, taxonomy=m.taxonomy.name,
-            taxonomy_hash=m.taxonomy.content_hash, embedder=m.embedder, features=h.spec,
-            feature_names=h.spec.names, heads=list(HEADS), chosen=h.stack.chosen,
-            metric=h.stack.metric, positive=h.stack.positive, cv_loss=h.stack.cv_loss,
-            gbm=h.facts.params, knn=h.knn, abstain_below=h.abstain_below, threshold=h.threshold, cascade=m.cascade,
-            data_hash=m.data_hash, dev=m.dev, versions=_versions(),
-            files={f: _sha(tmp / f) for f in files})
+            taxonomy_hash=m.taxonomy.content_hash, embedder=m.embedder, heads=records,
+            chosen=h.stack.chosen, metric=h.stack.metric, positive=h.stack.positive,
+            cv_loss=h.stack.cv_loss, history=h.history, abstain_below=h.abstain_below,
+            threshold=h.threshold, cascade=m.cascade, data_hash=m.data_hash, dev=m.dev,
+            versions=_versions(), files={f: _sha(tmp / f) for f in files})
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=1))
     return manifest
 
 
 def read_manifest(path: str | Path) -> ModelManifest:
+    from behavior_rag.heads.legacy import upgrade_manifest
+
     file = Path(path) / MANIFEST
     try:
-        return ModelManifest.model_validate_json(file.read_text())
+        return ModelManifest.model_validate(upgrade_manifest(json.loads(file.read_text())))
     except FileNotFoundError as e:
         raise StoreError("no fitted model here (no manifest.json): run `behavior-rag fit`",
                          file=str(file)) from e
-    except (ValidationError, ValueError) as e:
+    except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise StoreError(f"invalid model manifest: {e}", file=str(file)) from e
 
 
@@ -145,24 +149,29 @@ def _check(man: ModelManifest, root: Path, taxonomy: Taxonomy, embedder: Embedde
         raise ConfigError(f"the model was fitted on {man.embedder.id} vectors (dim "
                           f"{man.embedder.dim}), the index uses {embedder.id} (dim "
                           f"{embedder.dim}): refit", file=str(root / MANIFEST), field="embedder")
-    if man.feature_names != man.features.names or (
-            man.features.facts and man.feature_names[:len(FACT_FEATURES)] != list(FACT_FEATURES)):
-        raise ConfigError("the model's feature set differs from the one this version computes: "
-                          "refit", file=str(root / MANIFEST), field="feature_names")
-    for name in (*FILES, *(n for n in man.files if n not in FILES)):
+    if not set(man.chosen) <= set(man.heads) or not man.chosen:
+        raise StoreError(f"the stack chose heads {man.chosen} not among those fitted "
+                         f"{sorted(man.heads)}", file=str(root / MANIFEST), field="chosen")
+    # the files every head and the stack need, whatever `files` happens to list
+    needed = {f"{STACK}_coef.npy", f"{STACK}_intercept.npy",
+              *(f for r in man.heads.values() for f in r.files), *man.files}
+    for name in sorted(needed):
         f = root / name
-        if not f.is_file() or _sha(f) != man.files.get(name):
+        if Path(name).name != name or not f.is_file() or f.is_symlink() \
+                or _sha(f) != man.files.get(name):
             raise StoreError("model file is missing or does not match its checksum in the "
                              "manifest (tampered or half-copied)", file=str(f), field="files")
 
 
-def _linear(root: Path, name: str, classes: list[str]) -> LinearHead:
+def _load_head(root: Path, name: str, rec: HeadRecord, classes: list[str]):
     try:
-        coef = np.load(root / f"{name}_coef.npy", allow_pickle=False)
-        intercept = np.load(root / f"{name}_intercept.npy", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise StoreError(f"cannot read the {name} model: {e}", file=str(root)) from e
-    return LinearHead.from_arrays(classes, coef, intercept)
+        return head_class(name).load(root, classes, rec.params)
+    except BehaviorRagError as e:
+        raise StoreError(f"cannot load head {name!r}: {e.message}", file=str(root / MANIFEST),
+                         field=f"heads.{name}") from e
+    except (ValidationError, ValueError, KeyError, TypeError, OSError) as e:
+        raise StoreError(f"cannot load head {name!r}: {e}", file=str(root / MANIFEST),
+                         field=f"heads.{name}") from e
 
 
 def load_model(path: str | Path, *, taxonomy: Taxonomy, embedder: EmbedderInfo) -> FittedModel:
@@ -170,11 +179,9 @@ def load_model(path: str | Path, *, taxonomy: Taxonomy, embedder: EmbedderInfo) 
     root = Path(path)
     man = read_manifest(root)
     _check(man, root, taxonomy, embedder)
-    facts = FactsHead.from_text((root / "facts_gbm.txt").read_text(), man.classes,
-                                man.feature_names, man.gbm)
     stack = Stack(man.classes, man.metric, man.positive)
     stack.chosen, stack.cv_loss = list(man.chosen), dict(man.cv_loss)
-    stack.model = _linear(root, "stack", man.classes)
+    stack.model = load_linear(root, STACK, man.classes)
     prop = None
     if PROPENSITY in man.files:
         try:
@@ -182,8 +189,9 @@ def load_model(path: str | Path, *, taxonomy: Taxonomy, embedder: EmbedderInfo) 
         except (ValidationError, ValueError) as e:
             raise StoreError(f"invalid propensity table: {e}", file=str(root / PROPENSITY)) \
                 from e
-    heads = HeadsModel(man.classes, man.features, facts, _linear(root, "embed", man.classes),
-                       man.knn, stack, man.abstain_below, propensity=prop,
-                       threshold=man.threshold)
+    heads = HeadsModel(man.classes, {n: _load_head(root, n, r, man.classes)
+                                     for n, r in man.heads.items()}, stack,
+                       abstain_below=man.abstain_below, propensity=prop,
+                       threshold=man.threshold, history=man.history)
     return FittedModel(heads=heads, cascade=man.cascade, taxonomy=taxonomy,
                        embedder=man.embedder, data_hash=man.data_hash, dev=man.dev)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import ConfigError
-from behavior_rag.index.storage import IndexConfig
+from behavior_rag.index.storage import Artifact, IndexConfig
 from behavior_rag.ingest.store import StoreManifest
 from behavior_rag.vectors import HybridSpec
 
@@ -149,8 +149,8 @@ class VectorIndex(Protocol):
         ...
 
     def save(self, path: str | Path, stores: Mapping[str, StoreManifest] | None = None,
-             model: str | None = None, fusion: str | None = None) -> IndexConfig:
+             artifacts: Mapping[str, Artifact] | None = None) -> IndexConfig:
         """Commit the index as a self-describing folder at ``path``, atomically, with the
-        session stores, the fitted model's folder and the fusion file written in it (None:
-        keep what the last commit lists)."""
+        session stores and the fitted artifacts written in it (None: keep what the last
+        commit lists)."""
         ...

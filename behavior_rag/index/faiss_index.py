@@ -34,6 +34,7 @@ from behavior_rag.index.faiss_vectors import FaissVectors, padded
 from behavior_rag.index.metadata import MetadataStore
 from behavior_rag.index.storage import (
     FORMAT_VERSION,
+    Artifact,
     IndexConfig,
     commit,
     data_dir,
@@ -120,18 +121,16 @@ class FaissSessionIndex(VectorIndex):
 
     # ---- persistence --------------------------------------------------------------------
     def save(self, path: str | Path, stores: Mapping[str, StoreManifest] | None = None,
-             model: str | None = None, fusion: str | None = None) -> IndexConfig:
+             artifacts: Mapping[str, Artifact] | None = None) -> IndexConfig:
         """Write the index folder atomically (see :mod:`behavior_rag.index.storage`), with
-        ``stores`` (session stores prepared in the folder) and ``model`` (a fitted model's
-        folder written in it) and ``fusion`` (a fusion-<hex>.json) in the same commit; None
-        keeps what the last commit lists."""
+        ``stores`` (session stores prepared in the folder) and ``artifacts`` (fitted folders
+        written in it, e.g. the model) in the same commit; what they do not name stays as
+        the last commit lists it."""
         root = Path(path)
         last = read_config(root) if (root / "config.json").exists() else None
         if stores is None:
             stores = last.stores if last else {}
-        if last is not None:
-            model = model or last.model
-            fusion = fusion or last.fusion
+        artifacts = {**(last.artifacts if last else {}), **(artifacts or {})}
         tmp = new_data_dir(root)
         v = self.vectors_
         if v.index is not None:
@@ -140,8 +139,7 @@ class FaissSessionIndex(VectorIndex):
         self.meta.write(tmp / "metadata.parquet")
         cfg = IndexConfig(embedder=self.embedder, index=self.spec, kind=v.kind, count=len(self),
                           created=self.created, updated=self.created, data="",
-                          hybrid=self.hybrid, stores=dict(stores), model=model,
-                          fusion=fusion)
+                          hybrid=self.hybrid, stores=dict(stores), artifacts=artifacts)
         cfg = commit(root, tmp, cfg)
         self.path = root
         return cfg

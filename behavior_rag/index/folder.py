@@ -1,5 +1,5 @@
 """An index folder as one unit of change: its session stores, its writer and serve locks, and
-the fitted files (model, fusion weights) that one ``config.json`` rename commits together.
+the fitted artifacts (the model) that one ``config.json`` rename commits together.
 
 :class:`~behavior_rag.api.BehaviorRAG` keeps one of these per folder; the vectors themselves
 are the :class:`~behavior_rag.index.base.VectorIndex`'s, passed to :meth:`IndexFolder.commit`.
@@ -19,7 +19,14 @@ from pathlib import Path
 from behavior_rag.faults import crash_point
 from behavior_rag.index.base import VectorIndex
 from behavior_rag.index.lock import ServeLock, WriterLock
-from behavior_rag.index.storage import IndexConfig, fusion_file, model_dir, read_config
+from behavior_rag.index.storage import (
+    ARTIFACTS,
+    Artifact,
+    IndexConfig,
+    artifact,
+    model_dir,
+    read_config,
+)
 from behavior_rag.ingest.store import SessionStore, StoreManifest
 
 STORES = ("sessions", "history")  # indexed sessions' events; recorded history (not indexed)
@@ -36,8 +43,7 @@ class IndexFolder:
         self.writer = WriterLock(root, owner, lock_timeout_s)
         self.loaded: str | None = None  # the data version the index was loaded at
         self.serving: ServeLock | None = None
-        self.model_name: str | None = None  # a model fitted here, until a commit names it
-        self.fusion_name: str | None = None  # fusion weights fitted here, likewise
+        self.staged: dict[str, Artifact] = {}  # artifacts written here, until a commit
         self._stores: dict[str, SessionStore] = {}
 
     def config(self) -> IndexConfig | None:
@@ -73,36 +79,35 @@ class IndexFolder:
         last = self.config()
         if last is not None:
             prepared = last.stores | prepared
-        cfg = index.save(self.root, stores=prepared, model=self.model_name,
-                         fusion=self.fusion_name)
+        cfg = index.save(self.root, stores=prepared, artifacts={
+            name: artifact(self.root, name, a.path) for name, a in self.staged.items()})
+        self.staged = {}
         for name, st in self._stores.items():
             st.committed(prepared[name])
         self.loaded = cfg.data
         self.writer.release()
         return cfg
 
-    def new_model_path(self) -> Path:
-        """A new ``model-<hex>`` folder name for a model fitted now (named by the next commit)."""
-        self.model_name = f"model-{uuid.uuid4().hex[:12]}"
-        return self.root / self.model_name
+    def new_artifact_path(self, name: str) -> Path:
+        """A new folder for artifact ``name`` written now (``model-<hex>``), named by the
+        next commit (with its manifest's checksum)."""
+        if name not in ARTIFACTS:
+            raise ValueError(f"unknown artifact {name!r}")
+        path = f"{name}-{uuid.uuid4().hex[:12]}"
+        self.staged[name] = Artifact(path=path)
+        return self.root / path
 
-    def new_fusion_path(self) -> Path:
-        self.fusion_name = f"fusion-{uuid.uuid4().hex[:12]}.json"
-        return self.root / self.fusion_name
+    def new_model_path(self) -> Path:
+        return self.new_artifact_path("model")
 
     def model_path(self) -> Path:
-        """The fitted model's folder: fitted here, else the last commit's (``model-<hex>``)."""
-        if self.model_name is not None:
-            return self.root / self.model_name
-        if (self.root / "config.json").exists():
-            return model_dir(self.root, read_config(self.root))
-        return self.root / "model"
-
-    def fusion_path(self) -> Path:
-        """The fusion weights file: fitted here, else the last commit's."""
-        if self.fusion_name is not None:
-            return self.root / self.fusion_name
-        return fusion_file(self.root, self.config())
+        """The fitted model's folder: fitted here, else the last commit's (checked: present
+        and the one committed), else ``model`` (older indexes)."""
+        if "model" in self.staged:
+            return self.root / self.staged["model"].path
+        if self.fresh or not (self.root / "config.json").exists():
+            return self.root / "model"
+        return model_dir(self.root, read_config(self.root))
 
     def serve(self, what: str) -> None:
         """Mark the folder as served by this process until :meth:`stop_serving`."""

@@ -31,7 +31,7 @@ from behavior_rag.settings import Settings, default_settings
 
 MODEL_FILE = "embed_model.json"
 # Files fitted on the old vectors: kept (they are the user's), reported as needing a refit.
-_FITTED = ("model", "fusion.json")  # older indexes; newer ones name theirs in config.json
+_FITTED = ("model",)  # older indexes; newer ones name theirs in config.json's artifacts
 
 
 class ReembedReport(BaseModel):
@@ -74,7 +74,7 @@ def reembed(path: str | Path, embedder: Embedder, *, model: str | None = None,
             {"model": _as_setting(model), "id": embedder.info.id}, indent=2))
     return ReembedReport(index=str(root), sessions=len(frame), old_id=cfg.embedder.id,
                          new_id=embedder.info.id, backend=embedder.info.backend,
-                         stale=[n for n in (*_FITTED, cfg.model, cfg.fusion)
+                         stale=[n for n in (*_FITTED, *(a.path for a in cfg.artifacts.values()))
                                 if n and (root / n).exists()])
 
 

@@ -9,6 +9,13 @@ Layout::
     <index>/v-000007/metadata.parquet
     <index>/sessions/seg-*.parquet  the indexed sessions' events (behavior_rag.ingest.store),
                                live segments listed in config.json's ``stores``
+    <index>/model-<hex>/       named artifacts (config.json's ``artifacts``: name -> folder
+                               and the sha256 of its manifest), e.g. the fitted model
+
+Folders from before the artifact map named their model in ``model`` (read as the ``model``
+artifact) and the retired kNN ⊕ LLM fusion weights in ``fusion`` (``fusion-<hex>.json`` or
+``fusion.json``): those weights are never read (an unfitted index uses the default kNN model)
+and the next commit removes the file.
 
 A save writes a new ``v-N`` folder (fsynced), then atomically replaces ``config.json`` to point at
 it; only then are older folders removed. A crash at any point leaves the previous config pointing
@@ -24,7 +31,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 
 from behavior_rag.atomic import fsync_path, fsync_tree, replace_file, temp_name
 from behavior_rag.embed.base import EmbedderInfo
@@ -42,6 +49,19 @@ class FileSum(BaseModel):
     sha256: str
 
 
+class Artifact(BaseModel):
+    """A fitted artifact committed with the index: a folder inside it and the sha256 of the
+    folder's ``manifest.json`` (None: named by an older index, unchecked)."""
+
+    path: str
+    sha256: str | None = None
+
+
+# artifact name -> the folder names it may have (anything else in config.json is refused)
+ARTIFACTS = {"model": r"model-[0-9a-f]{12}"}
+MANIFEST = "manifest.json"
+
+
 class IndexConfig(BaseModel):
     """``config.json``: everything needed to know what an index folder holds."""
 
@@ -57,8 +77,16 @@ class IndexConfig(BaseModel):
     # session stores in the folder (sessions/, history/): committed by this file's rename too
     stores: dict[str, StoreManifest] = {}
     files: dict[str, FileSum] = {}  # of the data folder, checked on load (empty: older index)
-    model: str | None = None  # the fitted model's folder (model-<hex>), committed with the rest
-    fusion: str | None = None  # fusion weights (fusion-<hex>.json), committed with the rest
+    # fitted artifacts (the model), committed by this file's rename too
+    artifacts: dict[str, Artifact] = {}
+    model: str | None = None  # before the artifact map: read as artifacts["model"], not written
+    fusion: str | None = None  # retired fusion weights: never read, removed by the next commit
+
+    @model_validator(mode="after")
+    def _older_model_slot(self) -> IndexConfig:
+        if self.model is not None and "model" not in self.artifacts:
+            self.artifacts = {**self.artifacts, "model": Artifact(path=self.model)}
+        return self
 
     @property
     def dim(self) -> int:
@@ -92,26 +120,43 @@ def file_sums(folder: Path) -> dict[str, FileSum]:
     return out
 
 
-def model_dir(root: Path, config: IndexConfig) -> Path:
+def artifact_path(root: Path, config: IndexConfig | None, name: str) -> Path | None:
+    """The folder of artifact ``name`` this commit names, checked: a name of its kind inside
+    the folder (never a path out or a symlink), present, its manifest's checksum as
+    committed. None: this commit names none."""
+    art = config.artifacts.get(name) if config is not None else None
+    if art is None:
+        return None
+    cfg = str(root / "config.json")
+    pattern = ARTIFACTS.get(name)
+    if pattern is None or not re.fullmatch(pattern, art.path):
+        raise StoreError(f"config.json names {art.path!r} as the {name} artifact, not a "
+                         f"folder of this index", file=cfg, field=f"artifacts.{name}")
+    folder = root / art.path
+    if folder.is_symlink() or not folder.is_dir() or not (folder / MANIFEST).is_file():
+        raise StoreError(f"the {name} this index committed is missing (deleted or moved "
+                         "outside behavior_rag): refit or restore it", file=str(folder),
+                         field=f"artifacts.{name}")
+    if art.sha256 is not None and _digest(folder / MANIFEST) != art.sha256:
+        raise StoreError(f"the {name} folder is not the one this index committed (replaced "
+                         "or copied from another index): refit or restore it",
+                         file=str(folder / MANIFEST), field=f"artifacts.{name}")
+    return folder
+
+
+def artifact(root: Path, name: str, path: str) -> Artifact:
+    """The entry for a folder just written at ``root / path`` (its manifest's checksum)."""
+    return Artifact(path=path, sha256=_digest(root / path / MANIFEST))
+
+
+def _digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def model_dir(root: Path, config: IndexConfig | None) -> Path:
     """The fitted model's folder this commit names (an index from before: ``model/``)."""
-    if config.model is None:
-        return root / "model"
-    if not re.fullmatch(r"model-[0-9a-f]{12}", config.model):
-        raise StoreError(f"config.json names the model folder {config.model!r}, not a "
-                         "model-<hex> folder of this index", file=str(root / "config.json"),
-                         field="model")
-    return root / config.model
-
-
-def fusion_file(root: Path, config: IndexConfig | None) -> Path:
-    """The fusion weights file this commit names (an index from before: ``fusion.json``)."""
-    if config is None or config.fusion is None:
-        return root / "fusion.json"
-    if not re.fullmatch(r"fusion-[0-9a-f]{12}\.json", config.fusion):
-        raise StoreError(f"config.json names the fusion file {config.fusion!r}, not a "
-                         "fusion-<hex>.json file of this index", file=str(root / "config.json"),
-                         field="fusion")
-    return root / config.fusion
+    return artifact_path(root, config, "model") or root / "model"
 
 
 def data_dir(root: Path, config: IndexConfig) -> Path:
@@ -148,19 +193,27 @@ def commit(root: Path, tmp: Path, config: IndexConfig) -> IndexConfig:
     fsync_path(root)
     crash_point("data-renamed")
     config = config.model_copy(update={"data": name, "updated": datetime.now(timezone.utc)})
-    replace_file(root / "config.json", config.model_dump_json(indent=2))  # the commit point
+    # the commit point
+    replace_file(root / "config.json", config.model_dump_json(indent=2,
+                                                              exclude={"model", "fusion"}))
     crash_point("committed")
     for old in root.iterdir():  # older versions and leftovers of interrupted saves
-        model = config.model is not None and old.name != config.model and (
-            old.name == "model" or re.fullmatch(r"\.?model-[0-9a-f]{12}.*", old.name))
-        fusion = config.fusion is not None and old.name != config.fusion and (
-            old.name == "fusion.json" or re.fullmatch(r"\.?fusion-[0-9a-f]{12}\.json.*",
-                                                       old.name))
-        if model or fusion or old.name != name and (old.name.startswith(("v-", ".v.tmp-", ".tmp-",
-                                                               ".config-",
-                                                               ".config.json.tmp-"))):
+        if _stale(old.name, name, config):
             if old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 old.unlink(missing_ok=True)
     return config
+
+
+def _stale(entry: str, data: str, config: IndexConfig) -> bool:
+    """Whether a folder entry is left over: an older data version, a temp file, an artifact
+    this commit no longer names, or retired fusion weights."""
+    if entry in {a.path for a in config.artifacts.values()}:
+        return False
+    if re.fullmatch(r"\.?fusion-[0-9a-f]{12}\.json.*|fusion\.json", entry):
+        return True
+    model = "model" in config.artifacts and (
+        entry == "model" or re.fullmatch(r"\.?model-[0-9a-f]{12}.*", entry))
+    return bool(model) or entry != data and entry.startswith(
+        ("v-", ".v.tmp-", ".tmp-", ".config-", ".config.json.tmp-"))

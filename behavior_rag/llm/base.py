@@ -2,7 +2,7 @@
 and (b) generate text; structured output and re-asking live above this seam.
 
 Small CPU models are weak at free text, so classification scores the label strings directly:
-the label set is closed, and a log-probability per label is what fusion needs anyway.
+the label set is closed, and a log-probability per label is what combining with the heads needs anyway.
 
 Example:
     >>> msgs = [ChatMessage(role="user", content="Is water wet? Answer yes or no.")]

@@ -1,0 +1,148 @@
+"""The featurizer: from sessions to what the chosen heads and the asked-for output read, and
+nothing more.
+
+Facts are always computed (evidence cites them). Rendering, embedding and the index search
+happen only when something needs them: a head that reads vectors or neighbours, similar-session
+voters asked for, or the LLM's few-shot prompt. :attr:`Featurizer.stats` counts what was
+computed, so a facts-only model can be seen to embed nothing.
+
+Example:
+    >>> fz = Featurizer(index, embedder, settings)                        # doctest: +SKIP
+    >>> rows = fz.prepare(sessions, needs={"facts"})                      # doctest: +SKIP
+    >>> fz.stats.embedded                                                 # doctest: +SKIP
+    0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from pydantic import BaseModel
+
+from behavior_rag.embed.base import Embedder
+from behavior_rag.facts import compute_facts
+from behavior_rag.guard import guard_session
+from behavior_rag.heads.base import HeadInputs
+from behavior_rag.history import Propensity, UserHistory, history_facts
+from behavior_rag.index.base import VectorIndex
+from behavior_rag.index.build import encode
+from behavior_rag.llm.base import ChatMessage
+from behavior_rag.render import render
+from behavior_rag.retrieve import Example, labelled_neighbors
+from behavior_rag.settings import Settings
+from behavior_rag.types import Session, SessionFacts
+
+
+@dataclass
+class Prepared:
+    """One session with what was computed for it (``vector`` None: not embedded;
+    ``neighbors`` None: not searched)."""
+
+    session: Session
+    facts: SessionFacts
+    warnings: list[str]
+    earlier: list[Session] = field(default_factory=list)  # the user's, for history facts
+    text: str | None = None
+    vector: np.ndarray | None = None
+    neighbors: list[tuple[str, float]] | None = None
+    neighbor_ids: list[str] = field(default_factory=list)
+    hits: list = field(default_factory=list)  # SearchHit, for few-shot examples
+    examples: list[Example] = field(default_factory=list)
+    messages: list[ChatMessage] = field(default_factory=list)
+
+
+class FeaturizerStats(BaseModel):
+    """How many sessions were rendered, embedded and searched (cumulative)."""
+
+    sessions: int = 0
+    rendered: int = 0
+    embedded: int = 0
+    searched: int = 0
+
+
+class Featurizer:
+    """Facts (with the users' earlier sessions when the model reads them), and on demand
+    texts, vectors and labelled neighbours."""
+
+    def __init__(self, index: VectorIndex, embedder: Embedder, settings: Settings, *,
+                 history: UserHistory | None = None,
+                 propensity: Propensity | None = None) -> None:
+        self.index, self.embedder, self.settings = index, embedder, settings
+        self.history, self.propensity = history, propensity
+        self.stats = FeaturizerStats()
+
+    def prepare(self, sessions: Sequence[Session], needs: set[str] | frozenset[str],
+                *, k: int | None = None) -> list[Prepared]:
+        """Facts of ``sessions``; ``vector`` / ``neighbors`` in ``needs``: those too (``k``
+        neighbours, default ``classify.knn_k``)."""
+        warnings: list[list[str]] = [[] for _ in sessions]
+        if self.settings.classify.strip_instructions:
+            guarded = [guard_session(s) for s in sessions]
+            sessions = [g for g, _ in guarded]
+            warnings = [[f"{n} instruction-like span(s) cut from free text"] if n else []
+                        for _, n in guarded]
+        tz = self.settings.render.timezone
+        facts = [compute_facts(s, tz=tz) for s in sessions]
+        earlier: list[list[Session]] = [[] for _ in sessions]
+        if self.history is not None:
+            earlier = [self.history.earlier(s) for s in sessions]
+            facts = [f.model_copy(update={"history": history_facts(s, e, self.propensity)})
+                     for s, f, e in zip(sessions, facts, earlier)]
+        self.stats.sessions += len(sessions)
+        out = [Prepared(s, f, w, e) for s, f, w, e in zip(sessions, facts, warnings, earlier)]
+        if "neighbors" in needs:
+            return self.search(out, k)
+        if "vector" in needs:
+            return self.embed(out)
+        return out
+
+    def embed(self, prepared: list[Prepared]) -> list[Prepared]:
+        """Texts and text vectors of those not embedded yet (one batch)."""
+        todo = [i for i, p in enumerate(prepared) if p.vector is None]
+        if not todo:
+            return prepared
+        texts = [render(prepared[i].session, settings=self.settings, facts=prepared[i].facts)
+                 for i in todo]
+        vecs = self.embedder.embed(texts)
+        self.stats.rendered += len(todo)
+        self.stats.embedded += len(todo)
+        out = list(prepared)
+        for i, t, v in zip(todo, texts, vecs):
+            out[i] = replace(out[i], text=t, vector=v)
+        return out
+
+    def search(self, prepared: list[Prepared], k: int | None = None) -> list[Prepared]:
+        """Labelled neighbours of those not searched yet (never the session's own user)."""
+        prepared = self.embed(prepared)
+        todo = [i for i, p in enumerate(prepared) if p.neighbors is None]
+        if not todo:
+            return prepared
+        cs = self.settings.classify
+        k = k or max(cs.knn_k, cs.k_examples * 4)
+        # the index's own vectors (hybrid: with the facts) find the neighbours; the text
+        # vector stays the embedding head's input
+        queries = encode(self.index, np.array([prepared[i].vector for i in todo]),
+                         [(prepared[i].session, prepared[i].facts) for i in todo])
+        self.stats.searched += len(todo)
+        out = list(prepared)
+        for i, q in zip(todo, queries):
+            s = out[i].session
+            hits = labelled_neighbors(self.index, q, k, session_id=s.session_id,
+                                      user_id=s.user_id)
+            near = hits[: cs.knn_k]
+            out[i] = replace(out[i], hits=hits, neighbors=[(h.meta.label, h.score) for h in near],
+                             neighbor_ids=[h.meta.session_id for h in near])
+        return out
+
+
+def head_inputs(prepared: Sequence[Prepared], *, history: bool = False) -> HeadInputs:
+    """The heads' rows of prepared sessions."""
+    return HeadInputs(
+        sessions=[p.session for p in prepared], facts=[p.facts for p in prepared],
+        vectors=np.array([p.vector for p in prepared])
+        if prepared and all(p.vector is not None for p in prepared) else None,
+        neighbors=[p.neighbors for p in prepared]
+        if all(p.neighbors is not None for p in prepared) else None,
+        history=history)
