@@ -3,7 +3,7 @@
 Reads the JSON written by ``eval/classify_fewshot.py --json`` for each (task, model) under
 ``eval/reports/model_choice/`` and writes ``eval/reports/model_choice.md``. The rule: the model
 with the higher mean of its *LLM-alone* test macro-F1 over both tasks (that is where the models
-differ; the fused result also depends on kNN); when the means are within ``TIE`` (0.02 — less
+differ; the combined result also depends on kNN); when the means are within ``TIE`` (0.02 — less
 than what one test session more or less right moves on ~120-160 test sessions), the faster
 model wins.
 
@@ -21,6 +21,8 @@ from behavior_rag.atomic import replace_file
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "eval" / "reports" / "model_choice"
 TIE = 0.02
+COMBINED = "combined (LLM + kNN, the default model's combination)"
+OLD_COMBINED = "fused (LLM + kNN)"  # the key in runs written before the fusion track retired
 
 
 def main() -> None:
@@ -33,9 +35,11 @@ def main() -> None:
         sys.exit(f"missing runs: {missing}")
     lines = ["# Default embedded model (`eval/model_choice.py`)", "",
              "Each (task, model) run is `eval/classify_fewshot.py` with the same seed, split and "
-             "test sessions for both models (dev size may differ; it only fits fusion). Test "
+             "test sessions for both models (dev size may differ; it only fits each method's "
+             "parameters). Test "
              "macro-F1:", "",
-             "| task | model | kNN alone | LLM alone | fused | LLM raw top-1 | w_llm fitted | "
+             "| task | model | kNN alone | LLM alone | combined (LLM + kNN) | LLM raw top-1 | "
+             "w_llm fitted | "
              "s/session (p50) | run |", "|---|---|---|---|---|---|---|---|---|"]
     score = {}
     for t in tasks:
@@ -43,10 +47,10 @@ def main() -> None:
             r = by[(t, m)]
             meth = r["methods"]
             knn, llm = meth["kNN vote alone"], meth["LLM few-shot alone"]
-            fused = meth["fused (LLM + kNN)"]
+            combined = meth[COMBINED] if COMBINED in meth else meth[OLD_COMBINED]
             lines.append(f"| {t} | {m} | {knn['macro_f1']:.3f} | {llm['macro_f1']:.3f} | "
-                         f"{fused['macro_f1']:.3f} | {r['llm_raw_top1_macro_f1']:.3f} | "
-                         f"{fused['w_llm']} | {r['sec_per_session_p50']:.2f} | "
+                         f"{combined['macro_f1']:.3f} | {r['llm_raw_top1_macro_f1']:.3f} | "
+                         f"{combined['w_llm']} | {r['sec_per_session_p50']:.2f} | "
                          f"{r['n_dev']} dev / {r['n_test']} test, {r['date']} |")
             score.setdefault(m, []).append((llm["macro_f1"], r["sec_per_session_p50"]))
     mean = {m: sum(f for f, _ in score[m]) / len(score[m]) for m in models}
@@ -62,10 +66,12 @@ def main() -> None:
                else "- One model is clearly better."),
               f"- Default: **`{best}`** (`llm.model` in `behavior_rag/settings.py`).",
               "- Both models are weak few-shot classifiers here: on the synthetic personas the "
-              "fused result is carried by the kNN vote; on Taobao purchase intent the LLM "
+              "combined result is carried by the kNN vote; on Taobao purchase intent the LLM "
               "(calibrated) is what lifts macro-F1 above the uncalibrated kNN baseline. Runs "
               "finished before the kNN-calibration change to fusion (16:25 UTC) show kNN "
-              "numbers without it; the LLM-alone numbers the rule uses do not depend on it."]
+              "numbers without it; runs written before the fusion track was retired report "
+              "the old fusion (kNN temperature and LLM weight searched jointly) as the "
+              "combined column; the LLM-alone numbers the rule uses do not depend on it."]
     out = ROOT / "eval" / "reports" / "model_choice.md"
     replace_file(out, "\n".join(lines) + "\n")
     print("\n".join(lines))
