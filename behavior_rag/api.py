@@ -262,7 +262,11 @@ class BehaviorRAG:
         else:
             mine, now = self.sessions.of_user(user_id), self.sessions.last_event()
         preds = self.classify_many(mine) if patterns and mine else None
-        return build_profile(user_id, mine, llm=self.classifier.llm if use_llm else None,
+        llm = None
+        if use_llm:  # the LLM alone: no index, model or history to load for it
+            llm = self._llm if self._llm is not None else self.classifier.llm \
+                if self._classifier is not None else get_llm(self.settings)
+        return build_profile(user_id, mine, llm=llm,
                              predictions=preds, now=now)
 
     def similar(self, *, session: Session | None = None, session_id: str | None = None,

@@ -33,6 +33,11 @@ from behavior_rag.phrases import fact_phrase
 from behavior_rag.taxonomy import Taxonomy
 from behavior_rag.types import Evidence, Session, SessionFacts
 
+# Event fields a claim may name (``fact="item_id", value="123", events=[...]``): verified
+# against the cited events themselves (the items head's evidence).
+EVENT_FIELDS = {"item": "item_id", "category": "category"}
+EVENT_FIELDS = {**EVENT_FIELDS, **{v: v for v in EVENT_FIELDS.values()}}
+
 
 def same_value(claimed: Any, actual: Any) -> bool:
     if isinstance(actual, bool) or isinstance(claimed, bool):
@@ -57,6 +62,10 @@ def check(item: Evidence, session: Session, facts: SessionFacts,
             return None
     if item.fact is None:
         return item if item.events else None
+    if item.fact in EVENT_FIELDS:  # "these events are on item / in category X"
+        ok = item.events and all(getattr(session.events[i], item.fact) == item.value
+                                 for i in item.events)
+        return item if ok else None
     fact = facts.get(item.fact)
     if fact is None or not same_value(item.value, fact.value):
         return None
@@ -160,8 +169,25 @@ def definition_evidence(label: str, facts: SessionFacts, taxonomy: Taxonomy) -> 
     return [e for e in (_item(n, facts) for n in names) if e is not None]
 
 
+def event_field_evidence(name: str, session: Session, contribution: float | None = None
+                         ) -> Evidence | None:
+    """``item:<id>`` / ``category:<id>`` as a claim citing the session's events on it."""
+    kind, _, value = name.partition(":")
+    field = EVENT_FIELDS.get(kind)
+    if field is None or not value:
+        return None
+    idx = [i for i, e in enumerate(session.events) if getattr(e, field) == value]
+    if not idx:
+        return None
+    what = "item" if field == "item_id" else "category"
+    n = len(idx)
+    return Evidence(fact=field, value=value, events=idx, contribution=contribution,
+                    text=f"{what} {value} ({n} event{'s' if n != 1 else ''})")
+
+
 def contribution_evidence(contrib: Mapping[str, float], facts: SessionFacts, *, top: int = 3,
-                          top_against: int = 3, min_abs: float = 0.01, min_share: float = 0.0
+                          top_against: int = 3, min_abs: float = 0.01, min_share: float = 0.0,
+                          session: Session | None = None
                           ) -> tuple[list[Evidence], list[Evidence]]:
     """``(evidence, against)`` from per-fact contributions toward the label: the strongest
     positive ones (support) and the strongest negative ones (against), each with its events.
@@ -186,7 +212,11 @@ def contribution_evidence(contrib: Mapping[str, float], facts: SessionFacts, *, 
         for name, c in ranked:
             if len(out) == n:
                 break
-            if sign * c >= floor and (e := _item(name, facts, round(c, 4))) is not None:
+            if sign * c < floor:
+                continue
+            e = _item(name, facts, round(c, 4)) if ":" not in name or session is None else \
+                event_field_evidence(name, session, round(c, 4))
+            if e is not None:
                 out.append(e)
                 floor = max(min_abs, min_share * abs(out[0].contribution or 0.0))
         return out

@@ -29,7 +29,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, time
+from datetime import datetime, time, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -101,7 +101,7 @@ def profile_facts(sessions: Sequence[Session], *, now: datetime | None = None,
                   predictions: Sequence[PatternPrediction] | None = None
                   ) -> tuple[dict[str, ProfileFact], list[str]]:
     """Facts over ``sessions`` (one user's) and the signals the data cannot show."""
-    ss = sorted(sessions, key=lambda s: s.start or datetime.min.replace(tzinfo=None))
+    ss = sorted(sessions, key=lambda s: s.start or datetime.min.replace(tzinfo=timezone.utc))
     ids = [s.session_id for s in ss]
     ev = [(s.session_id, e) for s in ss for e in s.events]
     if not ev:

@@ -47,13 +47,14 @@ class EmbedSettings(BaseModel):
 
     model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (the packaged model) "
                        "or a path to a local sentence-transformers folder.")
-    backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino"] = Field(
-        "auto", description="auto (default): torch on a CUDA GPU, else the fastest installed "
+    backend: str = Field(
+        "auto", min_length=1, max_length=100, description="auto (default): torch on a CUDA GPU, else the fastest installed "
         "backend that keeps mean cosine >= 0.99 to torch fp32 -- openvino (4.8-8.5x torch, extra "
         "[openvino]), else onnx-int8 (dynamic int8, extra [onnx]), else torch; resolved when "
         "the embedder loads and recorded concretely in the index. Or name one: torch "
         "(sentence-transformers reference), onnx (fp32 on ONNX Runtime), onnx-int8, openvino "
-        "(fp32 on OpenVINO). Measured ratios: eval/reports/bench_embed.md.")
+        "(fp32 on OpenVINO), or one a plugin declares (`behavior-rag plugins`). Measured "
+        "ratios: eval/reports/bench_embed.md.")
 
 
 class IndexSettings(BaseModel):
@@ -88,9 +89,10 @@ class IndexSettings(BaseModel):
 class LLMSettings(BaseModel):
     """Which language model classifies."""
 
-    backend: Literal["local", "vllm", "none"] = Field(
-        "local", description="none: kNN vote only. A LangChain chat model is passed as an "
-        "object: BehaviorRAG(llm=LangChainBackend(chat_model)).")
+    backend: str = Field(
+        "local", min_length=1, max_length=100, description="A registered LLM backend: local, "
+        "vllm, none (heads only), or one a plugin declares (`behavior-rag plugins`). A "
+        "LangChain chat model is passed as an object: BehaviorRAG(llm=LangChainBackend(...)).")
     model: str = Field("smollm2-135m", description="local: smollm2-135m, gemma3-270m, an HF "
                        "folder or a .gguf; vllm: the served model (or LoRA adapter) name.")
     base_url: str = "http://127.0.0.1:8000/v1"

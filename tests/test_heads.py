@@ -208,3 +208,30 @@ def test_a_committed_model_that_vanished_or_was_swapped_is_an_error(fitted, embe
             BehaviorRAG(s, dst).classify(sp.test[:1])
         assert e.value.context["field"] == "artifacts.model", case
         assert ("missing" if case != "swapped" else "not the one") in e.value.message
+
+
+def test_the_items_head_learns_the_shops_items_and_its_evidence_names_real_events(
+        fitted, embed_home, tmp_path):
+    """Item and category vectors (no labels) and label rates feed a head the stack keeps when
+    CV says so; the items and categories it cites are checked against the session's events."""
+    from behavior_rag.evidence import check
+    from behavior_rag.facts import compute_facts
+    from behavior_rag.types import Evidence
+
+    _, _, sp, _ = fitted
+    s = Settings(home=embed_home, embed={"backend": "onnx-int8"}, llm={"backend": "none"})
+    report = BehaviorRAG(s, tmp_path / "ix").fit(sp.train, sp.dev, heads=["facts", "items"])
+    assert "items" in report.chosen  # on personas, items add to the facts (CV log-loss)
+    assert report.cv_loss["facts+items"] < report.cv_loss["facts"]
+    preds = BehaviorRAG(s, tmp_path / "ix").classify(sp.test[:60])
+    cited = [(p, e) for p in preds for e in p.evidence + p.against
+             if e.fact in ("item_id", "category")]
+    assert cited
+    by_id = {x.session_id: x for x in sp.test}
+    for p, e in cited:
+        events = by_id[p.session_id].events
+        assert e.events and all(getattr(events[i], e.fact) == e.value for i in e.events)
+        assert e.text.startswith(("item ", "category "))
+    sess = sp.test[0]
+    lie = Evidence(fact="item_id", value="no-such-item", events=[0])
+    assert check(lie, sess, compute_facts(sess)) is None

@@ -91,7 +91,8 @@ class Decider:
         abstained = checked.abstain or conf < abstain_below
         if contrib is not None:
             support, against = contribution_evidence(
-                contrib(label), p.facts, min_share=self.settings.classify.evidence_min_share)
+                contrib(label), p.facts, min_share=self.settings.classify.evidence_min_share,
+                session=p.session)
         else:
             support, against = definition_evidence(label, p.facts, self.taxonomy), []
         own = llm.proposed if llm.label == label else []  # the LLM argued for this label

@@ -74,7 +74,11 @@ def classify_cmd(
     index: Optional[Path] = typer.Option(None, "--index", "-i", help="Labelled index folder."),
     fmt: str = typer.Option("auto", "--format", "-f", help="Input format of an event log."),
     limit: int = typer.Option(0, help="At most this many sessions (0 = all)."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="local | vllm | none (kNN only)."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="A registered LLM backend: local | "
+                                      "vllm | none (heads only) | a plugin's."),
+    voters: bool = typer.Option(False, "--voters", help="Also list the similar labelled "
+                                "sessions behind each label when the model does not read "
+                                "them anyway (a facts-only model then embeds and searches)."),
     out: Optional[Path] = OUT,
     out_format: Optional[str] = OUT_FORMAT,
     human: bool = HUMAN,
@@ -92,7 +96,8 @@ def classify_cmd(
         sessions = sessions[:limit]
     with progress("classifying") as bar:
         task = bar.add_task("classify", total=len(sessions))
-        preds = rag.classify_many(sessions, progress=lambda d, t: bar.update(task, completed=d))
+        preds = rag.classify_many(sessions, voters=voters,
+                                  progress=lambda d, t: bar.update(task, completed=d))
     if human:
         for p in preds:
             flag = " (abstained)" if p.abstained else ""

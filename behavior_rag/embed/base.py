@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from behavior_rag.errors import ConfigError
 
@@ -41,7 +41,7 @@ class EmbedderInfo(BaseModel):
 
     id: str  # model identity, e.g. "sentence-transformers/all-MiniLM-L6-v2"
     dim: int
-    backend: Backend
+    backend: str = Field(min_length=1, max_length=100)  # a built-in Backend or a plugin's name
     max_tokens: int
 
 

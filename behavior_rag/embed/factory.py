@@ -6,6 +6,10 @@ native bf16) whose packages are installed: the fastest that keeps mean cosine >=
 torch fp32 in ``eval/bench_embed.py`` comes first, torch (a core dependency) last. The concrete
 name is what ``embedder.info.backend`` and an index's config record.
 
+Backends come from the registry :data:`EMBEDDERS`: the built-in ones, and those a package
+declares as a factory ``make(model, cache_root) -> Embedder`` under the
+``behavior_rag.embedders`` entry point group, so ``--backend NAME`` reaches them.
+
 Example:
     >>> resolve_backend("auto", installed={"openvino", "onnx"}, cuda=False, bf16=True)
     'openvino'
@@ -24,6 +28,7 @@ from pathlib import Path
 from behavior_rag.embed.base import BACKENDS, Embedder
 from behavior_rag.embed.cache import CachedEmbedder
 from behavior_rag.errors import ConfigError
+from behavior_rag.plugins import Registry
 from behavior_rag.settings import Settings, default_settings
 
 # Fastest first, each at mean cosine >= 0.99 to torch fp32 on 2,000 real Taobao renderings
@@ -41,6 +46,35 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "onnx": ("onnxruntime", "onnx"),       # [onnx]
     "torch": (),                           # core
 }
+
+
+EMBEDDERS = Registry("behavior_rag.embedders", {
+    b: f"behavior_rag.embed.factory:{b.replace('-', '_')}_embedder" for b in BACKENDS},
+    what="embedding backend", field="embed.backend")
+
+
+def torch_embedder(model: str, cache_root: Path) -> Embedder:
+    from behavior_rag.embed.sentence_transformers import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(model)
+
+
+def openvino_embedder(model: str, cache_root: Path) -> Embedder:
+    from behavior_rag.embed.openvino import OpenVinoEmbedder
+
+    return OpenVinoEmbedder(model, cache_root=cache_root)
+
+
+def onnx_embedder(model: str, cache_root: Path) -> Embedder:
+    from behavior_rag.embed.onnx import OnnxEmbedder
+
+    return OnnxEmbedder(model, quantized=False, cache_root=cache_root)
+
+
+def onnx_int8_embedder(model: str, cache_root: Path) -> Embedder:
+    from behavior_rag.embed.onnx import OnnxEmbedder
+
+    return OnnxEmbedder(model, quantized=True, cache_root=cache_root)
 
 
 def installed_packages() -> set[str]:
@@ -76,9 +110,9 @@ def resolve_backend(backend: str, installed: Collection[str] | None = None,
     A named backend is returned as is; if its extra is missing, loading it says which.
     """
     if backend != "auto":
-        if backend not in BACKENDS:
+        if backend not in BACKENDS and backend not in EMBEDDERS.names():
             raise ConfigError(f"unknown embedding backend {backend!r}: use auto or one of "
-                              f"{', '.join(BACKENDS)}", field="backend", value=backend)
+                              f"{', '.join(EMBEDDERS.names())}", field="backend", value=backend)
         return backend
     if cuda_available() if cuda is None else cuda:
         return "torch"
@@ -98,18 +132,11 @@ def get_embedder(settings: Settings | None = None, *, cache: bool = True) -> Emb
 
 @lru_cache(maxsize=4)
 def _load(model: str, backend: str, home: str) -> Embedder:
-    models = Path(home) / "models"
-    if backend == "torch":
-        from behavior_rag.embed.sentence_transformers import SentenceTransformerEmbedder
-
-        return SentenceTransformerEmbedder(model)
-    if backend == "openvino":
-        from behavior_rag.embed.openvino import OpenVinoEmbedder
-
-        return OpenVinoEmbedder(model, cache_root=models)
-    from behavior_rag.embed.onnx import OnnxEmbedder
-
-    return OnnxEmbedder(model, quantized=backend == "onnx-int8", cache_root=models)
+    emb = EMBEDDERS.get(backend)(model, Path(home) / "models")
+    if not isinstance(emb, Embedder):
+        raise ConfigError(f"embedding backend {backend!r} made a {type(emb).__name__}, not an "
+                          "Embedder", field="embed.backend", value=backend)
+    return emb
 
 
 @lru_cache(maxsize=4)

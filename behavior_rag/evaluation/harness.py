@@ -31,7 +31,7 @@ from behavior_rag.evaluation import baselines as b
 from behavior_rag.evaluation.baselines import TaskData
 from behavior_rag.evaluation.faithfulness import faithfulness
 from behavior_rag.evaluation.loaders import LoadedTask, load_task
-from behavior_rag.evaluation.methods import BASELINES, METHODS, NEEDS_FIT
+from behavior_rag.evaluation.methods import BASELINES, HEAD_COMPONENTS, METHODS, NEEDS_FIT
 from behavior_rag.evaluation.metrics import best_threshold, binary_metrics, multiclass_metrics
 from behavior_rag.evaluation.product import ProductRun, evidence_summary, llm_proba, proba
 from behavior_rag.evaluation.report import write_report
@@ -201,11 +201,16 @@ def _product(cfg: EvalConfig, settings: Settings, task: LoadedTask, rows: _Rows)
         rows.fixed = dict.fromkeys(("product", "cascade", "always"), fit.dev.threshold)
     classes = task.classes
     val, _ = run.classify(task.val, "never")
-    test, secs = run.classify(task.test, "never")
-    for name, head in (("product", None), ("knn", "knn"), ("facts", "facts"),
-                       ("embed", "embed")):
-        if name in cfg.methods:
-            rows.add(name, proba(val, classes, head), proba(test, classes, head), secs)
+    test, secs = run.classify(task.test, "never")  # timed: what users run
+    if "product" in cfg.methods:
+        rows.add("product", proba(val, classes), proba(test, classes), secs)
+    fitted = {k for k in fit.cv_loss if "+" not in k}  # every head fit fitted
+    heads = [h for h in HEAD_COMPONENTS if h in cfg.methods and h in fitted]
+    if heads:  # each head's own row, read from the same model run with those heads too
+        hv, _ = run.classify(task.val, "never", heads=heads)
+        ht, _ = run.classify(task.test, "never", heads=heads)
+        for h in heads:
+            rows.add(h, proba(hv, classes, h), proba(ht, classes, h), None)
     evidence = evidence_summary(test)
     faith = None
     if any(s.events for s in task.test):  # aggregate-only sessions cite no events

@@ -56,13 +56,15 @@ class ProductRun:
         return report
 
     def classify(self, sessions: Sequence[Session], mode: Mode,
-                 llm: LLMBackend | None = None) -> tuple[list[PatternPrediction], float]:
-        """Predictions and seconds per session (``llm`` overrides the run's, e.g. an adapter)."""
+                 llm: LLMBackend | None = None, heads: Sequence[str] = ()
+                 ) -> tuple[list[PatternPrediction], float]:
+        """Predictions and seconds per session (``llm`` overrides the run's, e.g. an adapter;
+        ``heads``: run these heads too, for their rows)."""
         rag = BehaviorRAG(with_mode(self.settings, mode), self.index_dir,
                           llm=llm if llm is not None else self.llm)
         rag.classifier  # noqa: B018 - load index, model and LLM before the clock starts
         t = time.perf_counter()
-        preds = rag.classify(list(sessions))
+        preds = rag.classify_many(list(sessions), heads=heads)
         return preds, (time.perf_counter() - t) / max(len(sessions), 1)
 
 

@@ -127,7 +127,8 @@ class HeadsModel:
 
     def needs(self, heads: Sequence[str] | None = None) -> set[str]:
         """What the featurizer must compute for ``heads`` (default: the chosen ones)."""
-        return {n for h in (heads or self.chosen) for n in self.heads[h].needs}
+        names = heads or self.chosen
+        return {n for h in names if h in self.heads for n in self.heads[h].needs}
 
     def decision(self) -> tuple[str, float] | None:
         """``(positive label, threshold)`` when labels are decided by a threshold."""
@@ -139,6 +140,10 @@ class HeadsModel:
         """Probabilities of the chosen heads and the stack (``heads``: run these too);
         ``explain``: with what moved each chosen head that can say."""
         names = list(dict.fromkeys([*self.chosen, *(heads or ())]))
+        missing = [h for h in names if h not in self.heads]
+        if missing:
+            raise ConfigError(f"this model has no head {missing[0]!r}; it has "
+                              f"{sorted(self.heads)}", field="heads", value=missing[0])
         parts = {h: self.heads[h].predict_proba(rows) for h in names}
         stacked = self.stack.predict_proba(parts) if self.fitted else parts[self.chosen[0]]
         out = HeadOutputs(heads=parts, stacked=stacked)

@@ -29,8 +29,6 @@ from behavior_rag.index.storage import (
 )
 from behavior_rag.ingest.store import SessionStore, StoreManifest
 
-STORES = ("sessions", "history")  # indexed sessions' events; recorded history (not indexed)
-
 
 class IndexFolder:
     """``root``'s stores, locks and fitted-file names; ``fresh``: ignore what is on disk

@@ -31,7 +31,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
 from behavior_rag.atomic import fsync_path, fsync_tree, replace_file, temp_name
 from behavior_rag.embed.base import EmbedderInfo
@@ -42,6 +42,7 @@ from behavior_rag.settings import IndexSettings
 from behavior_rag.vectors import HybridSpec
 
 FORMAT_VERSION = 1
+STORE_NAMES = ("sessions", "history")  # indexed sessions' events; recorded history
 
 
 class FileSum(BaseModel):
@@ -81,6 +82,16 @@ class IndexConfig(BaseModel):
     artifacts: dict[str, Artifact] = {}
     model: str | None = None  # before the artifact map: read as artifacts["model"], not written
     fusion: str | None = None  # retired fusion weights: never read, removed by the next commit
+
+    @field_validator("stores")
+    @classmethod
+    def _known_stores(cls, v: dict[str, StoreManifest]) -> dict[str, StoreManifest]:
+        # store names become folder names: only the ones this format has (never a path)
+        bad = sorted(set(v) - set(STORE_NAMES))
+        if bad:
+            raise ValueError(f"unknown session store {bad[0]!r} (this format has "
+                             f"{list(STORE_NAMES)})")
+        return v
 
     @model_validator(mode="after")
     def _older_model_slot(self) -> IndexConfig:
