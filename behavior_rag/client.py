@@ -164,20 +164,22 @@ class _Base:
 
         return sum((yield from self._batched(list(session_ids), send)))
 
-    def _classify(self, session):
+    def _classify(self, session, voters=False):
         if isinstance(session, Session):
             return PatternPrediction.model_validate((yield from self._exchange(
-                "POST", "/v1/classify", _body(ClassifyRequest, session=session))))
-        return (yield from self._classify_many(list(session), None))
+                "POST", "/v1/classify", _body(ClassifyRequest, session=session,
+                                              voters=voters))))
+        return (yield from self._classify_many(list(session), None, voters))
 
-    def _classify_many(self, sessions, progress):
+    def _classify_many(self, sessions, progress, voters=False):
         sessions = list(sessions)
 
         def send(start, chunk):
             if not chunk:
                 return []
             preds = _PREDICTIONS.validate_python((yield from self._exchange(
-                "POST", "/v1/classify", _body(ClassifyRequest, sessions=chunk))))
+                "POST", "/v1/classify", _body(ClassifyRequest, sessions=chunk,
+                                              voters=voters))))
             if progress:
                 progress(start + len(chunk), len(sessions))
             return preds
@@ -284,19 +286,21 @@ class Client(_Base):
         return self._drive(self._delete(session_ids))
 
     @overload
-    def classify(self, session: Session) -> PatternPrediction: ...
+    def classify(self, session: Session, *, voters: bool = False) -> PatternPrediction: ...
 
     @overload
-    def classify(self, session: Sequence[Session]) -> list[PatternPrediction]: ...
+    def classify(self, session: Sequence[Session], *, voters: bool = False
+                 ) -> list[PatternPrediction]: ...
 
-    def classify(self, session):
-        """Label one session, or a list (returns the shape it was given)."""
-        return self._drive(self._classify(session))
+    def classify(self, session, *, voters: bool = False):
+        """Label one session, or a list (returns the shape it was given); ``voters`` as
+        :meth:`BehaviorRAG.classify`."""
+        return self._drive(self._classify(session, voters))
 
-    def classify_many(self, sessions: Sequence[Session], *, progress: Progress | None = None
-                      ) -> list[PatternPrediction]:
+    def classify_many(self, sessions: Sequence[Session], *, progress: Progress | None = None,
+                      voters: bool = False) -> list[PatternPrediction]:
         """Label sessions; results in input order."""
-        return self._drive(self._classify_many(sessions, progress))
+        return self._drive(self._classify_many(sessions, progress, voters))
 
     def similar(self, *, session: Session | None = None, session_id: str | None = None,
                 user_id: str | None = None, text: str | None = None, k: int = 10,
@@ -367,13 +371,14 @@ class AsyncClient(_Base):
     async def delete_sessions(self, session_ids: Sequence[str]) -> int:
         return await self._drive(self._delete(session_ids))
 
-    async def classify(self, session):
+    async def classify(self, session, *, voters: bool = False):
         """Label one session, or a list (returns the shape it was given)."""
-        return await self._drive(self._classify(session))
+        return await self._drive(self._classify(session, voters))
 
     async def classify_many(self, sessions: Sequence[Session], *,
-                            progress: Progress | None = None) -> list[PatternPrediction]:
-        return await self._drive(self._classify_many(sessions, progress))
+                            progress: Progress | None = None, voters: bool = False
+                            ) -> list[PatternPrediction]:
+        return await self._drive(self._classify_many(sessions, progress, voters))
 
     async def similar(self, *, session: Session | None = None, session_id: str | None = None,
                       user_id: str | None = None, text: str | None = None, k: int = 10,

@@ -97,6 +97,7 @@ class LabelCheck(BaseModel):
     moved_from: str | None = None
     reasons: list[str] = []
     abstain: bool = False
+    eliminated: bool = False  # the only label whose definition holds, others excluded
 
     @property
     def warning(self) -> str | None:
@@ -146,8 +147,11 @@ def check_definitions(probs: dict[str, float], facts: SessionFacts,
         return LabelCheck(probs=probs, label=top, reasons=bad[top], abstain=True)
     new = {k: (v / total if k in ok else 0.0) for k, v in probs.items()}
     label = top_label(ok, decision)
+    # one label left because the definitions excluded every other: its renormalised 1.0
+    # says nothing about how sure the model was
+    eliminated = len(ok) == 1 and len(probs) > 1
     return LabelCheck(probs=new, label=label, moved_from=None if label == top else top,
-                      reasons=bad[top])
+                      reasons=bad[top], eliminated=eliminated)
 
 
 def _item(name: str, facts: SessionFacts, contribution: float | None = None) -> Evidence | None:

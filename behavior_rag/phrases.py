@@ -87,7 +87,7 @@ def fact_phrase(name: str, value: Any) -> str:
 def sentence(label: str, confidence: float, abstained: bool, phrases: Sequence[str],
              against: Sequence[str] = (), voters: int = 0, knn: int = 0,
              moved_from: str | None = None, reasons: Sequence[str] = (),
-             threshold: float | None = None) -> str:
+             threshold: float | None = None, eliminated: bool = False) -> str:
     """The explanation: label and confidence, then support, what argued against, the
     neighbours' agreement and, when the definition check moved the label, why.
 
@@ -96,6 +96,8 @@ def sentence(label: str, confidence: float, abstained: bool, phrases: Sequence[s
         'window_shopper (80% confident): nothing carted. Against: 1 search. 3 of 5 nearest labelled sessions are window_shopper.'
         >>> sentence("will_buy", 0.12, False, ["2 views of one item"], threshold=0.07)
         'will_buy (12% likely; given from 7%): 2 views of one item.'
+        >>> sentence("window_shopper", 0.3, False, ["nothing carted"], eliminated=True)
+        "window_shopper (by elimination: the other labels' definitions do not hold; the model gave it 30%): nothing carted."
     """
     t = table()
     moved = _template(t["moved"]).render(original=moved_from, reasons=list(reasons)) \
@@ -103,4 +105,5 @@ def sentence(label: str, confidence: float, abstained: bool, phrases: Sequence[s
     src = t["abstain_template"] if abstained else t["template"]
     return " ".join(_template(src).render(
         label=label, confidence=confidence, phrases=list(phrases), against=list(against),
-        voters=voters, knn=knn, moved=moved, threshold=threshold).split())
+        voters=voters, knn=knn, moved=moved, threshold=threshold,
+        eliminated=eliminated).split())

@@ -269,6 +269,12 @@ class PatternPrediction(BaseModel):
     confidence: float
     abstained: bool
     explanation: str
+    out_of_domain: bool = Field(False, description="The session is unlike the sessions the "
+                                "model was fitted on (its facts outside their ranges; "
+                                "`warnings` says which): the prediction abstains.")
+    by_elimination: bool = Field(False, description="The label is the only one whose "
+                                 "definition holds; ``confidence`` is then the model's own "
+                                 "probability for it, not the 1.0 left after the exclusions.")
     threshold: float | None = Field(None, description="Two-label taxonomies with a positive "
                                     "label: the positive label is given from this probability "
                                     "on (fitted on dev for its F1), so its confidence may be "

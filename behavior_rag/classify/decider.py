@@ -59,11 +59,13 @@ class Decider:
                             heads=extra_heads)
         ask = self.ask_mask(out.stacked, step, cascade)
         results = step.where(featurizer, prepared, ask)
-        return [self._one(p, r, out, i, heads, cascade) for i, (p, r) in
+        odd = heads.domain.check([p.session for p in prepared], [p.facts for p in prepared]) \
+            if heads.domain is not None else [[] for _ in prepared]
+        return [self._one(p, r, out, i, heads, cascade, odd[i]) for i, (p, r) in
                 enumerate(zip(prepared, results))]
 
     def _one(self, p: Prepared, r: LLMResult, out: HeadOutputs, i: int, heads: HeadsModel,
-             cascade: CascadeParams) -> PatternPrediction:
+             cascade: CascadeParams, odd: list[str]) -> PatternPrediction:
         row = out.stacked[i: i + 1]
         if r.scores is not None:
             row = combine(row, [r.scores], self.labels, cascade)
@@ -77,18 +79,23 @@ class Decider:
             llm_asked=r.asked, decided_by=heads.chosen + (["llm"] if r.scores is not None
                                                           else []),
             head_probabilities=per_head if heads.fitted else {},
-            knn_vote=per_head.get("knn", {}))
+            knn_vote=per_head.get("knn", {}), odd=odd)
 
     def predict(self, p: Prepared, probs: dict[str, float], abstain_below: float,
                 llm: LLMResult, contrib: Callable[[str], dict[str, float]] | None = None,
-                decision: tuple[str, float] | None = None, **extra) -> PatternPrediction:
+                decision: tuple[str, float] | None = None, odd: Sequence[str] = (),
+                **extra) -> PatternPrediction:
         """The label after its definition check (``decision``: the fitted threshold of a
         positive label), and evidence that points its way: ``contrib(label)`` (the heads'
         contributions) or the label's definition."""
         checked = check_definitions(probs, p.facts, self.taxonomy, decision)
-        label, probs = checked.label, checked.probs
-        conf = probs[label]
-        abstained = checked.abstain or conf < abstain_below
+        label = checked.label
+        # by elimination, the confidence is the model's own probability, not the 1.0 left
+        # after every other label was excluded
+        conf = probs[label] if checked.eliminated else checked.probs[label]
+        probs = checked.probs
+        # a session unlike the training sessions gets no confident label
+        abstained = checked.abstain or conf < abstain_below or bool(odd)
         if contrib is not None:
             support, against = contribution_evidence(
                 contrib(label), p.facts, min_share=self.settings.classify.evidence_min_share,
@@ -108,11 +115,14 @@ class Decider:
         threshold = decision[1] if decision else None
         text = sentence(label, conf, abstained, [e.text for e in kept],
                         [e.text for e in against], len(voters), len(near),
-                        checked.moved_from, checked.reasons, threshold=threshold)
-        warnings = p.warnings + ([checked.warning] if checked.warning else [])
+                        checked.moved_from, checked.reasons, threshold=threshold,
+                        eliminated=checked.eliminated)
+        warnings = p.warnings + ([checked.warning] if checked.warning else []) + (
+            [f"outside what this model was fitted on: {'; '.join(odd[:4])}"] if odd else [])
         return PatternPrediction(
             session_id=p.session.session_id, label=label, probabilities=probs,
             confidence=conf, threshold=threshold, abstained=abstained, explanation=text,
+            by_elimination=checked.eliminated, out_of_domain=bool(odd),
             evidence=kept, against=against, voters=voters[:5], llm_margin=margin,
             evidence_dropped=dropped + dropped_against,
             neighbors=[e.session_id for e in p.examples], fallback_reason=llm.fallback,

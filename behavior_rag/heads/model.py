@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from behavior_rag.errors import ConfigError
 from behavior_rag.facts import compute_facts
 from behavior_rag.heads.base import Contributions, Head, HeadInputs
+from behavior_rag.heads.domain import DomainCheck, fit_domain
 from behavior_rag.heads.knn import KnnHead
 from behavior_rag.heads.registry import head_class
 from behavior_rag.heads.stack import Metric, Stack
@@ -103,8 +104,10 @@ class HeadsModel:
 
     def __init__(self, classes: Sequence[str], heads: dict[str, Head], stack: Stack, *,
                  abstain_below: float = 0.0, propensity: Propensity | None = None,
-                 threshold: float | None = None, history: bool = False) -> None:
+                 threshold: float | None = None, history: bool = False,
+                 domain: DomainCheck | None = None) -> None:
         self.classes, self.heads, self.stack = list(classes), dict(heads), stack
+        self.domain = domain  # what the training sessions looked like (None: not checked)
         self.abstain_below = abstain_below
         self.propensity = propensity  # from the training sessions (history features only)
         self.threshold = threshold  # two labels with a positive one: see fit_threshold
@@ -191,7 +194,8 @@ class HeadsModel:
         abstain = 0.0 if threshold is not None else fit_abstain(dev_p, y_dev, classes,
                                                                 abstain_cost)
         model = cls(classes, fitted, stack, abstain_below=abstain, propensity=prop,
-                    threshold=threshold, history=use_history)
+                    threshold=threshold, history=use_history,
+                    domain=fit_domain(train.sessions, train.facts, dev.sessions, dev.facts))
         facts = fitted.get("facts")
         return model, FitStats(n_train=len(y_tr), n_dev=len(y_dev),
                                dev_metrics=dev_metrics(y_dev, dev_p, classes, positive),

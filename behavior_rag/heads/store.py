@@ -28,6 +28,7 @@ from behavior_rag.atomic import replace_dir
 from behavior_rag.embed.base import EmbedderInfo
 from behavior_rag.errors import BehaviorRagError, ConfigError, StoreError
 from behavior_rag.heads.cascade import CascadeParams
+from behavior_rag.heads.domain import DomainCheck
 from behavior_rag.heads.linear import load_linear, save_linear
 from behavior_rag.heads.model import FitStats, HeadsModel
 from behavior_rag.heads.registry import head_class
@@ -67,6 +68,8 @@ class ModelManifest(BaseModel):
     threshold: float | None = Field(None, description="Decision threshold of the positive "
                                     "label (two labels); None: the most probable label.")
     cascade: CascadeParams = Field(default_factory=CascadeParams)
+    domain: DomainCheck | None = Field(None, description="The training sessions' fact ranges "
+                                       "(out-of-domain check); None: older model, unchecked.")
     data_hash: str
     dev: FitStats
     versions: dict[str, str]
@@ -117,7 +120,8 @@ def save_model(m: FittedModel, path: str | Path) -> ModelManifest:
             taxonomy_hash=m.taxonomy.content_hash, embedder=m.embedder, heads=records,
             chosen=h.stack.chosen, metric=h.stack.metric, positive=h.stack.positive,
             cv_loss=h.stack.cv_loss, history=h.history, abstain_below=h.abstain_below,
-            threshold=h.threshold, cascade=m.cascade, data_hash=m.data_hash, dev=m.dev,
+            threshold=h.threshold, cascade=m.cascade, domain=h.domain, data_hash=m.data_hash,
+            dev=m.dev,
             versions=_versions(), files={f: _sha(tmp / f) for f in files})
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=1))
     return manifest
@@ -192,6 +196,6 @@ def load_model(path: str | Path, *, taxonomy: Taxonomy, embedder: EmbedderInfo) 
     heads = HeadsModel(man.classes, {n: _load_head(root, n, r, man.classes)
                                      for n, r in man.heads.items()}, stack,
                        abstain_below=man.abstain_below, propensity=prop,
-                       threshold=man.threshold, history=man.history)
+                       threshold=man.threshold, history=man.history, domain=man.domain)
     return FittedModel(heads=heads, cascade=man.cascade, taxonomy=taxonomy,
                        embedder=man.embedder, data_hash=man.data_hash, dev=man.dev)

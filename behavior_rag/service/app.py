@@ -149,9 +149,9 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
         state.require_ready()
         _unicode(req)
         if req.session is not None:
-            return (await slots.run(state.classify, [req.session]))[0]
+            return (await slots.run(state.classify, [req.session], req.voters))[0]
         check_batch("sessions", len(req.sessions), settings.max_batch)
-        return await slots.run(state.classify, req.sessions)
+        return await slots.run(state.classify, req.sessions, req.voters)
 
     @v1.post("/similar", response_model=list[Neighbor], summary="Similar sessions or shoppers",
              responses=MODEL_ERRORS | {404: _ERR | {"description": "Unknown session or user"}})

@@ -138,9 +138,10 @@ class ServiceState:
         return report
 
     # ---- reads --------------------------------------------------------------------------
-    def classify(self, sessions: Sequence[Session]) -> list[PatternPrediction]:
+    def classify(self, sessions: Sequence[Session], voters: bool = False
+                 ) -> list[PatternPrediction]:
         with self.lock.read(), self._llm_lock:
-            return self.rag.classify_many(list(sessions))
+            return self.rag.classify_many(list(sessions), voters=voters)
 
     def similar(self, req: SimilarRequest) -> list[Neighbor]:
         with self.lock.read():

@@ -68,6 +68,9 @@ class ClassifyRequest(BaseModel):
 
     session: Session | None = None
     sessions: list[Session] | None = Field(None, description=_BATCH)
+    voters: bool = Field(False, description="Also list the similar labelled sessions behind "
+                         "each label when the model does not read them anyway (a facts-only "
+                         "model then embeds and searches too).")
 
     @model_validator(mode="after")
     def _one(self) -> ClassifyRequest:

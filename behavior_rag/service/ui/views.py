@@ -158,7 +158,7 @@ def _cites(items: list[Evidence], n: int) -> dict[int, list[str]]:
 def session_view(state: ServiceState, session_id: str) -> SessionView:
     """A session's events, its prediction, and the events its evidence cites."""
     s = _session(state, session_id)
-    p = state.classify([s])[0]
+    p = state.classify([s], voters=True)[0]  # the page links the similar sessions
     n, labels = s.n_events, _labels(state)
     pro, con = _cites(p.evidence, n), _cites(p.against, n)
     rows = [EventRow(index=i, type=e.type, time=e.timestamp.strftime("%Y-%m-%d %H:%M:%S"),
