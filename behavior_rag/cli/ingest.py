@@ -3,6 +3,8 @@ stores and text out.
 
 Example:
     $ behavior-rag ingest ../shared/data/taobao_userbehavior/UserBehavior.dev.csv --out data/taobao
+    $ behavior-rag ingest clicks.csv --out data/shop
+    $ behavior-rag ingest orders.csv --out data/shop --append --map event_type_constant=purchase
     $ behavior-rag render data/taobao --limit 3 --human
     $ behavior-rag synth --n 500 --seed 1 --out data/synth
 """
@@ -18,12 +20,14 @@ from pydantic import ValidationError
 
 from behavior_rag.cli.common import HUMAN, emit, err, load_sessions, progress
 from behavior_rag.errors import ConfigError
+from behavior_rag.ingest.append import append_events
 from behavior_rag.ingest.formats import FORMATS
 from behavior_rag.ingest.inspect import inspect_file
 from behavior_rag.ingest.load import MAX_GAP_MINUTES, check_gap, load_events
 from behavior_rag.ingest.models import ColumnMapping, ReadOptions
 from behavior_rag.ingest.sniff import parse_delimiter
 from behavior_rag.ingest.store import check_store_target, write_store
+from behavior_rag.ingest.target import check_append_target
 from behavior_rag.render import render
 from behavior_rag.settings import Settings
 from behavior_rag.synth import generate
@@ -91,7 +95,8 @@ def _read_options(delimiter: str | None, nulls: list[str], events_path: str | No
                        timezone=timezone)
 
 
-def _check_args(mode: str | None, gap_minutes: str | None, out: Path | None) -> float | None:
+def _check_args(mode: str | None, gap_minutes: str | None, out: Path | None,
+                append: bool = False) -> float | None:
     """Validate the arguments before any reading; returns the gap in minutes (or None)."""
     if mode not in (None, "strict", "lenient"):
         raise ConfigError("mode must be strict or lenient", field="mode", value=mode)
@@ -105,7 +110,7 @@ def _check_args(mode: str | None, gap_minutes: str | None, out: Path | None) -> 
                               field="gap_minutes", value=gap_minutes) from e
         check_gap(gap)
     if out is not None:
-        check_store_target(out)
+        (check_append_target if append else check_store_target)(out)
     return gap
 
 
@@ -131,6 +136,11 @@ def ingest_cmd(
                                            "(time-of-day facts; naive times are read there); "
                                            "default: the format's (taobao: Asia/Shanghai), "
                                            "else UTC."),
+    append: bool = typer.Option(False, "--append", help="Join this file's events into the "
+                                "existing session store --out instead of replacing it: by "
+                                "source session id, else by user within the session gap (the "
+                                "store's unless --gap-minutes); exactly repeated events are "
+                                "dropped. Each file takes its own --map / --mapping."),
     no_pseudonymize: bool = typer.Option(False, "--no-pseudonymize",
                                          help="Keep raw user ids (not recommended)."),
     inspect: bool = typer.Option(False, "--inspect", help="Only look at the file: type, "
@@ -139,7 +149,7 @@ def ingest_cmd(
     human: bool = HUMAN,
 ) -> None:
     """Read an event log, sessionise it and write a parquet session store."""
-    gap = _check_args(mode, gap_minutes, out)
+    gap = _check_args(mode, gap_minutes, out, append)
     if inspect:
         _inspect(path, fmt, _read_options(delimiter, null, events_path, timezone), human)
         return
@@ -149,10 +159,16 @@ def ingest_cmd(
     options = _read_options(delimiter, null, events_path, timezone)
     with progress("ingesting") as bar:
         task = bar.add_task("ingest", total=None)
-        result = load_events(path, fmt, mapping=_mapping(mapping_file, map_), settings=settings,
-                             options=options)
+        if append:  # reads, joins and commits under the store's writer lock
+            result = append_events(path, out, fmt, mapping=_mapping(mapping_file, map_),
+                                   settings=settings, options=options, gap_minutes=gap)
+        else:
+            result = load_events(path, fmt, mapping=_mapping(mapping_file, map_),
+                                 settings=settings, options=options)
         bar.update(task, total=1, completed=1)
-    write_store(result.sessions, out, info={"ingest": result.report.model_dump()})
+    if not append:
+        write_store(result.sessions, out, info={"ingest": result.report.model_dump()},
+                    lock_timeout_s=settings.index.lock_timeout_s)
     report = result.report.model_dump() | {"store": str(out)}
     if human:
         r = result.report
@@ -160,6 +176,14 @@ def ingest_cmd(
                   f"events, {r.sessions} sessions, {r.users} users in {r.seconds}s -> {out}")
         if r.rows_skipped:
             err.print(f"skipped {r.rows_skipped} rows: {r.skipped_by_reason}")
+        if r.append is not None:
+            a = r.append
+            err.print(f"appended: {a.events_joined} events joined {a.sessions_touched} existing "
+                      f"session(s) ({a.events_joined_by_session_id} by session id, "
+                      f"{a.events_joined_by_gap} by user within {a.gap_minutes:g} min), "
+                      f"{a.events_in_new_sessions} started {a.sessions_new} new session(s), "
+                      f"{a.duplicates_dropped} duplicate(s) dropped; the store now has "
+                      f"{a.store_sessions} sessions, {a.store_events} events", soft_wrap=True)
         if not r.users_known:
             err.print(f"users: {r.known_users} known ({r.known_user_sessions} session(s)); "
                       f"{r.anonymous_sessions} session(s) without a user id got one anonymous "

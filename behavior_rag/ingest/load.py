@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,18 +48,24 @@ from behavior_rag.settings import Settings, default_settings
 from behavior_rag.types import Event, Session, TimeResolution
 
 Mode = Literal["strict", "lenient"]
+# typed frame (``user_id`` pseudonymised, ``session_id``, ``_ts``, ``__row``), gap in minutes
+# -> the frame with ``sid``: :func:`sessionize`, or ingest --append's join (ingest/append.py)
+Sessionizer = Callable[[pl.DataFrame, float], pl.DataFrame]
 
 
 def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,
                 mapping: ColumnMapping | None = None, settings: Settings | None = None,
-                mode: Mode | None = None, options: ReadOptions | None = None) -> IngestResult:
+                mode: Mode | None = None, options: ReadOptions | None = None,
+                sessionizer: Sessionizer | None = None) -> IngestResult:
     """Read an event log (CSV, JSONL, Parquet, or a built-in format) into sessions.
 
     ``mapping`` is laid over the detected format's mapping (or the generic one): only the
     fields it sets change. ``options`` override the delimiter (sniffed by default) and the null
     tokens. ``strict`` (default) raises :class:`IngestError` on the first bad row — after
     checking every row, so the error lists all problems — and returns nothing; ``lenient`` skips
-    bad rows and counts them per reason in ``result.report``.
+    bad rows and counts them per reason in ``result.report``. ``sessionizer`` replaces the
+    gap rule (:func:`~behavior_rag.ingest.sessionize.sessionize`) that gives each event its
+    session id: ``ingest --append`` joins sessions already in a store that way.
     """
     settings = settings or default_settings()
     path = Path(path)
@@ -78,7 +84,7 @@ def load_events(path: str | Path, fmt: str | FormatSpec | None = "auto", *,
         raise_bad_lines(str(path), got.bad_lines)
     check_user_columns(got.frame, mapping, str(path))
     return _from_raw(got.frame, spec, str(path), settings, mode, t0, got.bad_lines,
-                     named_columns(spec, mapping))
+                     named_columns(spec, mapping), sessionizer)
 
 
 def with_mapping(spec: FormatSpec, mapping: ColumnMapping | None) -> FormatSpec:
@@ -117,7 +123,8 @@ def load_records(records: Iterable[Mapping[str, Any]], *, mapping: ColumnMapping
 
 def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings, mode: Mode,
               t0: float, bad_lines: list[RowError] | None = None,
-              named: set[str] | None = None) -> IngestResult:
+              named: set[str] | None = None,
+              sessionizer: Sessionizer | None = None) -> IngestResult:
     assert spec.mapping is not None
     mapped = map_columns(raw, spec.mapping)
     typed, errors = check_types(mapped, spec.mapping)
@@ -130,7 +137,7 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
     pseudo = Pseudonymizer.from_settings(settings) if spec.pseudonymize and \
         settings.ingest.pseudonymize and typed.height else None
     typed, n_anon = assign_users(typed, pseudo)
-    typed = sessionize(typed, settings.ingest.session_gap_minutes)
+    typed = (sessionizer or sessionize)(typed, settings.ingest.session_gap_minutes)
 
     resolution = resolution_of(typed["_ts"], spec.mapping.naive_zone)
     sessions, model_errors = _build_sessions(typed, spec.name, resolution, spec.mapping.timezone)
@@ -151,8 +158,15 @@ def _from_raw(raw: pl.DataFrame, spec: FormatSpec, file: str, settings: Settings
         unused_columns=unused_columns(raw, spec.mapping),
         unknown_columns=unknown_columns(raw, spec.mapping, named if named is not None
                                         else spec.mapping.mapped_columns()),
+        gap_minutes=settings.ingest.session_gap_minutes,
+        pseudonym_key_id=pseudo(KEY_CHECK) if pseudo is not None else None,
         seconds=round(time.perf_counter() - t0, 3))
     return IngestResult(sessions=sessions, report=report)
+
+
+# The pseudonym of this id (no log has it) identifies the key: two loads with the same value
+# map the same raw user ids to the same pseudonyms.
+KEY_CHECK = "\x00behavior-rag key check"
 
 # A gap of a year already makes each shopper one session; past it the gap in milliseconds
 # overflows the duration type (--gap-minutes 1e308 was a traceback).

@@ -211,6 +211,30 @@ class RawRead(BaseModel):
     bad_lines: list[RowError] = Field(default_factory=list)
 
 
+class AppendReport(BaseModel):
+    """What ``ingest --append`` did with one file's events (the :class:`IngestReport` above
+    says what the file held)."""
+
+    store: str
+    gap_minutes: float = Field(description="The gap used to join events without a session id.")
+    events_joined: int = Field(0, description="Events added to sessions already in the store.")
+    events_joined_by_session_id: int = Field(0, description="... of them by source session id.")
+    events_joined_by_gap: int = Field(0, description="... of them by user within the gap.")
+    events_in_new_sessions: int = Field(0, description="Events that started new sessions.")
+    sessions_touched: int = Field(0, description="Existing sessions that gained events.")
+    sessions_new: int = Field(0, description="Sessions the file started.")
+    bridging_runs: int = Field(0, description="Runs of events (no session id) within the gap of "
+                               "two or more existing sessions: each event joined the nearest "
+                               "one; existing sessions are never merged.")
+    duplicates_dropped: int = Field(0, description="Events exactly equal to one already in "
+                                    "their session (a file appended twice adds nothing).")
+    near_duplicates_kept: int = Field(0, description="Events with the same time, type and item "
+                                      "as one already in their session but differing in another "
+                                      "field (price, attrs): kept, counted here.")
+    store_sessions: int = Field(0, description="Sessions in the store after the append.")
+    store_events: int = Field(0, description="Events in the store after the append.")
+
+
 class IngestReport(BaseModel):
     """What a load read, kept and skipped (counts per reason) — printed by ``behavior-rag ingest``."""
 
@@ -241,7 +265,15 @@ class IngestReport(BaseModel):
                                        "names that the file does not have: a built-in "
                                        "adapter's, or those you mapped (the generic mapping's "
                                        "default names are guesses and not listed).")
+    gap_minutes: float | None = Field(None, description="The inactivity gap that cut sessions "
+                                      "without a source session id (--append reuses it).")
+    pseudonym_key_id: str | None = Field(None, description="A keyed check value of the "
+                                         "pseudonym key (not a user id; None: raw ids kept): "
+                                         "--append refuses a file read with another key, whose "
+                                         "users could never match the store's.")
     seconds: float = 0.0
+    append: AppendReport | None = Field(None, description="With --append: what the file "
+                                        "changed in the store it joined.")
 
 
 class IngestResult(BaseModel):

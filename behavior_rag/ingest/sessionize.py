@@ -17,10 +17,18 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 
 import polars as pl
 
 from behavior_rag.ingest.readers import ROW
+
+
+def gap_session_id(user_id: str, first: datetime) -> str:
+    """The id of a session cut by the gap rule: ``s_`` + a hash of its user and first event
+    time (aware UTC), so the same events always get the same id."""
+    return "s_" + hashlib.sha1(f"{user_id}|{first.isoformat()}".encode(
+        "utf-8", "replace")).hexdigest()[:16]
 
 
 def sessionize(df: pl.DataFrame, gap_minutes: float) -> pl.DataFrame:
@@ -33,8 +41,7 @@ def sessionize(df: pl.DataFrame, gap_minutes: float) -> pl.DataFrame:
     starts = df.group_by("_seq").agg(pl.col("user_id").first(), pl.col("_ts").min().alias("_t0"))
     # The id depends only on (user, first event time): re-ingesting a longer log keeps old ids.
     starts = starts.with_columns(pl.struct("user_id", "_t0").map_elements(
-        lambda s: "s_" + hashlib.sha1(f"{s['user_id']}|{s['_t0'].isoformat()}".encode(
-            "utf-8", "replace")).hexdigest()[:16], return_dtype=pl.Utf8).alias("_gap_sid"))
+        lambda s: gap_session_id(s["user_id"], s["_t0"]), return_dtype=pl.Utf8).alias("_gap_sid"))
     df = df.join(starts.select("_seq", "_gap_sid"), on="_seq", how="left")
     given = pl.col("session_id")
     # A source session id shared by several users would merge strangers: qualify it by user.

@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from pydantic import BaseModel, ValidationError, field_validator, model_validato
 from behavior_rag.atomic import fsync_path, replace_dir, replace_file, writing_file
 from behavior_rag.errors import StoreError
 from behavior_rag.ingest import compaction
+from behavior_rag.ingest.lock import store_lock
 from behavior_rag.ingest.segments import (
     SESSION_SCHEMA,
     SegmentInfo,
@@ -179,6 +181,22 @@ class SessionStore:
     def has_user(self, user_id: str) -> bool:
         return any(s.user_id == user_id for s in self._pending.values()) or bool(
             (self._live()["user_id"] == user_id).any())
+
+    def spans(self, user_ids: Sequence[str] = (), session_ids: Sequence[str] = ()
+              ) -> pl.DataFrame:
+        """``session_id, user_id, start, end`` of the live sessions of these users or with these
+        ids (no events read): what ``ingest --append`` joins new events to."""
+        users, ids = set(user_ids), set(session_ids)
+        cols = ["session_id", "user_id", "start", "end"]
+        frame = self._live().filter(pl.col("user_id").is_in(list(users))
+                                    | pl.col("session_id").is_in(list(ids))).select(cols)
+        pend = [s for s in self._pending.values() if s.user_id in users or s.session_id in ids]
+        if pend:
+            frame = pl.concat([frame, pl.DataFrame(
+                {"session_id": [s.session_id for s in pend], "user_id": [s.user_id for s in pend],
+                 "start": [s.start for s in pend], "end": [s.end for s in pend]},
+                schema=frame.schema)])
+        return frame
 
     def last_event(self) -> datetime | None:
         """The newest event time in the store (the profile's "now")."""
@@ -333,10 +351,13 @@ def open_store(path: str | Path) -> SessionStore:
 
 
 def write_store(sessions: Sequence[Session], path: str | Path,
-                info: dict[str, Any] | None = None) -> StoreManifest:
-    """Write sessions to a store folder atomically (replacing any store already there)."""
+                info: dict[str, Any] | None = None, *,
+                lock_timeout_s: float = 10.0) -> StoreManifest:
+    """Write sessions to a store folder atomically (replacing any store already there, once
+    no ``ingest --append`` is writing it: waits up to ``lock_timeout_s``)."""
     check_store_target(path)
-    with replace_dir(path) as tmp:
+    held = store_lock(path, lock_timeout_s) if Path(path).is_dir() else nullcontext()
+    with held, replace_dir(path) as tmp:  # a store there: not while --append writes it
         st = SessionStore(tmp)
         st.upsert(sessions)
         manifest = st.commit(info or {})

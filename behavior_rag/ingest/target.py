@@ -64,6 +64,41 @@ def check_store_target(path: str | Path) -> None:
                          field="out")
 
 
+def check_append_target(path: str | Path) -> None:
+    """Raise :class:`StoreError` unless ``path`` is a session store folder that ``ingest
+    --append`` may add to: one ``ingest`` or ``synth`` wrote (its own ``manifest.json``). A
+    missing or empty folder, any other folder, an index folder and the stores inside one are
+    refused, each naming the folder."""
+    path = Path(path)
+    where = repr(str(path))
+    if path.is_symlink():
+        raise StoreError(f"--append: {where} is a symbolic link: give the store folder itself",
+                         file=str(path), field="out")
+    if not path.exists():
+        raise StoreError(f"--append: there is no session store at {where}: ingest the first "
+                         "file without --append to create it", file=str(path), field="out")
+    if not path.is_dir():
+        raise StoreError(f"--append: {where} is a file, not a session store folder",
+                         file=str(path), field="out")
+    if _index_config(path) or _index_config(path.parent):
+        raise StoreError(f"--append: {where} is an index folder or inside one; its sessions "
+                         "are written by `behavior-rag index add`: append to a session store "
+                         "and add that to the index", file=str(path), field="out")
+    if not (path / "manifest.json").is_file():
+        what = "is empty" if not any(path.iterdir()) else "has no manifest.json"
+        raise StoreError(f"--append: {where} is not a session store (it {what}): name a folder "
+                         "that `behavior-rag ingest --out` wrote, or ingest the first file "
+                         "without --append", file=str(path), field="out")
+    try:
+        data = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and STORE_KEYS <= set(data)):
+        raise StoreError(f"--append: {where} is not a session store (its manifest.json is not "
+                         "a store manifest; a fitted model's folder?)",
+                         file=str(path / "manifest.json"), field="out")
+
+
 def _index_config(folder: Path) -> bool:
     """Whether ``folder`` holds an index's ``config.json`` (one that lists ``stores``)."""
     cfg = folder / "config.json"
