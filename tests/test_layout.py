@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"embed", "index", "vectors"},
     {"retrieve", "prompts"},
     {"llm"},
-    {"heads"},
+    {"heads", "labels"},  # labels: outcome targets, label files
     {"classify", "fitting", "profile", "discover", "frames"},  # frames: tables of their models
     {"finetune"},
     {"api", "client", "wire", "batch", "chains"},  # chains: LangChain adapters over api

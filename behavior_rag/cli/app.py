@@ -25,6 +25,8 @@ from behavior_rag.cli.finetune import finetune_cmd
 from behavior_rag.cli.fit import fit_cmd
 from behavior_rag.cli.index import index_app, similar_cmd
 from behavior_rag.cli.ingest import ingest_cmd, render_cmd, synth_cmd
+from behavior_rag.cli.labels import labels_app
+from behavior_rag.cli.plugins import plugins_cmd
 from behavior_rag.cli.serve import serve_cmd
 from behavior_rag.cli.tune import embed_app, reembed_cmd
 from behavior_rag.cli.verbosity import configure
@@ -49,6 +51,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(embed_app, name="embed")
 app.command("similar")(similar_cmd)
 app.command("fit")(fit_cmd)
+app.add_typer(labels_app, name="labels")
 app.command("classify")(classify_cmd)
 app.command("eval")(eval_cmd)
 app.command("discover")(discover_cmd)
@@ -56,6 +59,7 @@ app.command("profile")(profile_cmd)
 app.command("finetune")(finetune_cmd)
 app.command("serve")(serve_cmd)
 app.command("demo")(demo_cmd)
+app.command("plugins")(plugins_cmd)
 app.add_typer(batch_app, name="batch")
 
 
