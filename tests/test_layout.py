@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "behavior_rag"
 
 # Lowest first. A module may import from its own layer or below, never above.
 LAYERS: list[set[str]] = [
-    {"types", "errors", "settings", "resources", "atomic", "bounds", "faults"},
+    {"types", "errors", "settings", "resources", "atomic", "bounds", "faults", "plugins"},
     {"ingest", "facts", "history", "tokens", "guard", "predicates", "taxonomy", "synth",
      "fusion"},
     {"render", "phrases", "evidence"},

@@ -45,10 +45,10 @@ from behavior_rag.resources import __version__
 from behavior_rag.retrieve import Neighbor
 from behavior_rag.service import errors, ui
 from behavior_rag.service.auth import check_auth_config, key_dependency
+from behavior_rag.service.errors import already_served
 from behavior_rag.service.limits import BodyLimitMiddleware, ModelSlots, check_batch
 from behavior_rag.service.logs import install_access_log_filter
 from behavior_rag.service.metrics import Metrics, MetricsMiddleware
-from behavior_rag.service.run import already_served
 from behavior_rag.service.state import ServiceState
 from behavior_rag.settings import ServeSettings
 from behavior_rag.taxonomy import Taxonomy

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from behavior_rag.errors import BehaviorRagError
+from behavior_rag.errors import BehaviorRagError, WriteConflict
 from behavior_rag.wire.errors import (
     RETRY_AFTER,
     AuthError,
@@ -81,3 +81,11 @@ def install(app, retry_after_s: int) -> None:
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(OverflowError, on_overflow)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def already_served(folder) -> WriteConflict:
+    """The error of a second service on a folder that another process serves: it would never
+    see the first one's commits, and every write it took would be refused."""
+    return WriteConflict("this index folder is already served by another `behavior-rag serve` "
+                         "process: use that service (its HTTP API takes writes), stop it "
+                         "first, or serve a copy of the folder", file=str(folder), field="index")

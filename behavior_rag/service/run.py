@@ -20,17 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from behavior_rag.api import BehaviorRAG
-from behavior_rag.errors import BehaviorRagError, WriteConflict
+from behavior_rag.errors import BehaviorRagError
+from behavior_rag.service.errors import already_served  # noqa: F401 - the CLI's name
 from behavior_rag.settings import ServeSettings
 from behavior_rag.wire.errors import NotReady
-
-
-def already_served(folder) -> WriteConflict:
-    """The error of a second service on a folder that another process serves: it would never
-    see the first one's commits, and every write it took would be refused."""
-    return WriteConflict("this index folder is already served by another `behavior-rag serve` "
-                         "process: use that service (its HTTP API takes writes), stop it "
-                         "first, or serve a copy of the folder", file=str(folder), field="index")
 
 
 def serve_forever(rag: BehaviorRAG, settings: ServeSettings, *, log_level: str = "info") -> None:
