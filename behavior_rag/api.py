@@ -31,7 +31,7 @@ from behavior_rag.finetune import finetune
 from behavior_rag.fitting import fit_model
 from behavior_rag.heads.cascade import CascadeParams
 from behavior_rag.heads.model import FitStats
-from behavior_rag.heads.store import load_model, save_model
+from behavior_rag.heads.store import load_model, read_manifest, save_model
 from behavior_rag.history import UserHistory
 from behavior_rag.index.base import Filter, VectorIndex
 from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
@@ -41,10 +41,11 @@ from behavior_rag.index.reembed import recorded_model
 from behavior_rag.index.storage import IndexConfig, read_config
 from behavior_rag.ingest.pseudonym import UserIds
 from behavior_rag.ingest.store import SessionStore
+from behavior_rag.labels.targets import Target
 from behavior_rag.llm.factory import get_llm
 from behavior_rag.profile import build_profile
 from behavior_rag.retrieve import Neighbor, similar
-from behavior_rag.settings import EmbedSettings, Settings, default_settings
+from behavior_rag.settings import ClassifySettings, EmbedSettings, Settings, default_settings
 from behavior_rag.taxonomy import load_taxonomy
 from behavior_rag.types import PatternPrediction, Session
 from behavior_rag.vectors import HybridSpec, fit_hybrid
@@ -288,8 +289,8 @@ class BehaviorRAG:
         """The classifier over this index: the fitted model of the last commit (else the
         default kNN model) and the LLM from settings (not loaded when ``classify.llm=never``)."""
         if self._classifier is None:
-            tax = load_taxonomy(self.settings.classify.taxonomy)
-            model = self._load_model(tax)
+            model = self._load_model()
+            tax = model.taxonomy if model else load_taxonomy(self.settings.classify.taxonomy)
             llm = self._llm if self._llm is not None else None if \
                 self.settings.classify.llm == "never" else get_llm(self.settings)
             self._classifier = Classifier(
@@ -303,26 +304,41 @@ class BehaviorRAG:
         self._history = self.user_history() if model and model.heads.history else None
         return self._history
 
-    def _load_model(self, tax):
+    def _load_model(self):
+        """The committed model, for the configured taxonomy; with ``classify.taxonomy`` left
+        at its default, for the taxonomy the model was fitted with (as the embedder)."""
         if self.folder.fresh:
             return None
         mdir = self.model_path()
-        return load_model(mdir, taxonomy=tax, embedder=self.index.embedder) \
-            if (mdir / "manifest.json").exists() else None
+        if not (mdir / "manifest.json").exists():
+            return None
+        tax = load_taxonomy(self.settings.classify.taxonomy)
+        fitted = read_manifest(mdir).taxonomy_spec
+        if fitted is not None and fitted.content_hash != tax.content_hash and \
+                self.settings.classify.taxonomy == ClassifySettings().taxonomy:
+            log.info("using the model's taxonomy %s", fitted.name)
+            tax = fitted
+        return load_model(mdir, taxonomy=tax, embedder=self.index.embedder)
 
     def fit(self, train: Sequence[Session], dev: Sequence[Session], *,
-            heads: Sequence[str] | None = None,
+            heads: Sequence[str] | None = None, target: Target | None = None,
             progress: Callable[[str], None] | None = None) -> FitReport:
         """Fit the classifier on labelled sessions: index ``train`` as labelled examples, fit
         the heads (``heads``, default ``classify.heads``) and their stack (heads chosen by CV
         on the taxonomy's metric), the abstain threshold and the LLM cascade on ``dev``; then
         commit it all at once (vectors, sessions and model). :meth:`classify` then uses it.
+        ``target``: the outcome target the sessions were labelled by
+        (:func:`behavior_rag.labels.label_sessions`); the model records it, and fitting and
+        classifying see sessions only up to its prediction point.
 
         Example:
             >>> rag.fit(train_sessions, dev_sessions).chosen                  # doctest: +SKIP
             ['facts', 'knn']
         """
         train, dev = self.user_ids.sessions(train), self.user_ids.sessions(dev)
+        if target is not None:  # idempotent: sessions labelled by the target are cut already
+            train, dev = ([target.input.cut(s, min_events=0) for s in part]
+                          for part in (train, dev))
         self._check_labels(dev, required=True)
         self._begin()
         if self.settings.index.hybrid:
@@ -331,7 +347,7 @@ class BehaviorRAG:
         # a previous model must not shape the new one: fit over the default model
         base = self.classifier.with_model(None)
         model = fit_model(base, list(train), list(dev), history=self.user_history(),
-                          heads=heads, progress=progress)
+                          heads=heads, target=target, progress=progress)
         manifest = save_model(model, self.folder.new_model_path())
         self._classifier = base.with_model(model, self._reading_history(model))
         self.save()  # one commit: vectors, sessions and the model become visible together

@@ -28,6 +28,7 @@ from behavior_rag.heads.model import HeadsModel
 from behavior_rag.heads.registry import head_class
 from behavior_rag.heads.store import FittedModel
 from behavior_rag.history import UserHistory
+from behavior_rag.labels.targets import Target
 from behavior_rag.llm.adapter import data_hash
 from behavior_rag.types import Session
 
@@ -44,7 +45,7 @@ def rows_for(clf: Classifier, sessions: Sequence[Session], needs: set[str],
 
 def fit_model(clf: Classifier, train: Sequence[Session], dev: Sequence[Session], *,
               history: UserHistory | None = None, heads: Sequence[str] | None = None,
-              progress: Progress | None = None) -> FittedModel:
+              target: Target | None = None, progress: Progress | None = None) -> FittedModel:
     """Heads + stack on ``train`` (already indexed as labelled) and ``dev``; then the cascade.
     ``clf``: a classifier over the index without a model (its featurizer reads no history;
     ``history`` is given to the heads here)."""
@@ -64,7 +65,8 @@ def fit_model(clf: Classifier, train: Sequence[Session], dev: Sequence[Session],
     if clf.llm is not None and cs.llm != "never" and cs.cascade_dev_max:
         say("asking the LLM about the least confident dev sessions")
         cascade = _fit_cascade(clf, fitted, list(dev))
-    return FittedModel(heads=fitted, cascade=cascade, taxonomy=tax, embedder=clf.embedder.info,
+    return FittedModel(heads=fitted, cascade=cascade, target=target, taxonomy=tax,
+                       embedder=clf.embedder.info,
                        data_hash=data_hash(list(train)), dev=stats)
 
 

@@ -57,7 +57,8 @@ class Classifier:
         reads_history = model is not None and model.heads.history
         self.history = history if reads_history else None
         self.featurizer = Featurizer(index, embedder, self.settings, history=self.history,
-                                     propensity=self._heads.propensity)
+                                     propensity=self._heads.propensity,
+                                     target=model.target if model is not None else None)
         self.step = LLMStep(llm, taxonomy, self.settings, prompt)
         self.decider = Decider(taxonomy, self.settings)
 

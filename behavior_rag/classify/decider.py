@@ -95,7 +95,7 @@ class Decider:
         conf = probs[label] if checked.eliminated else checked.probs[label]
         probs = checked.probs
         # a session unlike the training sessions gets no confident label
-        abstained = checked.abstain or conf < abstain_below or bool(odd)
+        abstained = checked.abstain or conf < abstain_below or bool(odd) or p.before_point
         if contrib is not None:
             support, against = contribution_evidence(
                 contrib(label), p.facts, min_share=self.settings.classify.evidence_min_share,

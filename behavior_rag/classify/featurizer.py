@@ -28,6 +28,7 @@ from behavior_rag.heads.base import HeadInputs
 from behavior_rag.history import Propensity, UserHistory, history_facts
 from behavior_rag.index.base import VectorIndex
 from behavior_rag.index.build import encode
+from behavior_rag.labels.targets import Target
 from behavior_rag.llm.base import ChatMessage
 from behavior_rag.render import render
 from behavior_rag.retrieve import Example, labelled_neighbors
@@ -44,6 +45,7 @@ class Prepared:
     facts: SessionFacts
     warnings: list[str]
     earlier: list[Session] = field(default_factory=list)  # the user's, for history facts
+    before_point: bool = False  # too little before the target's prediction point
     text: str | None = None
     vector: np.ndarray | None = None
     neighbors: list[tuple[str, float]] | None = None
@@ -68,9 +70,10 @@ class Featurizer:
 
     def __init__(self, index: VectorIndex, embedder: Embedder, settings: Settings, *,
                  history: UserHistory | None = None,
-                 propensity: Propensity | None = None) -> None:
+                 propensity: Propensity | None = None, target: Target | None = None) -> None:
         self.index, self.embedder, self.settings = index, embedder, settings
         self.history, self.propensity = history, propensity
+        self.target = target  # its input cut: what the model may see of a session
         self.stats = FeaturizerStats()
 
     def prepare(self, sessions: Sequence[Session], needs: set[str] | frozenset[str],
@@ -78,11 +81,17 @@ class Featurizer:
         """Facts of ``sessions``; ``vector`` / ``neighbors`` in ``needs``: those too (``k``
         neighbours, default ``classify.knn_k``)."""
         warnings: list[list[str]] = [[] for _ in sessions]
+        short = [False] * len(sessions)
+        if self.target is not None:  # the events after the prediction point never reach us
+            sessions = [self.target.input.cut(s, min_events=0) for s in sessions]
+            short = [s.n_events < self.target.min_events for s in sessions]
+            warnings = [[f"nothing before the prediction point ({self.target.input})"] if w
+                        else [] for w in short]
         if self.settings.classify.strip_instructions:
             guarded = [guard_session(s) for s in sessions]
             sessions = [g for g, _ in guarded]
-            warnings = [[f"{n} instruction-like span(s) cut from free text"] if n else []
-                        for _, n in guarded]
+            warnings = [w + ([f"{n} instruction-like span(s) cut from free text"] if n else [])
+                        for w, (_, n) in zip(warnings, guarded)]
         tz = self.settings.render.timezone
         facts = [compute_facts(s, tz=tz) for s in sessions]
         earlier: list[list[Session]] = [[] for _ in sessions]
@@ -91,7 +100,8 @@ class Featurizer:
             facts = [f.model_copy(update={"history": history_facts(s, e, self.propensity)})
                      for s, f, e in zip(sessions, facts, earlier)]
         self.stats.sessions += len(sessions)
-        out = [Prepared(s, f, w, e) for s, f, w, e in zip(sessions, facts, warnings, earlier)]
+        out = [Prepared(s, f, w, e, before_point=b)
+               for s, f, w, e, b in zip(sessions, facts, warnings, earlier, short)]
         if "neighbors" in needs:
             return self.search(out, k)
         if "vector" in needs:

@@ -34,6 +34,7 @@ from behavior_rag.heads.model import FitStats, HeadsModel
 from behavior_rag.heads.registry import head_class
 from behavior_rag.heads.stack import Stack
 from behavior_rag.history import Propensity
+from behavior_rag.labels.targets import Target
 from behavior_rag.taxonomy import Taxonomy
 
 FORMAT_VERSION = 2  # 1: three fixed heads (read by legacy.py)
@@ -57,6 +58,8 @@ class ModelManifest(BaseModel):
     classes: list[str]
     taxonomy: str
     taxonomy_hash: str
+    taxonomy_spec: Taxonomy | None = Field(None, description="The taxonomy itself (labels, "
+                                           "definitions): the model describes what it labels.")
     embedder: EmbedderInfo
     heads: dict[str, HeadRecord] = Field(description="Every head fitted, by registered name.")
     chosen: list[str] = Field(description="The heads the stack combines (chosen by CV).")
@@ -68,6 +71,8 @@ class ModelManifest(BaseModel):
     threshold: float | None = Field(None, description="Decision threshold of the positive "
                                     "label (two labels); None: the most probable label.")
     cascade: CascadeParams = Field(default_factory=CascadeParams)
+    target: Target | None = Field(None, description="The outcome target the labels came from; "
+                                  "classify shows new sessions only what its input cut allows.")
     domain: DomainCheck | None = Field(None, description="The training sessions' fact ranges "
                                        "(out-of-domain check); None: older model, unchecked.")
     data_hash: str
@@ -84,6 +89,7 @@ class FittedModel(BaseModel):
 
     heads: HeadsModel
     cascade: CascadeParams = Field(default_factory=CascadeParams)
+    target: Target | None = None  # classify applies its input cut
     taxonomy: Taxonomy
     embedder: EmbedderInfo
     data_hash: str
@@ -117,10 +123,12 @@ def save_model(m: FittedModel, path: str | Path) -> ModelManifest:
         files += [f for r in records.values() for f in r.files]
         manifest = ModelManifest(
             created=datetime.now(timezone.utc), classes=h.classes, taxonomy=m.taxonomy.name,
-            taxonomy_hash=m.taxonomy.content_hash, embedder=m.embedder, heads=records,
+            taxonomy_hash=m.taxonomy.content_hash, taxonomy_spec=m.taxonomy, embedder=m.embedder,
+            heads=records,
             chosen=h.stack.chosen, metric=h.stack.metric, positive=h.stack.positive,
             cv_loss=h.stack.cv_loss, history=h.history, abstain_below=h.abstain_below,
             threshold=h.threshold, cascade=m.cascade, domain=h.domain, data_hash=m.data_hash,
+            target=m.target.model_copy(update={"path": None}) if m.target else None,
             dev=m.dev,
             versions=_versions(), files={f: _sha(tmp / f) for f in files})
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=1))
@@ -197,5 +205,5 @@ def load_model(path: str | Path, *, taxonomy: Taxonomy, embedder: EmbedderInfo) 
                                      for n, r in man.heads.items()}, stack,
                        abstain_below=man.abstain_below, propensity=prop,
                        threshold=man.threshold, history=man.history, domain=man.domain)
-    return FittedModel(heads=heads, cascade=man.cascade, taxonomy=taxonomy,
+    return FittedModel(heads=heads, cascade=man.cascade, target=man.target, taxonomy=taxonomy,
                        embedder=man.embedder, data_hash=man.data_hash, dev=man.dev)
