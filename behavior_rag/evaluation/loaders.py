@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Literal
 
 from behavior_rag.errors import ConfigError
-from behavior_rag.evaluation.tasks import purchase_intent, split_by_user
+from behavior_rag.evaluation.tasks import split_by_user
 from behavior_rag.ingest.load import load_events
 from behavior_rag.ingest.store import read_store
+from behavior_rag.labels.targets import label_sessions
 from behavior_rag.settings import default_settings
 from behavior_rag.synth import generate
 from behavior_rag.types import Session
@@ -47,11 +48,13 @@ class TaskSpec:
     fmt: str | None  # ingest adapter of the task's original file format
     # the metric the task is judged on; the stacker picks its parts by this metric in CV
     metric: Literal["aupr", "auroc", "log_loss"] = "log_loss"
+    # the outcome target users fit with (`fit --target`): labels and prediction point
+    target: str | None = None
 
 SPECS = {
     "uci-intent": TaskSpec("uci-intent", "uci", "uci_intent", "purchase", "uci", "aupr"),
     "taobao-intent": TaskSpec("taobao-intent", "events", "purchase_intent", "will_buy", "taobao",
-                              "auroc"),
+                              "auroc", target="purchase"),
     "synth-personas": TaskSpec("synth-personas", "events", "personas", None, None),
 }
 
@@ -81,8 +84,8 @@ def _read(spec: TaskSpec, path: Path, drop: Sequence[str],
     sessions = load_events(path, spec.fmt).sessions
     if full is not None and spec.kind != "uci":
         full.extend(sessions)
-    if spec.name == "taobao-intent":
-        sessions = purchase_intent(sessions)
+    if spec.target is not None:  # what `behavior-rag fit --target` does with the log
+        sessions = label_sessions(sessions, spec.target).sessions
     if drop:
         sessions = [s.model_copy(update={"aggregates": {k: v for k, v in s.aggregates.items()
                                                          if k not in drop}})

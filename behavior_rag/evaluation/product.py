@@ -24,6 +24,7 @@ import numpy as np
 
 from behavior_rag.api import BehaviorRAG, FitReport
 from behavior_rag.evaluation.loaders import LoadedTask
+from behavior_rag.labels.targets import load_target
 from behavior_rag.llm.base import LLMBackend
 from behavior_rag.settings import Settings
 from behavior_rag.types import PatternPrediction, Session
@@ -51,7 +52,9 @@ class ProductRun:
                           llm=self.llm)
         if self.task.history:  # what a shop has recorded: every user's past sessions
             rag.add_history(self.task.history)
-        report = rag.fit(self.task.train, self.task.val)
+        target = self.task.spec.target  # as `fit --target`: the model records it
+        report = rag.fit(self.task.train, self.task.val,
+                         target=load_target(target) if target else None)
         self.fit_seconds = time.perf_counter() - t
         return report
 

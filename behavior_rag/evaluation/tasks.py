@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from behavior_rag.ingest.pseudonym import is_pseudonym
+from behavior_rag.labels.targets import label_sessions, load_target
 from behavior_rag.types import Session
 
 BUY, NO_BUY = "will_buy", "no_purchase"
@@ -79,22 +80,12 @@ def split_by_user(sessions: Sequence[Session], seed: int, dev_frac: float = 0.2,
 
 
 def purchase_intent(sessions: Sequence[Session], min_events: int = 1) -> list[Session]:
-    """The purchase-intent task: the events *before* the first cart or purchase event, labelled
-    ``will_buy`` if the whole session contains a purchase, else ``no_purchase``.
-
-    Sessions whose prefix has fewer than ``min_events`` events (e.g. starting with a cart) are
-    left out: there is nothing to predict from.
-    """
-    out = []
-    for s in sessions:
-        cut = next((i for i, e in enumerate(s.events) if e.type in ("cart", "purchase")),
-                   len(s.events))
-        if cut < min_events:
-            continue
-        bought = any(e.type == "purchase" for e in s.events)
-        out.append(s.model_copy(update={"events": list(s.events[:cut]),
-                                        "label": BUY if bought else NO_BUY}))
-    return out
+    """The ``purchase`` outcome target users fit with (``behavior-rag fit --target
+    purchase``): the events *before* the first cart or purchase, labelled ``will_buy`` if the
+    whole session contains a purchase, else ``no_purchase``. Sessions with fewer than
+    ``min_events`` events before that point are left out (nothing to predict from)."""
+    target = load_target("purchase").model_copy(update={"min_events": min_events})
+    return label_sessions(sessions, target).sessions
 
 
 def balanced_sample(sessions: Sequence[Session], per_label: int, seed: int) -> list[Session]:
