@@ -7,7 +7,9 @@ are our ``AsyncClient`` without retries, so every overload answer (503) is count
 Each level is bounded by a request count and a time limit.
 
 Data: a SYNTHETIC labelled index (``behavior_rag.synth``); queries are sessions of held-out
-synthetic shoppers. Classification is kNN-only unless ``--llm`` says otherwise.
+synthetic shoppers. Classification is kNN-only unless ``--heads`` fits a model first (e.g.
+``--heads "facts;facts,embed,knn"``: a facts-only model, then one that reads vectors) or
+``--llm`` says otherwise.
 
 Usage:  python eval/bench_service.py [--requests 200] [--max-seconds 30] [--concurrency 1,8,32]
         [--sessions 1000] [--max-concurrency 2] [--acquire-timeout 10] [--llm none]
@@ -37,15 +39,23 @@ from behavior_rag.errors import BehaviorRagError  # noqa: E402
 from behavior_rag.synth import generate  # noqa: E402
 
 
-def build_index(path: Path, n: int, backend: str) -> tuple[list, list]:
+def build_index(path: Path, n: int, backend: str, heads: list[str] | None = None
+                ) -> tuple[list, list]:
+    """A labelled index; with ``heads``, ``BehaviorRAG.fit`` of those heads (dev: every
+    fourth training user) so the service classifies with that fitted model."""
     data = generate(n, seed=7).sessions
     users = sorted({s.user_id for s in data})
     held = set(users[::5])
     train = [s for s in data if s.user_id not in held]
     rag = BehaviorRAG(Settings(embed={"backend": backend}, llm={"backend": "none"}), path,
                       fresh=True)
-    rag.add_labelled(train)
-    rag.save()
+    if heads:
+        dev_users = set(sorted({s.user_id for s in train})[::4])
+        rag.fit([s for s in train if s.user_id not in dev_users],
+                [s for s in train if s.user_id in dev_users], heads=heads)
+    else:
+        rag.add_labelled(train)
+        rag.save()
     return train, [s for s in data if s.user_id in held]
 
 
@@ -122,11 +132,12 @@ async def level(url: str, key: str, endpoint: str, clients: int, queries: list, 
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| endpoint | clients | requests | ok | errors | p50 ms | p99 ms | ok req/s |",
-           "|---|---:|---:|---:|---|---:|---:|---:|"]
+    out = ["| model | endpoint | clients | requests | ok | errors | p50 ms | p99 ms | ok req/s |",
+           "|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         errs = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "-"
-        out.append(f"| `/v1/{r['endpoint']}` | {r['clients']} | {r['requests']} | {r['ok']} | "
+        out.append(f"| {r.get('model', '')} | `/v1/{r['endpoint']}` | {r['clients']} | "
+                   f"{r['requests']} | {r['ok']} | "
                    f"{errs} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rps']:.1f} |")
     return "\n".join(out)
 
@@ -143,29 +154,37 @@ def main() -> None:
     ap.add_argument("--max-concurrency", type=int, default=2, help="serve.max_concurrency")
     ap.add_argument("--acquire-timeout", type=float, default=10.0,
                     help="serve.acquire_timeout_s: high, so requests queue (latency), not 503")
+    ap.add_argument("--heads", default="", help="Fit a model of these heads first (comma-"
+                    "separated; ';' between models to measure several); default: kNN only, "
+                    "no fitted model.")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    models = [m.split(",") if m else None for m in args.heads.split(";")]
     levels = [int(x) for x in args.concurrency.split(",")]
     key = secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory() as tmp:
-        index = Path(tmp) / "index"
-        t = time.perf_counter()
-        train, queries = build_index(index, args.sessions, args.backend)
-        print(f"index: {len(train)} labelled sessions in {time.perf_counter() - t:.1f} s; "
-              f"{len(queries)} query sessions", file=sys.stderr)
-        proc, url = start_server(index, key, args)
-        rows = []
-        try:
-            for endpoint in ("similar", "classify"):  # unmeasured: ONNX Runtime, allocators
-                asyncio.run(level(url, key, endpoint, 2, queries, args.warmup, args.max_seconds))
-            for endpoint in ("similar", "classify"):
-                for c in levels:
-                    rows.append(asyncio.run(level(url, key, endpoint, c, queries,
-                                                  args.requests, args.max_seconds)))
-                    print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    rows = []
+    for heads in models:
+        with tempfile.TemporaryDirectory() as tmp:
+            index = Path(tmp) / "index"
+            t = time.perf_counter()
+            train, queries = build_index(index, args.sessions, args.backend, heads)
+            name = "+".join(heads) if heads else "kNN only (no fit)"
+            print(f"index: {len(train)} labelled sessions in {time.perf_counter() - t:.1f} s; "
+                  f"{len(queries)} query sessions; model {name}", file=sys.stderr)
+            proc, url = start_server(index, key, args)
+            try:
+                for endpoint in ("similar", "classify"):  # unmeasured: warm-up
+                    asyncio.run(level(url, key, endpoint, 2, queries, args.warmup,
+                                      args.max_seconds))
+                for endpoint in ("similar", "classify") if heads is None else ("classify",):
+                    for c in levels:
+                        row = asyncio.run(level(url, key, endpoint, c, queries,
+                                                args.requests, args.max_seconds))
+                        rows.append(row | {"model": name})
+                        print(table(rows[-1:]).splitlines()[-1], file=sys.stderr)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
     report = "\n".join([
         "# HTTP service benchmark", "",
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · {platform.platform()} · "
@@ -179,8 +198,8 @@ def main() -> None:
         f"{args.max_seconds:g} s per row; clients do not retry, so 503s show as errors.", "",
         table(rows), "",
         f"Reproduce: `python eval/bench_service.py --requests {args.requests} --max-seconds "
-        f"{args.max_seconds:g} --concurrency {args.concurrency} --out eval/reports/"
-        "bench_service.md`", ""])
+        f"{args.max_seconds:g} --concurrency {args.concurrency} --heads '{args.heads}' --out "
+        "eval/reports/bench_service.md`", ""])
     print(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,12 +55,12 @@ class Decider:
                step: LLMStep, featurizer: Featurizer, *, extra_heads: Sequence[str] = ()
                ) -> list[PatternPrediction]:
         fitted = heads.fitted
-        out = heads.predict(head_inputs(prepared, history=heads.history), explain=fitted,
-                            heads=extra_heads)
+        rows = head_inputs(prepared, history=heads.history)
+        out = heads.predict(rows, explain=fitted, heads=extra_heads)
         ask = self.ask_mask(out.stacked, step, cascade)
         results = step.where(featurizer, prepared, ask)
-        odd = heads.domain.check([p.session for p in prepared], [p.facts for p in prepared]) \
-            if heads.domain is not None else [[] for _ in prepared]
+        odd = heads.domain.check(rows.fact_matrix()) if heads.domain is not None \
+            else [[] for _ in prepared]
         return [self._one(p, r, out, i, heads, cascade, odd[i]) for i, (p, r) in
                 enumerate(zip(prepared, results))]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from behavior_rag.types import Session, SessionFacts
 
@@ -43,10 +43,20 @@ class HeadInputs(BaseModel):
     vectors: np.ndarray | None = None
     neighbors: list[list[tuple[str, float]]] | None = None
     history: bool = False  # the facts carry cross-session (history) facts
+    _fact_x: np.ndarray | None = PrivateAttr(None)
 
     @property
     def labels(self) -> list[str | None]:
         return [s.label for s in self.sessions]
+
+    def fact_matrix(self) -> np.ndarray:
+        """The scalar facts of :data:`~behavior_rag.heads.features.FACT_FEATURES`, one row per
+        session, computed once for every head and check that reads them."""
+        if self._fact_x is None:
+            from behavior_rag.heads.features import facts_features
+
+            self._fact_x = facts_features(self.sessions, self.facts)[0]
+        return self._fact_x
 
     def subset(self, idx: Sequence[int] | np.ndarray) -> HeadInputs:
         """The rows ``idx`` (for a fold)."""

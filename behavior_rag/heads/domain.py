@@ -13,6 +13,8 @@ Example:
     >>> d = DomainCheck.fit(x, ["a", "b"], x)
     >>> d.oddities(np.array([[2.0, 6.0], [2.0, np.nan]]))
     [[], ['b unknown (known in every training session)']]
+    >>> d.counts(np.array([[2.0, 6.0], [99.0, np.nan]])).tolist()
+    [0, 2]
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class DomainCheck(BaseModel):
             else:
                 feats.append(FeatureRange(name=name, known=0.0))
         out = cls(features=feats)
-        counts = np.array([len(o) for o in out.oddities(dev)]) if len(dev) else np.zeros(1)
+        counts = out.counts(dev) if len(dev) else np.zeros(1)
         k = 0
         while (counts > k).mean() > target_rate:
             k += 1
@@ -76,11 +78,22 @@ class DomainCheck(BaseModel):
             out.append(odd)
         return out
 
-    def check(self, sessions: Sequence[Session], facts: Sequence[SessionFacts]
-              ) -> list[list[str]]:
-        """Per session: its oddities when there are more than allowed, else empty."""
-        x, _ = facts_features(sessions, facts)
-        return [o if len(o) > self.max_oddities else [] for o in self.oddities(x)]
+    def counts(self, x: np.ndarray) -> np.ndarray:
+        """Per row, the number of oddities (what :meth:`oddities` lists), vectorised."""
+        known = np.array([f.known for f in self.features])
+        lo = np.array([np.nan if f.lo is None else f.lo for f in self.features])
+        hi = np.array([np.nan if f.hi is None else f.hi for f in self.features])
+        nan = np.isnan(x)
+        never = ~nan & ((known <= 0.01) | np.isnan(lo))
+        with np.errstate(invalid="ignore"):
+            out = ~nan & ~never & ((x < lo) | (x > hi))
+        return (nan & (known >= 0.99)).sum(1) + never.sum(1) + out.sum(1)
+
+    def check(self, x: np.ndarray) -> list[list[str]]:
+        """Per row of fact features: its oddities when there are more than allowed, else
+        empty."""
+        flagged = self.counts(x) > self.max_oddities
+        return [self.oddities(x[i: i + 1])[0] if f else [] for i, f in enumerate(flagged)]
 
 
 def fit_domain(train: Sequence[Session], train_facts: Sequence[SessionFacts] | None,

@@ -244,10 +244,13 @@ class FeatureSpec(BaseModel):
         return [off + i for i, c in enumerate(self.categorical) if c]
 
     def transform(self, sessions: Sequence[Session],
-                  facts: Sequence[SessionFacts] | None = None) -> np.ndarray:
-        """One float row per session (NaN: undefined or absent); ``facts``: already computed."""
+                  facts: Sequence[SessionFacts] | None = None,
+                  fact_x: np.ndarray | None = None) -> np.ndarray:
+        """One float row per session (NaN: undefined or absent); ``facts``: already computed;
+        ``fact_x``: their FACT_FEATURES block, already computed."""
         enc = UCIEncoder.from_vocab(self.columns, self.categorical, self.vocab)
-        parts = [facts_features(sessions, facts)[0]] if self.facts else []
+        parts = [facts_features(sessions, facts)[0] if fact_x is None else fact_x] \
+            if self.facts else []
         if self.history:
             parts.append(history_features(facts if facts is not None else
                                           [compute_facts(s) for s in sessions]))

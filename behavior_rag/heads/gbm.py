@@ -195,13 +195,19 @@ class FactsHead(Head):
         self.gbm_params = gbm or GBMParams(seed=seed)
         self.spec: FeatureSpec | None = None
         self.gbm: GBM | None = None
+        self._last: tuple | None = None
 
     @property
     def uses_history(self) -> bool:
         return bool(self.spec and self.spec.history)
 
     def matrix(self, rows: HeadInputs) -> np.ndarray:
-        return self.spec.transform(rows.sessions, rows.facts)
+        key = id(rows)  # predict_proba and contributions read the same rows in a row
+        if self._last is None or self._last[0] != key:
+            x = self.spec.transform(rows.sessions, rows.facts,
+                                    rows.fact_matrix() if self.spec.facts else None)
+            self._last = (key, rows, x)  # rows kept so the id is not reused meanwhile
+        return self._last[2]
 
     def fit(self, rows: HeadInputs, y: np.ndarray, folds: Folds) -> np.ndarray:
         self.spec = FeatureSpec.fit(rows.sessions, history=rows.history)
