@@ -38,7 +38,7 @@ from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
 from behavior_rag.index.factory import create_index, open_index
 from behavior_rag.index.folder import IndexFolder
 from behavior_rag.index.reembed import recorded_model
-from behavior_rag.index.storage import IndexConfig, read_config
+from behavior_rag.index.storage import IndexConfig, has_config, read_config
 from behavior_rag.ingest.pseudonym import UserIds
 from behavior_rag.ingest.store import SessionStore
 from behavior_rag.labels.targets import Target
@@ -86,7 +86,7 @@ class BehaviorRAG:
                  *, fresh: bool = False, llm=None, embedder: Embedder | None = None) -> None:
         self.settings = settings or default_settings()
         self.index_path = Path(index_path) if index_path else self.settings.index_dir / "default"
-        if not fresh and (self.index_path / "config.json").exists():
+        if not fresh and has_config(self.index_path):
             built = read_config(self.index_path).embedder
             recorded = recorded_model(self.index_path)
             if recorded and self.settings.embed.model == EmbedSettings().model:
@@ -130,7 +130,7 @@ class BehaviorRAG:
     @property
     def index(self) -> VectorIndex:
         if self._index is None:
-            if not self.folder.fresh and (self.index_path / "config.json").exists():
+            if not self.folder.fresh and has_config(self.index_path):
                 self.folder.loaded = read_config(self.index_path).data
                 self._index = open_index(self.index_path, expect=self.embedder.info,
                                          spec=self.settings.index)
@@ -293,6 +293,10 @@ class BehaviorRAG:
             tax = model.taxonomy if model else load_taxonomy(self.settings.classify.taxonomy)
             llm = self._llm if self._llm is not None else None if \
                 self.settings.classify.llm == "never" else get_llm(self.settings)
+            if model is None and (llm is None or self.settings.classify.llm == "never") and \
+                    self.index.metadata()["label"].drop_nulls().is_empty():
+                raise ConfigError("nothing to classify with: add labelled sessions or run "
+                                  "behavior-rag fit", file=str(self.index_path), field="index")
             self._classifier = Classifier(
                 self.index, self.embedder, llm, tax, settings=self.settings, model=model,
                 # the sessions are read only for a model that looks back at them

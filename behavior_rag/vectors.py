@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from behavior_rag.embed.base import Embedder, normalise
 from behavior_rag.facts import compute_facts
@@ -77,6 +77,31 @@ class HybridSpec(BaseModel):
                         "'dev: agreement@10' (BehaviorRAG.fit).")
     dev_agreement: dict[str, float] = Field(default_factory=dict, description="Weight -> dev "
                                             "agreement@10, for a weight fitted on dev.")
+
+    # an index's config.json is read through these: a hand-made or damaged spec is refused,
+    # naming the field, instead of silently making other vectors (or a traceback)
+    @field_validator("facts")
+    @classmethod
+    def _known_facts(cls, v: list[str]) -> list[str]:
+        unknown = [f for f in v if f not in FACTS]
+        if unknown:
+            raise ValueError(f"unknown fact {unknown[0]!r} (known: {list(FACTS)})")
+        if v != list(FACTS):  # vectors are made from every fact, in this order (fact_rows)
+            raise ValueError(f"the facts must be this version's {len(FACTS)} facts in order "
+                             f"{list(FACTS)}; got {len(v)}: rebuild the index")
+        return v
+
+    @field_validator("mean", "scale")
+    @classmethod
+    def _per_fact(cls, v: list[float], info: ValidationInfo) -> list[float]:
+        facts = info.data.get("facts")
+        if facts is not None and len(v) != len(facts):
+            raise ValueError(f"{len(v)} values for {len(facts)} facts")
+        if not np.isfinite(np.asarray(v, dtype=float)).all():
+            raise ValueError("every value must be finite")
+        if info.field_name == "scale" and any(x <= 0 for x in v):
+            raise ValueError("every value must be > 0")
+        return v
 
     @classmethod
     def fit(cls, sessions: Sequence[Session], *, weight: float, fitted: str = "setting",

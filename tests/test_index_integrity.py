@@ -44,8 +44,11 @@ def _load(s, path):
 
 
 def _unsummed(dst, cfg):
-    """As an index written before checksums: the structural checks must still hold."""
+    """As an index written before checksums and commit records (format 1, still read): the
+    structural checks must still hold."""
     cfg.pop("files")
+    cfg["format_version"] = 1
+    (dst / cfg["data"] / "commit.json").unlink(missing_ok=True)
     (dst / "config.json").write_text(json.dumps(cfg))
 
 
@@ -89,6 +92,7 @@ def test_a_data_path_outside_the_folder_is_refused(built, tmp_path, where):
                                    "sessions"])
 def test_artifacts_outside_the_folder_are_refused(built, tmp_path, where):
     s, dst, cfg, _ = _copy(built, tmp_path)
+    _unsummed(dst, cfg)  # format 2 refuses any edit of config.json (test_config_trust.py)
     cfg["artifacts"] = {"model": {"path": where}}
     (dst / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(StoreError, match="not a folder of this index") as e:
@@ -104,6 +108,7 @@ def test_retired_fusion_files_are_never_read_and_the_next_commit_removes_them(
     unfitted index classifies with the kNN vote), and the next commit removes a fusion file
     inside the folder (never anything outside it)."""
     s, dst, cfg, _ = _copy(built, tmp_path)
+    _unsummed(dst, cfg)  # only an older index names fusion weights
     (dst / "fusion-0123456789ab.json").write_text('{"w_llm": 0.9}')
     (tmp_path / "fusion-0123456789ab.json").write_text("outside")
     cfg["fusion"] = where

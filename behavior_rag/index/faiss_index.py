@@ -33,7 +33,6 @@ from behavior_rag.index.base import (
 from behavior_rag.index.faiss_vectors import FaissVectors, padded
 from behavior_rag.index.metadata import MetadataStore
 from behavior_rag.index.storage import (
-    FORMAT_VERSION,
     Artifact,
     IndexConfig,
     commit,
@@ -127,7 +126,8 @@ class FaissSessionIndex(VectorIndex):
         written in it, e.g. the model) in the same commit; what they do not name stays as
         the last commit lists it."""
         root = Path(path)
-        last = read_config(root) if (root / "config.json").exists() else None
+        last = read_config(root) if (root / "config.json").exists() or \
+            (root / "config.json").is_symlink() else None
         if stores is None:
             stores = last.stores if last else {}
         artifacts = {**(last.artifacts if last else {}), **(artifacts or {})}
@@ -149,10 +149,7 @@ class FaissSessionIndex(VectorIndex):
              spec: IndexSettings | None = None) -> FaissSessionIndex:
         """Load an index folder; refuse it if ``expect`` names another model or dimension."""
         root = Path(path)
-        cfg = read_config(root)
-        if cfg.format_version != FORMAT_VERSION:
-            raise StoreError(f"index format {cfg.format_version} is not supported (expected "
-                             f"{FORMAT_VERSION})", file=str(root))
+        cfg = read_config(root)  # schema, format and (format 2) the commit record checked
         if expect is not None and (expect.id, expect.dim) != (cfg.embedder.id, cfg.embedder.dim):
             raise EmbedderMismatch(
                 f"index was built with {cfg.embedder.id} (dim {cfg.embedder.dim}) but the "

@@ -24,6 +24,8 @@ from behavior_rag.index.storage import (
     Artifact,
     IndexConfig,
     artifact,
+    check_index_folder,
+    has_config,
     model_dir,
     read_config,
 )
@@ -32,11 +34,14 @@ from behavior_rag.ingest.store import SessionStore, StoreManifest
 
 class IndexFolder:
     """``root``'s stores, locks and fitted-file names; ``fresh``: ignore what is on disk
-    (the first commit replaces it)."""
+    (the first commit replaces it). A folder holding index data but no ``config.json`` is
+    refused (:func:`~behavior_rag.index.storage.check_index_folder`), unless ``fresh``."""
 
     def __init__(self, root: Path, *, fresh: bool = False, owner: str = "behavior_rag",
                  lock_timeout_s: float = 10.0) -> None:
         self.root, self.fresh = root, fresh
+        if not fresh:
+            check_index_folder(root)  # never a new, empty index over a damaged one
         # one writer per folder, from the first change to the commit (index/lock.py)
         self.writer = WriterLock(root, owner, lock_timeout_s)
         self.loaded: str | None = None  # the data version the index was loaded at
@@ -46,7 +51,7 @@ class IndexFolder:
 
     def config(self) -> IndexConfig | None:
         """The last commit's config (None: fresh, or nothing committed yet)."""
-        if self.fresh or not (self.root / "config.json").exists():
+        if self.fresh or not has_config(self.root):
             return None
         return read_config(self.root)
 
@@ -103,7 +108,7 @@ class IndexFolder:
         and the one committed), else ``model`` (older indexes)."""
         if "model" in self.staged:
             return self.root / self.staged["model"].path
-        if self.fresh or not (self.root / "config.json").exists():
+        if self.fresh or not has_config(self.root):
             return self.root / "model"
         return model_dir(self.root, read_config(self.root))
 
