@@ -125,6 +125,7 @@ class Decider:
             by_elimination=checked.eliminated, out_of_domain=bool(odd),
             evidence=kept, against=against, voters=voters[:5], llm_margin=margin,
             evidence_dropped=dropped + dropped_against,
-            neighbors=[e.session_id for e in p.examples], fallback_reason=llm.fallback,
+            neighbors=llm.examples or [e.session_id for e in p.examples],
+            fallback_reason=llm.fallback,
             llm_scores=llm.scores, warnings=warnings,
             timings={"llm_s": round(llm.seconds, 4)}, **extra)

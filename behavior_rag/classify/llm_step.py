@@ -51,6 +51,7 @@ class LLMResult(BaseModel):
     fallback: str | None = None
     seconds: float = 0.0
     asked: bool = False
+    examples: list[str] = []  # session ids of the few-shot examples in its prompt
 
 
 class LLMDecision(BaseModel):
@@ -105,7 +106,8 @@ class LLMStep:
         t0 = time.perf_counter()
         res = self._call(p)
         return res.model_copy(update={"seconds": time.perf_counter() - t0,
-                                      "asked": self.llm is not None})
+                                      "asked": self.llm is not None,
+                                      "examples": [e.session_id for e in p.examples]})
 
     def many(self, featurizer: Featurizer, prepared: list[Prepared]) -> list[LLMResult]:
         """:meth:`scores` for each, in order (concurrently where the backend can)."""
