@@ -25,6 +25,20 @@ from typing import Any
 from behavior_rag.errors import ConfigError
 
 
+def entry_point_names(group: str) -> set[str]:
+    """Names installed packages declare under ``group`` (nothing is imported)."""
+    return {ep.name for ep in importlib.metadata.entry_points(group=group)}
+
+
+def check_name(value: str, builtin: tuple[str, ...], group: str, what: str) -> str:
+    """``value`` if it is built in or declared under ``group``; else ValueError listing them
+    (settings validate names this way without importing the backends)."""
+    known = {*builtin, *entry_point_names(group)}
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; available: {sorted(known)}")
+    return value
+
+
 class Registry:
     """Names -> objects: built in, registered in Python, or declared by entry point."""
 

@@ -16,8 +16,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from behavior_rag.plugins import check_name
 
 
 class IngestSettings(BaseModel):
@@ -56,6 +58,12 @@ class EmbedSettings(BaseModel):
         "(fp32 on OpenVINO), or one a plugin declares (`behavior-rag plugins`). Measured "
         "ratios: eval/reports/bench_embed.md.")
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return check_name(v, ("auto", "torch", "onnx", "onnx-int8", "openvino"),
+                          "behavior_rag.embedders", "embedding backend")
+
 
 class IndexSettings(BaseModel):
     """Which FAISS index holds the vectors."""
@@ -93,6 +101,12 @@ class LLMSettings(BaseModel):
         "local", min_length=1, max_length=100, description="A registered LLM backend: local, "
         "vllm, none (heads only), or one a plugin declares (`behavior-rag plugins`). A "
         "LangChain chat model is passed as an object: BehaviorRAG(llm=LangChainBackend(...)).")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return check_name(v, ("local", "vllm", "none"), "behavior_rag.llm_backends",
+                          "LLM backend")
     model: str = Field("smollm2-135m", description="local: smollm2-135m, gemma3-270m, an HF "
                        "folder or a .gguf; vllm: the served model (or LoRA adapter) name.")
     base_url: str = "http://127.0.0.1:8000/v1"

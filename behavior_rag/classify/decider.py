@@ -125,7 +125,8 @@ class Decider:
             by_elimination=checked.eliminated, out_of_domain=bool(odd),
             evidence=kept, against=against, voters=voters[:5], llm_margin=margin,
             evidence_dropped=dropped + dropped_against,
-            neighbors=llm.examples or [e.session_id for e in p.examples],
+            # the few-shot examples when the LLM was asked, else the nearest labelled sessions
+            neighbors=llm.examples or [e.session_id for e in p.examples] or p.neighbor_ids,
             fallback_reason=llm.fallback,
             llm_scores=llm.scores, warnings=warnings,
             timings={"llm_s": round(llm.seconds, 4)}, **extra)

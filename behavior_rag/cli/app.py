@@ -15,6 +15,7 @@ import sys
 
 import click
 import typer
+from pydantic import ValidationError
 
 from behavior_rag.cli.batch import batch_app
 from behavior_rag.cli.classify import classify_cmd
@@ -30,7 +31,7 @@ from behavior_rag.cli.plugins import plugins_cmd
 from behavior_rag.cli.serve import serve_cmd
 from behavior_rag.cli.tune import embed_app, reembed_cmd
 from behavior_rag.cli.verbosity import configure
-from behavior_rag.errors import BehaviorRagError
+from behavior_rag.errors import BehaviorRagError, ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Recognise and explain e-commerce shopper behaviour.")
@@ -63,11 +64,24 @@ app.command("plugins")(plugins_cmd)
 app.add_typer(batch_app, name="batch")
 
 
+def setting_error(e: ValidationError) -> ConfigError:
+    """A pydantic error on a settings section as a ConfigError naming ``section.field``."""
+    first = e.errors()[0]
+    section = e.title.removesuffix("Settings").lower()
+    field = ".".join(str(x) for x in (section, *first["loc"]) if x != "")
+    return ConfigError(first["msg"].removeprefix("Value error, "), field=field,
+                       value=str(first.get("input"))[:200])
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
     except BehaviorRagError as e:
         sys.stderr.write(json.dumps(e.to_dict(), ensure_ascii=False, default=str) + "\n")
+        sys.exit(2)
+    except ValidationError as e:  # a setting given on the command line (e.g. --llm NAME)
+        sys.stderr.write(json.dumps(setting_error(e).to_dict(), ensure_ascii=False,
+                                    default=str) + "\n")
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
