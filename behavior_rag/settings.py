@@ -51,7 +51,7 @@ class EmbedSettings(BaseModel):
                        "or a path to a local sentence-transformers folder.")
     backend: str = Field(
         "auto", min_length=1, max_length=100, description="auto (default): torch on a CUDA GPU, else the fastest installed "
-        "backend that keeps mean cosine >= 0.99 to torch fp32 -- openvino (4.8-8.5x torch, extra "
+        "backend that keeps mean cosine >= 0.99 to torch fp32 -- openvino (2.6x torch on a quiet 2-core box, extra "
         "[openvino]), else onnx-int8 (dynamic int8, extra [onnx]), else torch; resolved when "
         "the embedder loads and recorded concretely in the index. Or name one: torch "
         "(sentence-transformers reference), onnx (fp32 on ONNX Runtime), onnx-int8, openvino "
