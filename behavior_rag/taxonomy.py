@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from behavior_rag.errors import TaxonomyError
+from behavior_rag.errors import BehaviorRagError, TaxonomyError
 from behavior_rag.predicates import Predicate, parse_predicate
 from behavior_rag.resources import prompts_dir
 from behavior_rag.types import SessionFacts
@@ -185,6 +185,20 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def read_mapping(path: Path, error: type[BehaviorRagError], what: str, keys: str) -> dict:
+    """A YAML (or ``.json``) file that must hold a mapping; ``error`` names the file otherwise
+    (taxonomies and outcome targets are read this way)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise error(f"cannot parse {what}: {e}", file=str(path)) from e
+    if not isinstance(data, dict):
+        raise error(f"{what} must hold a mapping with {keys}", file=str(path),
+                    value=type(data).__name__)
+    return data
+
+
 def load_taxonomy(name_or_path: str | Path = "personas") -> Taxonomy:
     """Load and validate a taxonomy: a shipped name (``"personas"``) or a .yaml/.yml/.json path.
 
@@ -197,14 +211,7 @@ def load_taxonomy(name_or_path: str | Path = "personas") -> Taxonomy:
         'shopper-personas'
     """
     path = _resolve(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        raise TaxonomyError(f"cannot parse taxonomy file: {e}", file=str(path)) from e
-    if not isinstance(data, dict):
-        raise TaxonomyError("taxonomy file must hold a mapping with name, labels, ...",
-                            file=str(path), value=type(data).__name__)
+    data = read_mapping(path, TaxonomyError, "taxonomy file", "name, labels, ...")
     try:
         return Taxonomy.model_validate(data)
     except ValidationError as e:

@@ -48,7 +48,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -60,7 +59,7 @@ from pydantic import (
 
 from behavior_rag.errors import ConfigError, DataError
 from behavior_rag.resources import prompts_dir
-from behavior_rag.taxonomy import Taxonomy, load_taxonomy
+from behavior_rag.taxonomy import Taxonomy, load_taxonomy, read_mapping
 from behavior_rag.types import EVENT_TYPES, Session
 
 _SUFFIXES = (".yaml", ".yml", ".json")
@@ -381,14 +380,7 @@ def load_target(name_or_path: str | Path | Target) -> Target:
     if isinstance(name_or_path, Target):
         return name_or_path
     path = _resolve(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as e:
-        raise ConfigError(f"cannot parse target file: {e}", file=str(path)) from e
-    if not isinstance(data, dict):
-        raise ConfigError("target file must hold a mapping with name, taxonomy, rule, ...",
-                          file=str(path), value=type(data).__name__)
+    data = read_mapping(path, ConfigError, "target file", "name, taxonomy, rule, ...")
     try:
         target = Target.model_validate({**data, "path": str(path.resolve())})
     except ConfigError as e:  # a bad `input:` spec
