@@ -27,7 +27,7 @@ from behavior_rag.errors import ConfigError
 from behavior_rag.evaluation.tasks import split_by_user
 from behavior_rag.ingest.load import load_events
 from behavior_rag.ingest.store import read_store
-from behavior_rag.labels.targets import label_sessions
+from behavior_rag.labels.outcomes import label_sessions
 from behavior_rag.settings import default_settings
 from behavior_rag.synth import generate
 from behavior_rag.types import Session

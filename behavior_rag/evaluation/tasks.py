@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from behavior_rag.ingest.pseudonym import is_pseudonym
-from behavior_rag.labels.targets import label_sessions, load_target
+from behavior_rag.labels.outcomes import label_sessions
+from behavior_rag.labels.targets import load_target
 from behavior_rag.types import Session
 
 BUY, NO_BUY = "will_buy", "no_purchase"

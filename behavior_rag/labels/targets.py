@@ -20,16 +20,14 @@ A target is a small YAML file under ``prompts/targets/`` (``purchase``, ``cart``
   ============================  ==========================================================
 
 A target names its taxonomy: its two labels are that taxonomy's labels, so ``fit`` fits it.
+:func:`behavior_rag.labels.outcomes.label_sessions` labels and cuts a log by a target.
 
 Example:
     >>> from behavior_rag.synth import generate
     >>> t = load_target("purchase")
     >>> str(t.input), t.taxonomy, t.labels()
     ('before:cart,purchase', 'purchase_intent', ('will_buy', 'no_purchase'))
-    >>> out = label_sessions(generate(50, seed=1).sessions, t)
-    >>> out.n_in == len(out.sessions) + out.dropped_empty
-    True
-    >>> all(e.type not in ("cart", "purchase") for s in out.sessions for e in s.events)
+    >>> t.cut(generate(1, seed=2).sessions[0]).n_events >= 1
     True
     >>> InputCut.parse("first:5").cut(generate(1, seed=2).sessions[0]).n_events <= 5
     True
@@ -41,10 +39,7 @@ import hashlib
 import json
 import math
 import re
-from bisect import bisect_right
-from collections import Counter, defaultdict
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -395,108 +390,6 @@ def load_target(name_or_path: str | Path | Target) -> Target:
                           field=errors[0]["field"] or None, value=shown, errors=errors) from e
     target.load_taxonomy()
     return target
-
-
-class LabelledSessions(BaseModel):
-    """What :func:`label_sessions` gives: the labelled, cut sessions and what was left out."""
-
-    target: str
-    input: str
-    sessions: list[Session]
-    n_in: int
-    dropped_empty: int = Field(0, description="Too few events before the prediction point.")
-    dropped_censored: int = Field(0, description="comes_back rules: the N-day window runs "
-                                  "past the log's last event, so the outcome is unseen.")
-    dropped_not_eligible: int = Field(0, description="No event of the rule's `eligible` types.")
-    labels: dict[str, int] = Field(default_factory=dict, description="Sessions per label.")
-    empty_examples: list[str] = Field(default_factory=list, description="A few session ids "
-                                      "dropped as empty.")
-
-
-class _Later:
-    """Per user, the sorted times of events (optionally of some types) and their sessions."""
-
-    def __init__(self, sessions: Sequence[Session], types: Sequence[str]) -> None:
-        rows: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-        self.horizon: datetime | None = None
-        for s in sessions:
-            for e in s.events:
-                if self.horizon is None or e.timestamp > self.horizon:
-                    self.horizon = e.timestamp
-                if not types or e.type in types:
-                    rows[s.user_id].append((e.timestamp, s.session_id))
-        self._by_user = {u: sorted(r) for u, r in rows.items()}
-
-    def any_between(self, user: str, after: datetime, until: datetime, not_session: str) -> bool:
-        rows = self._by_user.get(user, [])
-        i = bisect_right(rows, (after, "\U0010ffff"))  # strictly after ``after``
-        for t, sid in rows[i:]:
-            if t > until:
-                return False
-            if sid != not_session:
-                return True
-        return False
-
-
-def outcome(session: Session, target: Target, later: _Later | None = None) -> str | None:
-    """The target's label for the full ``session`` (``None``: it cannot be told, see
-    :class:`LabelRule`)."""
-    rule = target.rule
-    if rule.eligible and not any(e.type in rule.eligible for e in session.events):
-        return None
-    if rule.kind == "contains":
-        hit = any(e.type in rule.types for e in session.events)
-        return target.positive if hit else target.negative
-    if later is None or not session.events or later.horizon is None:
-        return None
-    assert rule.days is not None
-    end = session.events[-1].timestamp
-    until = end + timedelta(days=rule.days)
-    if until > later.horizon:
-        return None
-    hit = later.any_between(session.user_id, end, until, session.session_id)
-    return target.positive if hit else target.negative
-
-
-def label_sessions(sessions: Sequence[Session], target: Target | str | Path, *,
-                   later: Sequence[Session] | None = None,
-                   input: str | InputCut | None = None) -> LabelledSessions:
-    """Label full sessions by ``target``'s rule, then cut each at its prediction point
-    (``input`` overrides the target's). ``later``: the users' sessions the ``comes_back``
-    rules look ahead in, in full (default: ``sessions`` themselves, e.g. a whole store).
-    Sessions left with too few events, unlabelable (censored) or not eligible are left out
-    and counted; input order is kept otherwise.
-    """
-    target = load_target(target).with_input(input)
-    look = _Later(later if later is not None else sessions, target.rule.types) \
-        if target.rule.needs_later else None
-    out: list[Session] = []
-    counts: Counter[str] = Counter()
-    empty: list[str] = []
-    n_empty = n_censored = n_ineligible = 0
-    for s in sessions:
-        rule = target.rule
-        if rule.eligible and not any(e.type in rule.eligible for e in s.events):
-            n_ineligible += 1
-            continue
-        try:
-            seen = target.cut(s)
-        except EmptyAfterCut:
-            n_empty += 1
-            if len(empty) < 5:
-                empty.append(s.session_id)
-            continue
-        label = outcome(s, target, look)
-        if label is None:
-            n_censored += 1
-            continue
-        out.append(seen.model_copy(update={"label": label}))
-        counts[label] += 1
-    return LabelledSessions(target=target.name, input=str(target.input), sessions=out,
-                            n_in=len(sessions), dropped_empty=n_empty,
-                            dropped_censored=n_censored, dropped_not_eligible=n_ineligible,
-                            labels={k: counts[k] for k in target.labels()},
-                            empty_examples=empty)
 
 
 def cut(session: Session, spec: Target | InputCut | str) -> Session:
