@@ -35,6 +35,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from behavior_rag.errors import TaxonomyError
 from behavior_rag.index.base import Filter
 from behavior_rag.index.build import UpsertReport
+from behavior_rag.live.client import LiveCalls
 from behavior_rag.profile import UserProfile
 from behavior_rag.retrieve import Neighbor
 from behavior_rag.taxonomy import Taxonomy
@@ -241,7 +242,7 @@ def _merge(reports: list[UpsertReport]) -> UpsertReport:
                         index_size=reports[-1].index_size)
 
 
-class Client(_Base):
+class Client(LiveCalls, _Base):
     """Synchronous client (httpx). Use as a context manager, or call :meth:`close`.
 
     Inputs longer than ``batch_size`` go in several requests (the service saves after each).
@@ -333,7 +334,7 @@ class Client(_Base):
         self.close()
 
 
-class AsyncClient(_Base):
+class AsyncClient(LiveCalls, _Base):
     """The same methods as :class:`Client`, awaitable (httpx.AsyncClient). ``async with`` it."""
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0,

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from behavior_rag.bounds import MAX_EVENTS
 from behavior_rag.plugins import check_name
 
 
@@ -193,6 +194,36 @@ class ServeSettings(BaseModel):
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 answers.")
 
 
+class LiveSettings(BaseModel):
+    """Live sessions of the service (``/v1/live``, :mod:`behavior_rag.live`).
+
+    Example:
+        >>> LiveSettings().max_open
+        10000
+    """
+
+    max_open: int = Field(10_000, ge=1, description="Open live sessions kept; one more ends "
+                          "(and commits) the least recently active.")
+    max_events: int = Field(MAX_EVENTS, ge=1, le=MAX_EVENTS, description="Events per live "
+                            "session (at most the bound of any session); more is refused (422).")
+    gap_minutes: float | None = Field(None, gt=0, description="A live session ends after this "
+                                      "long without an append (server clock). None: "
+                                      "ingest.session_gap_minutes.")
+    rescore_every: int = Field(5, ge=1, description="A model that reads vectors or neighbours "
+                               "(embedding, kNN heads) is re-scored every this many new "
+                               "visible events (and on GET ?fresh=true), not per event.")
+    commit_every_s: float = Field(5.0, gt=0, description="Ended sessions are committed to the "
+                                  "index (one atomic commit) at most this long after ending.")
+    commit_max: int = Field(256, ge=1, description="...or as soon as this many are waiting.")
+    on_end: Literal["index", "history"] = Field(
+        "index", description="Where an ended session goes: index (rendered, embedded, in the "
+        "session store like POST /v1/sessions: similar shoppers and profiles see it) or "
+        "history (the session store of earlier sessions only: no embedding).")
+    fsync: bool = Field(True, description="fsync the write-ahead log before acknowledging an "
+                        "append (survives power loss). False: written to the OS before the "
+                        "answer, which survives a killed server but not a crashed machine.")
+
+
 class Settings(BaseSettings):
     """All settings. Env prefix ``BEHAVIOR_RAG_``; nested with ``__``."""
 
@@ -210,6 +241,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     classify: ClassifySettings = ClassifySettings()
     serve: ServeSettings = ServeSettings()
+    live: LiveSettings = LiveSettings()
 
     @model_validator(mode="after")
     def _adapter_prompt(self) -> Settings:

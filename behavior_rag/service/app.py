@@ -43,7 +43,7 @@ from behavior_rag.index.lock import served
 from behavior_rag.profile import UserProfile
 from behavior_rag.resources import __version__
 from behavior_rag.retrieve import Neighbor
-from behavior_rag.service import errors, ui
+from behavior_rag.service import errors, live, ui
 from behavior_rag.service.auth import check_auth_config, key_dependency
 from behavior_rag.service.errors import already_served
 from behavior_rag.service.limits import BodyLimitMiddleware, ModelSlots, check_batch
@@ -173,6 +173,7 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
         state.require_ready()
         return state.taxonomy
 
+    live.install(app, state, slots, settings)
     app.include_router(v1)
     ui.install(app, state, slots, settings)
 
