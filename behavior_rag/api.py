@@ -41,12 +41,13 @@ from behavior_rag.index.reembed import recorded_model
 from behavior_rag.index.storage import IndexConfig, has_config, read_config
 from behavior_rag.ingest.pseudonym import UserIds
 from behavior_rag.ingest.store import SessionStore
+from behavior_rag.labels.book import LabelBook
 from behavior_rag.labels.targets import Target
 from behavior_rag.llm.factory import get_llm
 from behavior_rag.profile import build_profile
 from behavior_rag.retrieve import Neighbor, similar
 from behavior_rag.settings import ClassifySettings, EmbedSettings, Settings, default_settings
-from behavior_rag.taxonomy import load_taxonomy
+from behavior_rag.taxonomy import Taxonomy, load_taxonomy
 from behavior_rag.types import PatternPrediction, Session
 from behavior_rag.vectors import HybridSpec, fit_hybrid
 
@@ -211,6 +212,30 @@ class BehaviorRAG:
         self._check_labels(sessions, required=True)
         return self.index_sessions(sessions, split=split, progress=progress)
 
+    @property
+    def labels(self) -> LabelBook:
+        """The index's label set: append-only and audited, committed with the folder
+        (:mod:`behavior_rag.labels.labelset`); ``fit`` uses the latest label per session.
+
+        Example:
+            >>> rag.labels.add([NewLabel(session_id="s_1", label="deal_hunter")],
+            ...                source="human", who="ana")                    # doctest: +SKIP
+        """
+        return LabelBook(self.folder, self.taxonomy(), self.sessions.__contains__)
+
+    def taxonomy(self) -> Taxonomy:
+        """The labels this index classifies with: the fitted model's taxonomy while
+        ``classify.taxonomy`` is left at its default, else the configured one."""
+        tax = load_taxonomy(self.settings.classify.taxonomy)
+        mdir = None if self.folder.fresh else self.model_path()
+        if mdir is None or not (mdir / "manifest.json").exists():
+            return tax
+        fitted = read_manifest(mdir).taxonomy_spec
+        if fitted is not None and fitted.content_hash != tax.content_hash and \
+                self.settings.classify.taxonomy == ClassifySettings().taxonomy:
+            return fitted
+        return tax
+
     def _check_labels(self, sessions: Sequence[Session], *, required: bool) -> None:
         tax = load_taxonomy(self.settings.classify.taxonomy)
         for i, s in enumerate(sessions):
@@ -316,13 +341,7 @@ class BehaviorRAG:
         mdir = self.model_path()
         if not (mdir / "manifest.json").exists():
             return None
-        tax = load_taxonomy(self.settings.classify.taxonomy)
-        fitted = read_manifest(mdir).taxonomy_spec
-        if fitted is not None and fitted.content_hash != tax.content_hash and \
-                self.settings.classify.taxonomy == ClassifySettings().taxonomy:
-            log.info("using the model's taxonomy %s", fitted.name)
-            tax = fitted
-        return load_model(mdir, taxonomy=tax, embedder=self.index.embedder)
+        return load_model(mdir, taxonomy=self.taxonomy(), embedder=self.index.embedder)
 
     def fit(self, train: Sequence[Session], dev: Sequence[Session], *,
             heads: Sequence[str] | None = None, target: Target | None = None,

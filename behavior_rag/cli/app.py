@@ -26,7 +26,7 @@ from behavior_rag.cli.finetune import finetune_cmd
 from behavior_rag.cli.fit import fit_cmd
 from behavior_rag.cli.index import index_app, similar_cmd
 from behavior_rag.cli.ingest import ingest_cmd, render_cmd, synth_cmd
-from behavior_rag.cli.labels import labels_app
+from behavior_rag.cli.labels import label_cmd, labels_app
 from behavior_rag.cli.plugins import plugins_cmd
 from behavior_rag.cli.serve import serve_cmd
 from behavior_rag.cli.tune import embed_app, reembed_cmd
@@ -54,6 +54,7 @@ app.command("similar")(similar_cmd)
 app.command("fit")(fit_cmd)
 app.add_typer(labels_app, name="labels")
 app.command("classify")(classify_cmd)
+app.command("label")(label_cmd)
 app.command("eval")(eval_cmd)
 app.command("discover")(discover_cmd)
 app.command("profile")(profile_cmd)

@@ -13,10 +13,13 @@ Example:
         --history data/all_sessions
     $ behavior-rag fit data/taobao --index indexes/buy --target purchase --input first:5
     $ behavior-rag fit data/shop --index indexes/shop --labels my_labels.csv --lenient
+    $ behavior-rag fit --index indexes/shop    # its sessions, by its label set
 
 Sessions need labels: their own (a labelled store), an outcome target computed from the log
-(``--target``: label rule and prediction point, see ``behavior-rag labels targets``) or a
-label file (``--labels``: your ids, pseudonymised here as at ingest).
+(``--target``: label rule and prediction point, see ``behavior-rag labels targets``), a
+label file (``--labels``: your ids, pseudonymised here as at ingest), or the index's label set
+(``labels import``, ``label --rules``, the queue at ``/ui/label``): its latest label per
+session wins over a session's own. Without SOURCE, the index's own sessions are fitted on.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from behavior_rag.cli.common import HUMAN, emit, err, load_sessions
 from behavior_rag.cli.labels import (
     INPUT_HELP,
     apply_labels,
+    apply_labelset,
     apply_target,
     fit_with,
     target_taxonomy,
@@ -52,7 +56,8 @@ def _settings(taxonomy: str | None, llm: str | None, cascade: str | None) -> Set
 
 
 def fit_cmd(
-    source: Path = typer.Argument(..., help="Labelled sessions: a store or an event log."),
+    source: Optional[Path] = typer.Argument(None, help="Sessions to fit on: a store or an "
+                                            "event log (default: the index's own sessions)."),
     index: Path = typer.Option(..., "--index", "-i", help="Index folder to fit (created)."),
     dev: Optional[Path] = typer.Option(None, "--dev", help="Labelled dev sessions (default: "
                                        "--dev-frac of SOURCE's users)."),
@@ -97,7 +102,11 @@ def fit_cmd(
         taxonomy = target_taxonomy(tgt, taxonomy)
     s = _settings(taxonomy, llm, cascade)
     rag = BehaviorRAG(s, index)
-    train = load_sessions(source, fmt, rag.settings)
+    if source is None and not (index / "config.json").exists():
+        raise ConfigError("give the sessions to fit on (a store or an event log), or an "
+                          "index that holds them", field="source", file=str(index))
+    train = load_sessions(source, fmt, rag.settings) if source is not None else list(
+        rag.sessions.values())
     dev_sessions = load_sessions(dev, fmt, rag.settings) if dev is not None else None
     past = load_sessions(history, fmt, rag.settings) if history is not None else []
     labelling = None
@@ -108,6 +117,8 @@ def fit_cmd(
                                                  rag.settings.classify.taxonomy, rag.settings,
                                                  lenient)
         labelling = join.model_dump(mode="json")
+    else:  # the index's label set: the latest label per session (queue, rules, imports)
+        train, dev_sessions, labelling = apply_labelset(rag, train, dev_sessions)
     if dev_sessions is None:
         split = split_by_user(train, seed=seed, dev_frac=dev_frac, test_frac=0.0)
         train, dev_sessions = split.train, split.dev
@@ -119,7 +130,7 @@ def fit_cmd(
     if human:
         d = report.dev
         if labelling is not None:
-            err.print(f"labels: {labelling.get('target') or labelling.get('file')} "
+            err.print(f"labels: {labelling.get('target') or labelling.get('file') or 'label set'} "
                       f"{labelling.get('train', labelling).get('labels')}")
         err.print(f"fitted on {d.n_train} sessions (dev {d.n_dev}): stack of "
                   f"[bold]{' + '.join(report.chosen)}[/]; dev {d.dev_metrics}; LLM asked below "

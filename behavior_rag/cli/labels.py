@@ -4,11 +4,14 @@ Example:
     $ behavior-rag labels targets --human
     $ behavior-rag labels import my_labels.csv --index indexes/shop
     $ behavior-rag labels import my_labels.parquet --index indexes/shop --lenient --human
+    $ behavior-rag labels export labels.csv --index indexes/shop --history
 """
 
 from __future__ import annotations
 
+import getpass
 import inspect
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +23,7 @@ from behavior_rag.cli.common import HUMAN, emit, err, load_sessions
 from behavior_rag.errors import ConfigError, DataError, StoreError
 from behavior_rag.labels import (
     LabelJoin,
+    NewLabel,
     Target,
     apply_label_file,
     known_targets,
@@ -27,12 +31,13 @@ from behavior_rag.labels import (
     load_target,
     read_label_file,
 )
+from behavior_rag.labels.rules import rule_labels
 from behavior_rag.settings import Settings
 from behavior_rag.taxonomy import load_taxonomy
 from behavior_rag.types import Session
 
 labels_app = typer.Typer(no_args_is_help=True, help="Labels from your data: outcome targets "
-                         "and label files.")
+                         "label files and the index's label set.")
 INPUT_HELP = ("What the model may see (the prediction point): before:cart,purchase | first:N | "
               "minutes:N | types:view | all. Default: the target's.")
 
@@ -132,34 +137,153 @@ def import_cmd(
     file: Path = typer.Argument(..., help="Label file: CSV/TSV, Parquet or JSONL with "
                                 "session_id or user_id, label, optional source and weight."),
     index: Path = typer.Option(..., "--index", "-i", help="Index folder whose sessions the "
-                               "labels name."),
+                               "labels name; the labels go into its label set."),
     store: Optional[Path] = typer.Option(None, "--store", help="Join on this store's (or event "
-                                         "log's) sessions instead of the index's."),
+                                         "log's) sessions instead of the index's (e.g. before "
+                                         "`fit STORE --index IDX`)."),
     taxonomy: Optional[str] = typer.Option(None, "--taxonomy", "-t", help="The labels' "
-                                           "taxonomy (default classify.taxonomy)."),
+                                           "taxonomy (default: the index's)."),
     fmt: str = typer.Option("auto", "--format", "-f"),
     lenient: bool = typer.Option(False, "--lenient", help="Skip and count unusable rows "
                                  "instead of failing (also ingest.mode=lenient)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report what the file labels; "
+                                 "write nothing."),
+    who: Optional[str] = typer.Option(None, "--who", help="Recorded as who added them "
+                                      "(default: your OS user)."),
     human: bool = HUMAN,
 ) -> None:
-    """Join a label file onto the index's sessions and report what it labels (nothing is
-    written: `fit --labels FILE` fits on it)."""
+    """Join a label file onto the index's sessions and add it to the index's label set
+    (source `file`; `fit --index IDX` then fits on the latest label per session)."""
     s = Settings()
     if taxonomy:
         s = s.model_copy(update={"classify": s.classify.model_copy(
             update={"taxonomy": taxonomy})})
-    if store is not None:
-        sessions = load_sessions(store, fmt, s)
-    else:
-        if not (index / "config.json").exists():
-            raise StoreError("no index in this folder; build one with `behavior-rag index "
-                             "build` or give --store", file=str(index))
-        sessions = list(BehaviorRAG(s, index).sessions.values())
-    join = apply_label_file(read_label_file(file), sessions, load_taxonomy(s.classify.taxonomy),
-                            s, lenient=lenient or None)
+    rag = _opened(index, s)
+    book = rag.labels
+    sessions = load_sessions(store, fmt, s) if store is not None else list(
+        rag.sessions.values())
+    join = apply_label_file(read_label_file(file), sessions, book.taxonomy, s,
+                            lenient=lenient or None)
+    out = join.model_dump(mode="json")
+    if not dry_run:
+        ids = {x.session_id for x in sessions}
+        added = book.add([NewLabel(session_id=x.session_id, label=x.label,
+                                   weight=join.weights.get(x.session_id, 1.0))
+                          for x in join.sessions], source="file", who=who_am_i(who),
+                         known=ids.__contains__)
+        out["label_set"] = added.model_dump(exclude={"events"})
     if human:
         err.print(f"{join.sessions_labelled} of {join.sessions_in} sessions labelled from "
                   f"{join.rows_used} of {join.rows} rows; labels {join.labels}"
-                  + (f"; skipped {join.skipped}" if join.skipped else ""))
+                  + (f"; skipped {join.skipped}" if join.skipped else "")
+                  + ("" if dry_run else f"; label set: {out['label_set']}"))
     else:
-        emit(join.model_dump(mode="json"))
+        emit(out)
+
+
+@labels_app.command("export")
+def export_cmd(
+    out: Path = typer.Argument(..., help="File to write: .csv, .tsv, .parquet or .jsonl."),
+    index: Path = typer.Option(..., "--index", "-i"),
+    history: bool = typer.Option(False, "--history", help="Every event (the audit trail), "
+                                 "not only the latest label per session."),
+) -> None:
+    """Write the index's labels out (readable by `fit --labels` and `labels import`)."""
+    n = _opened(index, Settings()).labels.export(out, history=history)
+    emit({"file": str(out), "rows": n, "history": history})
+
+
+@labels_app.command("show")
+def show_cmd(index: Path = typer.Option(..., "--index", "-i"), human: bool = HUMAN) -> None:
+    """What the index's label set holds: events, and latest labels per source."""
+    book = _opened(index, Settings()).labels
+    cur = book.current()
+    out = {"events": len(cur), "sessions": len(cur.latest()), "by_source": cur.counts(),
+           "taxonomy": book.taxonomy.name}
+    if human:
+        err.print(f"{out['sessions']} labelled sessions ({out['events']} events): "
+                  f"{out['by_source']}")
+    else:
+        emit(out)
+
+
+def _opened(index: Path, settings: Settings) -> BehaviorRAG:
+    if not (index / "config.json").exists():
+        raise StoreError("no index in this folder; build one with `behavior-rag index "
+                         "build`", file=str(index))
+    return BehaviorRAG(settings, index)
+
+def who_am_i(who: str | None) -> str:
+    """``--who``, else the OS user: the name the label set records for CLI labels."""
+    return who or getpass.getuser()
+
+
+def apply_labelset(rag: BehaviorRAG, train: Sequence[Session], dev: Sequence[Session] | None
+                   ) -> tuple[list[Session], list[Session] | None, dict[str, Any] | None]:
+    """Label ``train``/``dev`` with the index's label set (its latest label per session wins
+    over a session's own; sessions with neither are left out). None summary: no label set."""
+    labelset = rag.labels.current() if (rag.index_path / "config.json").exists() else None
+    if not labelset:
+        return list(train), list(dev) if dev is not None else None, None
+
+    def label(part: Sequence[Session]) -> list[Session]:
+        named = {s.session_id: s for s in labelset.apply(part)}
+        return [named.get(s.session_id, s) for s in part
+                if s.session_id in named or s.label is not None]
+
+    a = label(train)
+    b = label(dev) if dev is not None else None
+    if not a:
+        raise DataError("the index's label set labels none of these sessions, and they have "
+                        "no labels of their own: label sessions of this store (labels import, "
+                        "label --rules, the queue at /ui/label) or give --target / --labels",
+                        file=str(rag.index_path), field="labels")
+    def part(x: Sequence[Session]) -> dict[str, Any]:
+        return {"sessions": len(x), "labels": dict(Counter(s.label for s in x))}
+
+    return a, b, {"label_set": len(labelset), "by_source": labelset.counts(),
+                  "train": part(a), **({"dev": part(b)} if b is not None else {}),
+                  "left_out": len(train) + len(dev or []) - len(a) - len(b or [])}
+
+
+def label_cmd(
+    source: Optional[Path] = typer.Argument(None, help="Sessions to label: a store or an event "
+                                            "log (default: the index's own sessions)."),
+    index: Path = typer.Option(..., "--index", "-i", help="Index whose label set gets the "
+                               "labels."),
+    rules: bool = typer.Option(False, "--rules", help="Label each session where exactly one "
+                               "label's definition (requires/excludes) holds."),
+    fmt: str = typer.Option("auto", "--format", "-f"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report only; write nothing."),
+    who: Optional[str] = typer.Option(None, "--who"),
+    human: bool = HUMAN,
+) -> None:
+    """Label sessions by the taxonomy's definitions (--rules) into the index's label set, with
+    coverage and conflicts per label, and precision where sessions have gold labels (their
+    own, or a person's or a file's in the label set). Never overwrites those."""
+    if not rules:
+        raise ConfigError("say how to label: --rules", field="rules")
+    s = Settings()
+    rag = _opened(index, s)
+    book = rag.labels
+    sessions = load_sessions(source, fmt, s) if source is not None else list(
+        rag.sessions.values())
+    gold = {x.session_id: x.label for x in sessions if x.label is not None} | {
+        e.session_id: e.label for e in book.current().latest(("human", "file")).values()}
+    got = rule_labels(sessions, book.taxonomy, gold)
+    out = got.report.model_dump()
+    if not dry_run:
+        ids = {x.session_id for x in sessions}
+        added = book.add(got.labels, source="rule", who=who_am_i(who), protect=True,
+                         known=ids.__contains__)
+        out["label_set"] = added.model_dump(exclude={"events"})
+    if human:
+        r = got.report
+        err.print(f"rules label {r.labelled} of {r.sessions} sessions ({r.coverage:.0%}); "
+                  f"{r.conflicting} where several definitions hold, {r.none_hold} where "
+                  f"none does; precision on gold {r.precision}")
+        for c in r.per_label:
+            err.print(f"  {c.label}: {c.labelled} alone, holds in {c.holds}, precision "
+                      f"{c.precision} (of {c.gold})" + ("" if c.defined else " (no definition)"))
+    else:
+        emit(out)

@@ -62,13 +62,19 @@ class Stack:
         self.oof: np.ndarray | None = None  # out-of-fold stacked probabilities, per row
 
     def _splits(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        import warnings
+
         from sklearn.model_selection import StratifiedKFold
 
-        k = min(self.folds, int(min(np.unique(y, return_counts=True)[1])))
+        # A label with a single labelled session (a few labels from the queue) sits in one
+        # fold's test part; the others still stratify. Only all-singletons cannot be split.
+        k = min(self.folds, int(max(np.unique(y, return_counts=True)[1])))
         if k < 2:
-            raise ConfigError("every label needs at least two labelled sessions to fit the "
-                              "stack", field="label")
-        return list(StratifiedKFold(k, shuffle=True, random_state=self.seed).split(y, y))
+            raise ConfigError("fitting the stack needs a label with at least two labelled "
+                              "sessions", field="label")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The least populated class")
+            return list(StratifiedKFold(k, shuffle=True, random_state=self.seed).split(y, y))
 
     def _loss(self, y: np.ndarray, p: np.ndarray) -> float:
         from sklearn.metrics import average_precision_score, roc_auc_score

@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from behavior_rag.errors import StoreError
 from behavior_rag.faults import crash_point
 from behavior_rag.index.base import VectorIndex
 from behavior_rag.index.lock import ServeLock, WriterLock
@@ -24,10 +25,12 @@ from behavior_rag.index.storage import (
     Artifact,
     IndexConfig,
     artifact,
+    artifact_path,
     check_index_folder,
     has_config,
     model_dir,
     read_config,
+    recommit,
 )
 from behavior_rag.ingest.store import SessionStore, StoreManifest
 
@@ -90,6 +93,31 @@ class IndexFolder:
         self.loaded = cfg.data
         self.writer.release()
         return cfg
+
+    def commit_artifacts(self) -> IndexConfig:
+        """Commit the artifacts written since the last commit (e.g. a grown label set) and
+        nothing else: the vectors and stores stay as committed (their files are shared with
+        the new version, see :func:`~behavior_rag.index.storage.recommit`)."""
+        self.begin()
+        try:
+            if self.config() is None:
+                raise StoreError("nothing is committed in this index yet: build it first "
+                                 "(behavior-rag index build)", file=str(self.root))
+            cfg = recommit(self.root, {name: artifact(self.root, name, a.path)
+                                       for name, a in self.staged.items()})
+            self.staged = {}
+            self.loaded = cfg.data
+            return cfg
+        finally:
+            self.writer.release()
+
+    def artifact_path(self, name: str) -> Path | None:
+        """Artifact ``name``'s folder: written here and not yet committed, else the last
+        commit's (checked), else None."""
+        if name in self.staged:
+            return self.root / self.staged[name].path
+        cfg = self.config()
+        return artifact_path(self.root, cfg, name) if cfg is not None else None
 
     def new_artifact_path(self, name: str) -> Path:
         """A new folder for artifact ``name`` written now (``model-<hex>``), named by the

@@ -87,7 +87,7 @@ class Artifact(BaseModel):
 
 
 # artifact name -> the folder names it may have (anything else in config.json is refused)
-ARTIFACTS = {"model": r"model-[0-9a-f]{12}"}
+ARTIFACTS = {"model": r"model-[0-9a-f]{12}", "labels": r"labels-[0-9a-f]{12}"}
 MANIFEST = "manifest.json"
 
 
@@ -371,6 +371,20 @@ def commit(root: Path, tmp: Path, config: IndexConfig) -> IndexConfig:
     return config
 
 
+def recommit(root: Path, artifacts: dict[str, Artifact]) -> IndexConfig:
+    """Commit new ``artifacts`` (folders already written inside ``root``) without changing the
+    vectors: the current data folder's files are hard-linked (never changed in place, so
+    sharing them is safe) into the next version, which gets its own commit record."""
+    last = read_config(root)
+    data = data_dir(root, last)  # checked: never carry a damaged folder forward
+    tmp = new_data_dir(root)
+    for f in data.iterdir():
+        if f.name != COMMIT:
+            os.link(f, tmp / f.name)
+    return commit(root, tmp, last.model_copy(update={
+        "artifacts": {**last.artifacts, **artifacts}}))
+
+
 def _stale(entry: str, data: str, config: IndexConfig) -> bool:
     """Whether a folder entry is left over: an older data version, a temp file, an artifact
     this commit no longer names, or retired fusion weights."""
@@ -378,7 +392,8 @@ def _stale(entry: str, data: str, config: IndexConfig) -> bool:
         return False
     if re.fullmatch(r"\.?fusion-[0-9a-f]{12}\.json.*|fusion\.json", entry):
         return True
-    model = "model" in config.artifacts and (
-        entry == "model" or re.fullmatch(r"\.?model-[0-9a-f]{12}.*", entry))
-    return bool(model) or entry != data and entry.startswith(
+    replaced = any(re.fullmatch(rf"\.?{ARTIFACTS[name]}.*", entry) for name in config.artifacts
+                   if name in ARTIFACTS)
+    model = "model" in config.artifacts and entry == "model"
+    return replaced or model or entry != data and entry.startswith(
         ("v-", ".v.tmp-", ".tmp-", ".config-", ".config.json.tmp-"))
