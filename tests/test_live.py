@@ -230,3 +230,15 @@ def test_malformed_events_are_refused_before_sending(svc):
                                      "timestamp": "2024-01-01T00:00:00Z"}])
     assert e.value.context["field"] == "events.0.type"
     assert isinstance(Event, type)
+
+
+def test_a_session_reopened_after_its_commit_continues_the_stored_one(svc, shoppers):
+    ev = shoppers[8].events
+    svc.c.live_append("web-9", ev[:2])
+    svc.c.live_end("web-9", commit=True)
+    again = svc.c.live_append("web-9", ev[2:4])  # the shopper came back, same session id
+    assert again.opened and again.events == 2
+    svc.c.live_end("web-9", commit=True)
+    stored = BehaviorRAG(svc.settings, svc.path).sessions.get("web-9")
+    assert stored.n_events == 4 and [e.type for e in stored.events] == \
+        [e.type for e in ev[:4]]

@@ -27,6 +27,7 @@ from behavior_rag.cli.fit import fit_cmd
 from behavior_rag.cli.index import index_app, similar_cmd
 from behavior_rag.cli.ingest import ingest_cmd, render_cmd, synth_cmd
 from behavior_rag.cli.labels import label_cmd, labels_app
+from behavior_rag.cli.live import live_cmd
 from behavior_rag.cli.plugins import plugins_cmd
 from behavior_rag.cli.serve import serve_cmd
 from behavior_rag.cli.tune import embed_app, reembed_cmd
@@ -60,6 +61,7 @@ app.command("discover")(discover_cmd)
 app.command("profile")(profile_cmd)
 app.command("finetune")(finetune_cmd)
 app.command("serve")(serve_cmd)
+app.command("live")(live_cmd)
 app.command("demo")(demo_cmd)
 app.command("plugins")(plugins_cmd)
 app.add_typer(batch_app, name="batch")

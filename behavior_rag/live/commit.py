@@ -4,7 +4,8 @@ Ended sessions are committed in batches (``live.commit_every_s`` / ``live.commit
 commit rewrites the folder's ``config.json`` and the index files, so one per event or per
 session would cost the service far more than the appends. A live session whose id is already
 stored (the shopper came back after the gap, and the client kept its session id) is merged
-with the stored one: its earlier events are kept, equal events once.
+with the stored one when both are the same shopper's: its earlier events are kept, equal
+events once (another shopper's session of that id is replaced, as an upsert replaces).
 
 ``live.on_end``: ``index`` upserts them like ``POST /v1/sessions`` (rendered, embedded — the
 embedding is done before the write lock is taken, so reads wait only for the save);
@@ -34,13 +35,13 @@ Commit = Callable[[list[Session]], None]
 
 
 def merge(live: Sequence[Session], stored: Sequence[Session]) -> list[Session]:
-    """One session per id: the stored one's events, then each live one's (equal events
-    once; the session sorts them by time)."""
+    """One session per id: a stored one of the same user, with each live one's events added
+    (equal events once, in time order); otherwise the live one."""
     out: dict[str, Session] = {s.session_id: s for s in stored}
     for s in live:
         old = out.get(s.session_id)
-        if old is None:
-            out[s.session_id] = s
+        if old is None or old.user_id != s.user_id:  # another shopper's: replaced, as an
+            out[s.session_id] = s                     # upsert by id replaces
             continue
         seen = {e.model_dump_json(exclude={"session_id"}) for e in old.events}
         more = [e for e in s.events if e.model_dump_json(exclude={"session_id"}) not in seen]
