@@ -139,3 +139,19 @@ def test_per_event_visibility_agrees_with_the_input_cut(spec):
         v = Visibility(cut)
         seen = [i for i, e in enumerate(s.events) if v.add(e)]
         assert seen == cut.keep(s) and v.visible == len(seen), (spec, s.session_id)
+
+
+def test_concurrent_appends_share_fsyncs_and_all_land(tmp_path):
+    wal = WriteAheadLog(tmp_path / "wal.log", fsync=True)
+
+    def writer(k: int) -> None:
+        for i in range(50):
+            wal.sync(wal.append([{"op": "end", "sid": f"{k}-{i}"}]))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r["sid"] for r in wal.read()) == sorted(f"{k}-{i}" for k in range(4)
+                                                         for i in range(50))

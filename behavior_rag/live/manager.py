@@ -76,10 +76,23 @@ class LiveManager:
                    cut=model.target.input if model is not None and model.target else None,
                    vectors=bool(rag.classifier.needs() & VECTOR_NEEDS), **kw)
 
+    @property
+    def fsync(self) -> bool:
+        """Whether an append waits for the disk (else only for a write into the OS)."""
+        return self.wal is not None and self.wal.fsync
+
     # ---- appending and scoring ------------------------------------------------------------
     def append(self, session_id: str, events: Sequence[Event]) -> Appended:
         """Append (user ids already pseudonymised); durable when this returns."""
-        return self.sessions.append(session_id, events)
+        got = self.sessions.append(session_id, events)
+        self._durable()
+        return got
+
+    def _durable(self) -> None:
+        """Return once what was journalled is on disk (``live.fsync``; else it is in the
+        OS already, safe from a killed process)."""
+        if self.wal is not None:
+            self.wal.sync(self.wal.last)
 
     def score(self, s: OpenSession, *, fresh: bool = False) -> tuple[LiveScore | None, bool,
                                                                       bool]:
@@ -136,11 +149,14 @@ class LiveManager:
     # ---- ending and committing ------------------------------------------------------------
     def end(self, session_id: str) -> OpenSession | None:
         """End one session (``DELETE``); it waits for the next commit."""
-        return self.sessions.end(session_id, "deleted")
+        s = self.sessions.end(session_id, "deleted")
+        self._durable()
+        return s
 
     def tick(self, now: float | None = None) -> int:
         """End idle sessions; commit the ended ones when due. Returns sessions committed."""
-        self.sessions.idle(self.gap_s, now)
+        if self.sessions.idle(self.gap_s, now):
+            self._durable()
         since = self.sessions.pending_since
         now = time.monotonic() if now is None else now
         due = len(self.sessions.pending) >= self.settings.commit_max or (

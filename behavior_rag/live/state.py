@@ -5,7 +5,7 @@ An append is checked whole before anything changes: an event equal to one the se
 (a retried request) is skipped and counted, an event older than the session's last one is
 refused with the field that names it, and a request that would pass the event cap is refused.
 ``journal`` (the write-ahead log) is called with what will change, under the lock and before
-it changes: when it returns, the append is durable, and only then is it applied.
+it changes: when it returns, the change is in the log, and only then is it applied.
 
 Example:
     >>> from behavior_rag.synth import generate

@@ -4,8 +4,9 @@ Why a log, and where the point is: a live session's events arrive one request at
 reach the index only when the session ends (one atomic commit of the whole folder per batch
 of ended sessions — committing per event would rewrite the index each time). In between they
 live in memory and in this log. An append is acknowledged only after its record is written
-here in one ``write`` and (``live.fsync``, the default) ``fsync``ed: a SIGKILL, or with fsync
-a power loss, after the answer cannot lose it. On start the service replays the log; after
+here in one ``write`` — in the operating system's page cache, which a killed process cannot
+take back, so a SIGKILL after the answer cannot lose it — and, with ``live.fsync``, on disk
+(``fdatasync``, shared by concurrent appends: group commit), so a power loss cannot either. On start the service replays the log; after
 each commit of ended sessions it rewrites the log (atomically, :mod:`behavior_rag.atomic`)
 with only the sessions still open or waiting, which truncates it.
 
@@ -15,7 +16,7 @@ acknowledged) is dropped on reading, a damaged line before it is a :class:`Store
 Example:
     >>> import tempfile, pathlib
     >>> log = WriteAheadLog(pathlib.Path(tempfile.mkdtemp()) / "wal.log", fsync=False)
-    >>> log.append([{"op": "end", "sid": "s1"}])
+    >>> log.sync(log.append([{"op": "end", "sid": "s1"}]))
     >>> log.read()
     [{'op': 'end', 'sid': 's1'}]
     >>> log.rewrite([]); log.read()
@@ -51,6 +52,8 @@ class WriteAheadLog:
         self.torn = 0  # torn lines dropped by the last read
         self._fd: int | None = None
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._written = self._synced = 0  # tickets of writes, and of those on disk
 
     @property
     def size(self) -> int:
@@ -78,22 +81,47 @@ class WriteAheadLog:
         out = [r for r in parsed[:bad] if r is not None]
         return out
 
-    def append(self, records: list[dict[str, Any]]) -> None:
-        """Write ``records`` in one ``write`` and fsync them; return only then."""
+    def append(self, records: list[dict[str, Any]]) -> int:
+        """Write ``records`` in one ``write`` (in the OS once this returns: a killed process
+        cannot lose them); returns the ticket to pass to :meth:`sync`."""
         data = b"".join(_line(r) for r in records)
         with self._lock:
             fd = self._open()
             written = os.write(fd, data)
             while written < len(data):  # a short write (rare: signals, full pipes)
                 written += os.write(fd, data[written:])
-            if self.fsync:
-                os.fdatasync(fd)
+            self._written += 1
+            return self._written
+
+    @property
+    def last(self) -> int:
+        """The ticket of the latest write."""
+        return self._written
+
+    def sync(self, ticket: int) -> None:
+        """With ``fsync``: return once the write of ``ticket`` is on disk. Group commit:
+        one ``fdatasync`` covers every write before it, so concurrent appends share it."""
+        if not self.fsync or self._synced >= ticket:
+            return
+        with self._sync_lock:
+            if self._synced >= ticket:
+                return
+            with self._lock:
+                fd, upto = self._fd, self._written
+            if fd is not None:
+                try:
+                    os.fdatasync(fd)
+                except OSError:  # closed by a rewrite meanwhile: that rewrite was fsynced
+                    if self._fd == fd:
+                        raise
+            self._synced = max(self._synced, upto)
 
     def rewrite(self, records: list[dict[str, Any]]) -> None:
         """Replace the log by ``records`` atomically (the old one stays until the rename)."""
         with self._lock:
             self._close()
-            replace_file(self.path, b"".join(_line(r) for r in records))
+            replace_file(self.path, b"".join(_line(r) for r in records))  # fsynced
+            self._synced = self._written
 
     def close(self) -> None:
         with self._lock:

@@ -10,7 +10,8 @@
 * ``GET /v1/live`` — open sessions, most recently active first (the web view reads it).
 
 An append's events are in the write-ahead log (``<index>/live/wal.log``) before it is
-answered; the routes answer 503 until that log is replayed at start.
+answered; the routes answer 503 until that log is replayed at start. Their answers carry a
+``Server-Timing`` header (the service's own milliseconds).
 
 Example:
     >>> install(app, state, slots, settings)   # in create_app, before include_router(v1)
@@ -21,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager
 from functools import partial
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Query, Response
 
 from behavior_rag.bounds import MAX_ID
 from behavior_rag.live.commit import committer
@@ -121,8 +123,11 @@ def install(app: FastAPI, state: ServiceState, slots: ModelSlots,
         live = ready()
         _check(session_id, body)
         check_batch("events", len(body.events), settings.max_batch)
-        got = await asyncio.to_thread(live.append, session_id, pseudonymised(body.events))
-        return live.answer(got, *await scored(live, got.session))
+        events = pseudonymised(body.events)
+        # without fsync an append is a write() into the OS: no thread hop for it
+        got = await asyncio.to_thread(live.append, session_id, events) if live.fsync else \
+            live.append(session_id, events)
+        return _json(live.answer(got, *await scored(live, got.session)))
 
     @router.get("/{session_id}", response_model=LiveView, responses=NOT_OPEN,
                 summary="A live session's state")
@@ -154,12 +159,42 @@ def install(app: FastAPI, state: ServiceState, slots: ModelSlots,
         return ready().listing(limit)
 
     app.include_router(router)
+    app.add_middleware(ServerTiming, prefix="/v1/live")
     metrics = app.state.metrics
     metrics.gauge("live_open", "Open live sessions.",
                   lambda: len(holder.manager.sessions) if holder.manager else 0)
     metrics.gauge("live_pending_commit", "Ended live sessions waiting for a commit.",
                   lambda: len(holder.manager.sessions.pending) if holder.manager else 0)
     return holder
+
+
+def _json(answer: LiveAnswer) -> Response:
+    """The answer as JSON, serialised once (the route's response_model documents it)."""
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+class ServerTiming:
+    """Pure ASGI middleware: answers under ``prefix`` carry ``Server-Timing: app;dur=<ms>``,
+    the time from the request reaching the app to its answer (eval/bench_live.py reads it:
+    the service's own share of a client's latency)."""
+
+    def __init__(self, app, prefix: str) -> None:
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+
+        async def timed(message) -> None:
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - t0) * 1e3
+                message["headers"] = [*message.get("headers", []),
+                                      (b"server-timing", b"app;dur=%.3f" % ms)]
+            await send(message)
+
+        await self.app(scope, receive, timed)
 
 
 def _check(session_id: str, body: LiveEvents | None = None) -> None:
