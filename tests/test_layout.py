@@ -21,7 +21,8 @@ LAYERS: list[set[str]] = [
     {"retrieve", "prompts"},
     {"llm"},
     {"heads", "labels"},  # labels: outcome targets, label files
-    {"classify", "fitting", "profile", "discover", "frames"},  # frames: tables of their models
+    # frames: tables of their models; annotate: the labelling queue over classify/discover
+    {"classify", "fitting", "profile", "discover", "frames", "annotate"},
     {"finetune"},
     {"api", "client", "wire", "batch", "chains"},  # chains: LangChain adapters over api
     {"evaluation"},  # above the facade: its product rows call what users call (BehaviorRAG)

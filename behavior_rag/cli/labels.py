@@ -31,6 +31,7 @@ from behavior_rag.labels import (
     load_target,
     read_label_file,
 )
+from behavior_rag.labels.agreement import llm_agreement
 from behavior_rag.labels.rules import rule_labels
 from behavior_rag.settings import Settings
 from behavior_rag.taxonomy import load_taxonomy
@@ -226,8 +227,10 @@ def apply_labelset(rag: BehaviorRAG, train: Sequence[Session], dev: Sequence[Ses
     if not labelset:
         return list(train), list(dev) if dev is not None else None, None
 
+    agreement = llm_agreement(labelset, rag.labels.heads_rate())
+
     def label(part: Sequence[Session]) -> list[Session]:
-        named = {s.session_id: s for s in labelset.apply(part)}
+        named = {s.session_id: s for s in labelset.apply(part, llm_weight=agreement.weight)}
         return [named.get(s.session_id, s) for s in part
                 if s.session_id in named or s.label is not None]
 
@@ -242,6 +245,7 @@ def apply_labelset(rag: BehaviorRAG, train: Sequence[Session], dev: Sequence[Ses
         return {"sessions": len(x), "labels": dict(Counter(s.label for s in x))}
 
     return a, b, {"label_set": len(labelset), "by_source": labelset.counts(),
+                  "llm_agreement": agreement.model_dump(),
                   "train": part(a), **({"dev": part(b)} if b is not None else {}),
                   "left_out": len(train) + len(dev or []) - len(a) - len(b or [])}
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from behavior_rag.atomic import writing_file
 from behavior_rag.errors import DataError, TaxonomyError
+from behavior_rag.heads.store import read_manifest
 from behavior_rag.index.folder import IndexFolder
 from behavior_rag.labels.labelset import LabelEvent, LabelSet, NewLabel
 from behavior_rag.taxonomy import Taxonomy
@@ -53,6 +54,14 @@ class LabelBook:
         """The committed label set (empty when none was committed)."""
         path = self.folder.artifact_path("labels")
         return LabelSet.load(path) if path is not None else LabelSet()
+
+    def heads_rate(self) -> float | None:
+        """The committed model's dev accuracy (what LLM suggestions must beat); None: no
+        model was fitted."""
+        path = self.folder.artifact_path("model")
+        if path is None:
+            return None
+        return read_manifest(path).dev.dev_metrics.get("accuracy")
 
     def add(self, labels: Sequence[NewLabel], *, source: str, who: str,
             protect: bool = False, known: Callable[[str], bool] | None = None

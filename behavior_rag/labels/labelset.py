@@ -112,9 +112,13 @@ class LabelSet(BaseModel):
             out.setdefault(e.source, Counter())[e.label] += 1
         return {k: dict(v) for k, v in out.items()}
 
-    def apply(self, sessions: Iterable[Session]) -> list[Session]:
-        """The sessions this set labels, each with its latest label (a label of weight 0,
-        e.g. an LLM suggestion that has not earned trust, labels nothing).
+    def apply(self, sessions: Iterable[Session], *, llm_weight: float = 0.0,
+              trusted_only: bool = False) -> list[Session]:
+        """The sessions this set labels, each with its latest label. A label of weight 0
+        labels nothing; an LLM suggestion counts with ``llm_weight`` (what its measured
+        agreement earns, :mod:`~behavior_rag.labels.agreement`): the heads take no
+        per-session weights, so a suggestion is kept with that probability (a fixed draw per
+        session), which weights the LLM's labels by it on average.
 
         Example:
             >>> s = LabelSet().append([NewLabel(session_id="a", label="x")], source="file",
@@ -127,7 +131,9 @@ class LabelSet(BaseModel):
         out = []
         for x in sessions:
             e = latest.get(x.session_id)
-            if e is not None and e.weight > 0:
+            keep = e is not None and e.weight > 0 and (
+                e.source != "llm" or not trusted_only and _draw(e.session_id) < llm_weight)
+            if keep:
                 out.append(x.model_copy(update={"label": e.label}))
         return out
 
@@ -213,3 +219,8 @@ def _events(path: Path, body: bytes) -> list[LabelEvent]:
         events.append(e)
         chain = e.chain
     return events
+
+
+def _draw(session_id: str) -> float:
+    """A fixed number in [0, 1) per session (the same on every fit)."""
+    return int(hashlib.sha256(session_id.encode()).hexdigest()[:8], 16) / 16**8

@@ -43,7 +43,7 @@ from behavior_rag.index.lock import served
 from behavior_rag.profile import UserProfile
 from behavior_rag.resources import __version__
 from behavior_rag.retrieve import Neighbor
-from behavior_rag.service import errors, live, ui
+from behavior_rag.service import errors, labels, live, ui
 from behavior_rag.service.auth import check_auth_config, key_dependency
 from behavior_rag.service.errors import already_served
 from behavior_rag.service.limits import BodyLimitMiddleware, ModelSlots, check_batch
@@ -174,6 +174,7 @@ def create_app(rag: BehaviorRAG, settings: ServeSettings) -> FastAPI:
         return state.taxonomy
 
     live.install(app, state, slots, settings)
+    app.state.labels = labels.install(v1, state, slots, settings)
     app.include_router(v1)
     ui.install(app, state, slots, settings)
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 from behavior_rag.api import BehaviorRAG
+from behavior_rag.errors import ConfigError
 from behavior_rag.index.build import UpsertReport
 from behavior_rag.retrieve import Neighbor
 from behavior_rag.settings import ServeSettings
@@ -89,9 +90,12 @@ class ServiceState:
             with self.lock.write():
                 _ = self.rag.index
                 self.rag.embedder.embed(["warm-up"])
-                clf = self.rag.classifier
-                self.taxonomy = clf.taxonomy
-                if clf.llm is not None and not clf.llm.thread_safe:
+                try:
+                    clf = self.rag.classifier
+                except ConfigError:  # nothing labelled yet: the labelling queue still serves
+                    clf = None       # (classify answers why, per request)
+                self.taxonomy = clf.taxonomy if clf is not None else self.rag.taxonomy()
+                if clf is not None and clf.llm is not None and not clf.llm.thread_safe:
                     self._llm_lock = threading.Lock()
             self.ready = True
         except Exception as e:  # reported by /readyz; the process stays up for /healthz

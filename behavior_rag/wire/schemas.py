@@ -22,8 +22,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from behavior_rag.annotate import QueueItem, QueueOrder
 from behavior_rag.bounds import MAX_SPLIT
 from behavior_rag.index.base import Filter
+from behavior_rag.labels.agreement import Agreement
+from behavior_rag.labels.labelset import NewLabel
 from behavior_rag.types import Session
 
 _BATCH = "At most `serve.max_batch` (default 256) per request; more is refused with 422."
@@ -165,3 +168,29 @@ def _utf8(s: str) -> bool:
         return True
     except UnicodeEncodeError:
         return False
+
+
+class LabelRequest(BaseModel):
+    """``POST /v1/labels``: an analyst's labels (source ``human``; who: the key's name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[NewLabel] = Field(min_length=1, description=_BATCH)
+
+
+class QueuePage(BaseModel):
+    """``GET /v1/labels/queue``: the next sessions to label, in active-learning order, with
+    what the analyst needs for the first ``detail`` of them."""
+
+    order: QueueOrder
+    items: list[QueueItem]
+
+
+class LabelSummary(BaseModel):
+    """``GET /v1/labels``: what the label set holds, and how far LLM suggestions are trusted."""
+
+    events: int
+    sessions: int
+    by_source: dict[str, dict[str, int]]
+    taxonomy: str
+    llm_agreement: Agreement

@@ -1,6 +1,7 @@
 """The web view served by ``behavior-rag serve`` under ``/ui``: overview, session, similar
-shoppers and profile pages, rendered on the server from templates shipped in this package (no
-JavaScript build step; charts are SVG drawn by :mod:`.charts`).
+shoppers, profile and labelling-queue pages, rendered on the server from templates shipped in
+this package (no JavaScript build step; charts are SVG drawn by :mod:`.charts`; the queue's
+keys are one small script, ``static/label.js``).
 
 Same app, same key as the JSON API: a login form asks for the API key once and sets an HttpOnly
 cookie (:mod:`.login`); with ``--insecure-no-auth`` (loopback only) there is no login. Pages
@@ -12,16 +13,21 @@ Example:
 """
 
 import asyncio
+import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode
 
+from pydantic import ValidationError
+
 from behavior_rag.errors import BehaviorRagError
+from behavior_rag.labels import NewLabel
 from behavior_rag.service.auth import api_key
 from behavior_rag.service.limits import ModelSlots
 from behavior_rag.service.state import ServiceState
-from behavior_rag.service.ui import login, views
+from behavior_rag.service.ui import label, login, views
 from behavior_rag.settings import ServeSettings
 from behavior_rag.wire.errors import status_for
+from behavior_rag.wire.schemas import LabelRequest
 
 HERE = Path(__file__).parent
 TITLES = {401: "Not logged in", 404: "Not found", 422: "Invalid input", 503: "Busy, try again",
@@ -100,6 +106,40 @@ def install(app, state: ServiceState, slots: ModelSlots, settings: ServeSettings
         if "k" in q:
             q["k"] = int(q["k"]) if q["k"].isdigit() and 1 <= int(q["k"]) <= 100 else 10
         return await render(request, "similar.html", views.similar_view, state, q)
+
+    csrf = label.CsrfTokens(secrets.token_bytes(32))
+
+    @ui.get("/label")
+    async def label_queue(request: Request, last: str | None = None, llm: bool = False):
+        token = csrf.token(request.cookies.get(login.COOKIE))
+        return await render(request, "label.html", label.label_view, app.state.labels, token,
+                            llm, last)
+
+    @ui.post("/label")
+    async def label_submit(request: Request):
+        if not allowed(request):
+            return to_login(request)
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        one = {k: v[0] for k, v in form.items()}
+        if not label.same_origin(request.headers.get("origin"), request.headers.get("host")) \
+                or not csrf.valid(one.get("csrf"), request.cookies.get(login.COOKIE)):
+            return page(request, "error.html", 403, title="Refused",
+                        message="This form did not come from this page (cross-site request "
+                        "or an expired form): open the labelling queue again.")
+        sid = one.get("session_id", "")
+        try:
+            state.require_ready()
+            if one.get("action") == "skip":
+                app.state.labels.skip(sid)
+            else:
+                req = LabelRequest(labels=[NewLabel(session_id=sid, label=one.get("label", ""))])
+                await slots.run(app.state.labels.add, req)
+        except (BehaviorRagError, ValidationError) as e:
+            msg = e.message if isinstance(e, BehaviorRagError) else str(e.errors()[0]["msg"])
+            status = status_for(e) if isinstance(e, BehaviorRagError) else 422
+            return page(request, "error.html", status, title=TITLES.get(status, "Error"),
+                        message=msg)
+        return RedirectResponse(f"/ui/label?last={quote(sid, safe='')}", status_code=303)
 
     @ui.get("/login")
     async def login_form(request: Request, next: str = "/ui/"):

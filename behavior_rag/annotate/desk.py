@@ -1,0 +1,159 @@
+"""The labelling desk: what the queue (``/v1/labels/queue``, ``/ui/label``) and the label
+efficiency eval ask for — the next sessions to label in active-learning order
+(:mod:`.queue`), and for one session what an analyst needs to decide: its timeline, the
+model's prediction with evidence and nearest labelled sessions, and suggested labels from the
+model, the rules and the LLM, each marked with where it came from.
+
+The clusters are computed once per set of sessions (discover over the index's sessions, at
+most ``max_pool`` of them, seeded) and the model's margins once per model: adding labels only
+takes sessions out of the queue, so both stay valid until the next ``fit``.
+
+Example:
+    >>> desk = LabelDesk(embedder, taxonomy)                               # doctest: +SKIP
+    >>> desk.order(sessions, labelset, classifier, n=16).strategy          # doctest: +SKIP
+    'cluster_representatives'
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from behavior_rag.annotate.queue import (
+    WHY,
+    QueueEntry,
+    QueueOrder,
+    least_sure_order,
+    margin,
+    representative_order,
+)
+from behavior_rag.classify import Classifier
+from behavior_rag.discover import Discovery, discover
+from behavior_rag.errors import ConfigError
+from behavior_rag.labels.labelset import LabelEvent, LabelSet
+from behavior_rag.labels.rules import holding
+from behavior_rag.taxonomy import Taxonomy
+from behavior_rag.types import PatternPrediction, Session
+
+MAX_CLUSTERS = 16
+
+
+class Suggestion(BaseModel):
+    """A label proposed for a session, and by what."""
+
+    label: str
+    source: Literal["model", "rules", "llm"]
+    probability: float | None = None
+    note: str = ""
+
+
+class QueueItem(BaseModel):
+    """What the analyst sees for one session of the queue."""
+
+    entry: QueueEntry
+    session: Session
+    prediction: PatternPrediction | None = Field(None, description="The fitted model's, with "
+                                                 "evidence and the nearest labelled sessions.")
+    suggestions: list[Suggestion] = Field(default_factory=list)
+    current: LabelEvent | None = Field(None, description="The session's latest label, if any.")
+
+
+def quiet(clf: Classifier) -> Classifier:
+    """``clf`` without its LLM: the queue's margins and evidence are the model's own."""
+    return Classifier(clf.index, clf.embedder, None, clf.taxonomy, settings=clf.settings,
+                      model=clf.model, history=clf.history)
+
+
+class LabelDesk:
+    """Clusters and margins, cached; see the module docstring."""
+
+    def __init__(self, embedder, taxonomy: Taxonomy, *, max_pool: int = 20_000,
+                 seed: int = 0) -> None:
+        self.embedder, self.taxonomy = embedder, taxonomy
+        self.max_pool, self.seed = max_pool, seed
+        self._lock = threading.Lock()
+        self._clusters: tuple[frozenset[str], Discovery] | None = None
+        self._margins: tuple[int, dict[str, float]] | None = None
+
+    def pool(self, sessions: Sequence[Session]) -> list[Session]:
+        """The sessions the queue draws from: those with events, at most ``max_pool``."""
+        have = [s for s in sessions if s.events]
+        if len(have) > self.max_pool:
+            have = random.Random(self.seed).sample(have, self.max_pool)
+        return have
+
+    def has_clusters(self, sessions: Sequence[Session]) -> bool:
+        """Whether :meth:`clusters` of these sessions is computed already (cheap to ask)."""
+        c = self._clusters
+        return c is not None and c[0] == frozenset(s.session_id for s in sessions)
+
+    def clusters(self, sessions: Sequence[Session]) -> Discovery:
+        key = frozenset(s.session_id for s in sessions)
+        with self._lock:
+            if self._clusters is None or self._clusters[0] != key:
+                k = max(2, min(MAX_CLUSTERS, len(sessions) // 25))
+                self._clusters = (key, discover(sessions, self.embedder, k=k, seed=self.seed))
+            return self._clusters[1]
+
+    def margins(self, clf: Classifier, sessions: Sequence[Session]) -> dict[str, float]:
+        """The model's top-two gap for each session (cached per model)."""
+        key = id(clf.model)
+        with self._lock:
+            if self._margins is None or self._margins[0] != key:
+                preds = quiet(clf).classify_many(list(sessions))
+                self._margins = (key, {p.session_id: margin(p.probabilities) for p in preds})
+            return self._margins[1]
+
+    def order(self, sessions: Sequence[Session], labels: LabelSet, clf: Classifier | None,
+              n: int, skip: Sequence[str] = ()) -> QueueOrder:
+        """The next ``n`` unlabelled sessions to label (``skip``: ids passed over for now);
+        ``clf``: the classifier whose fitted model ranks them (None or no fitted model:
+        cold start)."""
+        pool = self.pool(sessions)
+        if len(pool) < 10:
+            raise ConfigError(f"the labelling queue needs at least 10 sessions with events, "
+                              f"the index has {len(pool)}", field="sessions")
+        d = self.clusters(pool)
+        done = set(labels.latest()) | set(skip)
+        todo = [s for s in pool if s.session_id not in done]
+        members: dict[str, list[str]] = {c.name: [] for c in d.clusters}
+        for s in todo:
+            members[d.assignments[s.session_id]].append(s.session_id)
+        if clf is not None and clf.model is not None:
+            m = self.margins(clf, pool)
+            entries = least_sure_order({s.session_id: m[s.session_id] for s in todo},
+                                       d.assignments, n)
+            strategy = "least_sure_by_cluster"
+        else:
+            reps = {c.name: c.representatives for c in d.clusters}
+            entries = representative_order(reps, members, n, seed=self.seed, done=done)
+            strategy = "cluster_representatives"
+        return QueueOrder(strategy=strategy, why=WHY[strategy], entries=entries,
+                          labelled=len(labels.latest()), pool=len(todo), clusters=len(members))
+
+    def item(self, entry: QueueEntry, session: Session, labels: LabelSet,
+             clf: Classifier | None, *, llm: bool = False) -> QueueItem:
+        """What the analyst sees for ``session``; ``llm``: ask the classifier's LLM too."""
+        pred = quiet(clf).classify(session, voters=True) if clf is not None else None
+        sugg = []
+        if pred is not None and not pred.abstained:
+            sugg.append(Suggestion(label=pred.label, source="model",
+                                   probability=round(pred.probabilities[pred.label], 4),
+                                   note="the fitted model" if clf.model is not None else
+                                   "the vote of the nearest labelled sessions"))
+        rule = holding(session, self.taxonomy)
+        if len(rule) == 1:
+            sugg.append(Suggestion(label=rule[0], source="rules",
+                                   note="the only label whose definition holds"))
+        if llm and clf is not None and clf.llm is not None:
+            got = clf.llm_many(clf.prepare([session]))[0]
+            if got.label is not None:
+                sugg.append(Suggestion(label=got.label, source="llm", note=(
+                    f"few-shot from {len(got.examples)} labelled sessions" if got.examples
+                    else "zero-shot from the label descriptions")))
+        return QueueItem(entry=entry, session=session, prediction=pred, suggestions=sugg,
+                         current=labels.latest().get(session.session_id))

@@ -1,0 +1,135 @@
+"""The labelling queue over HTTP: ``GET /v1/labels/queue``, ``POST /v1/labels``,
+``GET /v1/labels`` (and the web view's ``/ui/label``, :mod:`behavior_rag.service.ui.label`).
+
+A label is acknowledged only after the label set holding it is committed (fsynced, then
+``config.json`` renamed): an answered ``POST`` survives a SIGKILL of the server. Label writes
+take the service's write lock like upserts, so classification never sees a half-written
+folder. ``who`` is the API key's name (``serve.key_name``).
+
+Example:
+    $ curl -H "X-API-Key: $KEY" "http://127.0.0.1:8080/v1/labels/queue?n=5&detail=1"
+    $ curl -H "X-API-Key: $KEY" -d '{"labels": [{"session_id": "s_1", "label": "deal_hunter"}]}' \
+        http://127.0.0.1:8080/v1/labels
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from fastapi import APIRouter, Query
+
+from behavior_rag.annotate import LabelDesk
+from behavior_rag.errors import ConfigError
+from behavior_rag.labels import LabelsAdded
+from behavior_rag.labels.agreement import llm_agreement
+from behavior_rag.service.limits import ModelSlots, check_batch
+from behavior_rag.service.state import ServiceState
+from behavior_rag.settings import ServeSettings
+from behavior_rag.wire.errors import NotFoundError, NotReady
+from behavior_rag.wire.schemas import LabelRequest, LabelSummary, QueuePage
+
+MAX_SKIPPED = 10_000  # ids passed over with "skip", per service (oldest forgotten first)
+TRUSTED = ("human", "file", "target", "rule")  # a session labelled so leaves the queue
+
+
+class LabelService:
+    """The queue's state in the service: the desk (clusters and margins, cached) and the
+    sessions skipped for now."""
+
+    def __init__(self, state: ServiceState, settings: ServeSettings) -> None:
+        self.state, self.settings = state, settings
+        self.skipped: deque[str] = deque(maxlen=MAX_SKIPPED)
+        self._desk: LabelDesk | None = None
+        self._warm: threading.Thread | None = None
+        self._warm_lock = threading.Lock()
+
+    @property
+    def rag(self):
+        return self.state.rag
+
+    def desk(self) -> LabelDesk:
+        if self._desk is None:
+            self._desk = LabelDesk(self.rag.embedder, self.state.taxonomy)
+        return self._desk
+
+    def classifier(self):
+        try:
+            return self.rag.classifier
+        except ConfigError:  # nothing labelled and no model yet: cold start
+            return None
+
+    def warming(self) -> bool:
+        """Start clustering the index's sessions in the background if that is not done yet
+        (it can take longer than a request may); True while it runs."""
+        with self._warm_lock:
+            if self._warm is not None and self._warm.is_alive():
+                return True
+            desk = self.desk()
+            pool = desk.pool(list(self.rag.sessions.values()))
+            if desk.has_clusters(pool) or len(pool) < 10:
+                return False
+            self._warm = threading.Thread(target=desk.clusters, args=(pool,), daemon=True,
+                                          name="label-queue-clusters")
+            self._warm.start()
+            return True
+
+    def queue(self, n: int, detail: int, llm: bool) -> QueuePage:
+        if self.warming():
+            raise NotReady("the labelling queue is clustering the index's sessions; try "
+                           "again in a few seconds", retry_after=self.settings.retry_after_s)
+        with self.state.lock.read():
+            labels = self.rag.labels.current()
+            trusted = labels.model_copy(update={"events": tuple(
+                e for e in labels.events if e.source in TRUSTED)})
+            clf = self.classifier()
+            order = self.desk().order(list(self.rag.sessions.values()), trusted, clf, n,
+                                      skip=list(self.skipped))
+            items = [self.desk().item(e, self.rag.sessions[e.session_id], labels, clf,
+                                      llm=llm) for e in order.entries[:detail]]
+            return QueuePage(order=order, items=items)
+
+    def add(self, req: LabelRequest) -> LabelsAdded:
+        with self.state.lock.write():
+            return self.rag.labels.add(req.labels, source="human", who=self.settings.key_name)
+
+    def skip(self, session_id: str) -> None:
+        if session_id not in self.rag.sessions:
+            raise NotFoundError("session is not in the index", field="session_id",
+                                value=session_id)
+        self.skipped.append(session_id)
+
+    def summary(self) -> LabelSummary:
+        with self.state.lock.read():
+            book = self.rag.labels
+            cur = book.current()
+            return LabelSummary(events=len(cur), sessions=len(cur.latest()),
+                                by_source=cur.counts(), taxonomy=book.taxonomy.name,
+                                llm_agreement=llm_agreement(cur, book.heads_rate()))
+
+
+def install(v1: APIRouter, state: ServiceState, slots: ModelSlots,
+            settings: ServeSettings) -> LabelService:
+    """Add the label routes to ``v1`` (its auth applies); returns the service the web view
+    shares."""
+    svc = LabelService(state, settings)
+
+    @v1.get("/labels/queue", response_model=QueuePage, summary="Sessions to label next")
+    async def queue(n: int = Query(10, ge=1, le=200), detail: int = Query(1, ge=0, le=10),
+                    llm: bool = Query(False, description="Ask the LLM for a suggestion "
+                                      "too (slow on the embedded CPU model).")) -> QueuePage:
+        state.require_ready()
+        return await slots.run(svc.queue, n, detail, llm)
+
+    @v1.post("/labels", response_model=LabelsAdded, summary="Add an analyst's labels")
+    async def add(req: LabelRequest) -> LabelsAdded:
+        state.require_ready()
+        check_batch("labels", len(req.labels), settings.max_batch)
+        return await slots.run(svc.add, req)
+
+    @v1.get("/labels", response_model=LabelSummary, summary="The label set")
+    async def summary() -> LabelSummary:
+        state.require_ready()
+        return await slots.run(svc.summary)
+
+    return svc
