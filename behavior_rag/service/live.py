@@ -7,7 +7,8 @@
 * ``GET /v1/live/{session_id}`` — its state (``?fresh=true``: re-score now); 404 if not open.
 * ``DELETE /v1/live/{session_id}`` — end it (``?commit=true``: commit now, not with the next
   batch); 404 if not open.
-* ``GET /v1/live`` — open sessions, most recently active first (the web view reads it).
+* ``GET /v1/live`` — open sessions, most recently active first.
+* ``/ui/live`` — the web view of the same (:mod:`behavior_rag.service.ui.live`).
 
 An append's events are in the write-ahead log (``<index>/live/wal.log``) before it is
 answered; the routes answer 503 until that log is replayed at start. Their answers carry a
@@ -37,6 +38,7 @@ from behavior_rag.live.wal import WriteAheadLog
 from behavior_rag.service.auth import key_dependency
 from behavior_rag.service.limits import ModelSlots, check_batch
 from behavior_rag.service.state import ServiceState
+from behavior_rag.service.ui import live as live_view
 from behavior_rag.settings import ServeSettings
 from behavior_rag.types import Event
 from behavior_rag.wire.errors import (
@@ -159,6 +161,7 @@ def install(app: FastAPI, state: ServiceState, slots: ModelSlots,
         return ready().listing(limit)
 
     app.include_router(router)
+    live_view.install(app, lambda n: ready().listing(n), settings)
     app.add_middleware(ServerTiming, prefix="/v1/live")
     metrics = app.state.metrics
     metrics.gauge("live_open", "Open live sessions.",
