@@ -139,6 +139,27 @@ class Session(BaseModel):
         return (self.end - self.start).total_seconds() if self.events else 0.0
 
 
+# How a model reads a session-level aggregate: a quantity, a yes/no, or a code whose numbers
+# are ids (browser 10 is not "more" than browser 2).
+AggregateKind = Literal["numeric", "bool", "categorical"]
+
+
+class DeclaredAggregate(BaseModel):
+    """A session-level aggregate a source declares (UCI's ``PageValues`` is numeric, its
+    ``Browser`` categorical): heads read ``Session.aggregates`` by these declarations, in
+    their order, never by a dataset's column lists (:mod:`behavior_rag.ingest.aggregates`).
+
+    Example:
+        >>> DeclaredAggregate(name="Browser", kind="categorical").kind
+        'categorical'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=MAX_ID)
+    kind: AggregateKind
+
+
 T = TypeVar("T")
 
 

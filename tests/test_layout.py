@@ -131,3 +131,12 @@ def test_the_eval_harness_has_no_classifier_of_its_own():
     assert bad == []
     product = [t for t, _, _ in GRAPH["behavior_rag.evaluation.product"]]
     assert "behavior_rag.api" in product
+
+
+def test_heads_read_no_single_sources_module():
+    """A source's columns reach the heads as its declared aggregates
+    (``ingest.aggregates``), never by importing one dataset's adapter (e.g. ``ingest.uci``)."""
+    allowed = {"behavior_rag.ingest.aggregates"}
+    bad = [f"{m}:{line} imports {t}" for m, imps in GRAPH.items() if _top(m) == "heads"
+           for t, _, line in imps if _top(t) == "ingest" and t not in allowed]
+    assert bad == []

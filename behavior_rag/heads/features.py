@@ -2,9 +2,10 @@
 
 Event sessions become the scalar facts of :func:`~behavior_rag.facts.compute_facts` (the same
 numbers the LLM's explanations may cite, so the baselines see no more than the facts do).
-Aggregate-only UCI sessions become their raw columns, with categorical columns coded by a
-vocabulary fitted on the training sessions only (:class:`UCIEncoder`). Missing values are NaN,
-which HistGradientBoosting treats as their own branch.
+Sessions with aggregates (UCI's one row per session) add them as columns, by what their source
+declares (:mod:`behavior_rag.ingest.aggregates`), categorical ones coded by a vocabulary fitted
+on the training sessions only (:class:`AggregateEncoder`). Missing values are NaN, which
+HistGradientBoosting treats as their own branch.
 
 Example:
     >>> from behavior_rag.synth import generate
@@ -21,10 +22,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
-from behavior_rag.errors import ConfigError
+from behavior_rag.errors import ConfigError, DataError
 from behavior_rag.facts import WEEKDAYS, compute_facts
 from behavior_rag.history import HISTORY_FACTS
-from behavior_rag.ingest.uci import BOOL_COLS, FLOAT_COLS, INT_COLS, LABEL_COL, TEXT_COLS
+from behavior_rag.ingest.aggregates import declared_aggregates
 from behavior_rag.types import Session, SessionFacts
 
 PARTS_OF_DAY = ("night", "morning", "afternoon", "evening")
@@ -42,10 +43,6 @@ FACT_FEATURES: tuple[str, ...] = (*_SCALAR_FACTS, "weekday", "part_of_day", "n_q
 # The fact a feature is computed from, where the names differ (explanations cite facts).
 FEATURE_FACT = {"n_queries": "queries", "mean_query_len": "queries"}
 
-# Columns whose numbers are ids, not quantities (browser 10 is not "more" than browser 2).
-UCI_CATEGORICAL: tuple[str, ...] = ("Month", "VisitorType", "Weekend", "OperatingSystems",
-                                    "Browser", "Region", "TrafficType")
-_UCI_ORDER = (*INT_COLS, *FLOAT_COLS, *TEXT_COLS, *BOOL_COLS)
 # The reserved code for a category not seen when fitting. HistGradientBoosting treats negative
 # categorical values as missing, so an unseen value follows the learned missing-value branch.
 UNSEEN = -1
@@ -96,23 +93,25 @@ def _sort_key(v) -> tuple[str, object]:
     return (type(v).__name__, v)
 
 
-class UCIEncoder:
-    """UCI aggregate columns -> float matrix, categorical columns as integer codes.
+class AggregateEncoder:
+    """Session-level aggregates -> float matrix, categorical ones as integer codes.
 
-    :meth:`fit` learns the columns (keys seen in the training sessions' ``aggregates``, in the
-    UCI file's order, extras sorted after) and, per categorical column, a sorted vocabulary
-    mapped to codes ``0..k-1``. :meth:`transform` maps values unseen at fit time to
-    :data:`UNSEEN` and absent values to NaN. ``Revenue`` (the label) and the ``drop`` columns
+    :meth:`fit` learns the columns: the aggregates the training sessions carry, those their
+    sources declare first (:func:`~behavior_rag.ingest.aggregates.declared_aggregates`, in
+    declaration order) and undeclared ones sorted after. A declared ``categorical`` or ``bool``
+    aggregate is coded by a sorted vocabulary (codes ``0..k-1``), a ``numeric`` one is a number;
+    an undeclared one is categorical if it holds text or yes/no values. :meth:`transform` maps
+    values unseen at fit time to :data:`UNSEEN` and absent values to NaN. ``drop`` columns
     never become features.
 
     Example:
-        >>> s = Session(session_id="s", user_id="u",
-        ...             aggregates={"PageValues": 3.0, "Month": "May", "Revenue": True})
-        >>> enc = UCIEncoder(drop=()).fit([s])
+        >>> s = Session(session_id="s", user_id="u", source="uci",
+        ...             aggregates={"PageValues": 3.0, "Month": "May", "Browser": 2})
+        >>> enc = AggregateEncoder(drop=()).fit([s])
         >>> enc.feature_names_, enc.categorical_mask_
-        (['PageValues', 'Month'], [False, True])
+        (['Browser', 'PageValues', 'Month'], [True, False, True])
         >>> enc.transform([s]).tolist()
-        [[3.0, 0.0]]
+        [[0.0, 3.0, 0.0]]
     """
 
     def __init__(self, drop: Sequence[str] = ()) -> None:
@@ -122,20 +121,22 @@ class UCIEncoder:
         self.vocab_: dict[str, dict[object, int]] = {}
         self._fitted = False
 
-    def fit(self, sessions: Iterable[Session]) -> UCIEncoder:
+    def fit(self, sessions: Iterable[Session]) -> AggregateEncoder:
         sessions = list(sessions)
-        keys = {k for s in sessions for k in s.aggregates} - {LABEL_COL, *self.drop}
-        known = [c for c in _UCI_ORDER if c in keys]
-        names = known + sorted(keys - set(known))
+        keys = {k for s in sessions for k in s.aggregates} - set(self.drop)
+        declared = {a.name: a.kind for a in declared_aggregates(sessions) if a.name in keys}
+        names = [*declared, *sorted(keys - set(declared))]
         values: dict[str, set] = {n: set() for n in names}
         for s in sessions:
             for n in names:
                 v = s.aggregates.get(n)
                 if v is not None:
                     values[n].add(v)
-        # Text and booleans cannot be quantities, whatever their column is called.
-        cat = [n in UCI_CATEGORICAL or any(isinstance(v, (str, bool)) for v in values[n])
-               for n in names]
+        for n, kind in declared.items():
+            _check_kind(n, kind, values[n])
+        # Undeclared: text and booleans cannot be quantities, whatever the column is called.
+        cat = [declared[n] != "numeric" if n in declared else
+               any(isinstance(v, (str, bool)) for v in values[n]) for n in names]
         self.feature_names_, self.categorical_mask_ = names, cat
         self.vocab_ = {n: {v: i for i, v in enumerate(sorted(values[n], key=_sort_key))}
                        for n, c in zip(names, cat) if c}
@@ -144,7 +145,7 @@ class UCIEncoder:
 
     @classmethod
     def from_vocab(cls, names: Sequence[str], categorical: Sequence[bool],
-                   vocab: dict[str, Sequence]) -> UCIEncoder:
+                   vocab: dict[str, Sequence]) -> AggregateEncoder:
         """A fitted encoder rebuilt from its columns and vocabularies (values in code order)."""
         enc = cls()
         enc.feature_names_, enc.categorical_mask_ = list(names), list(categorical)
@@ -154,7 +155,7 @@ class UCIEncoder:
 
     def transform(self, sessions: Iterable[Session]) -> np.ndarray:
         if not self._fitted:
-            raise ValueError("UCIEncoder.transform called before fit")
+            raise ValueError("AggregateEncoder.transform called before fit")
         rows = []
         for s in sessions:
             row = []
@@ -165,7 +166,7 @@ class UCIEncoder:
                 elif n in self.vocab_:
                     row.append(float(self.vocab_[n].get(v, UNSEEN)))
                 else:
-                    row.append(float(v))
+                    row.append(_quantity(v))
             rows.append(row)
         return np.asarray(rows, dtype=float).reshape(len(rows), len(self.feature_names_))
 
@@ -174,30 +175,58 @@ class UCIEncoder:
         return self.fit(sessions).transform(sessions)
 
 
-def uci_features(sessions: Iterable[Session], drop: Sequence[str] = ()
-                 ) -> tuple[np.ndarray, list[str], list[bool]]:
+def _check_kind(name: str, kind: str, values: set) -> None:
+    """A declared aggregate's training values fit its kind, else a DataError naming it."""
+    if kind == "numeric":
+        bad = [v for v in values if isinstance(v, str)]
+    elif kind == "bool":
+        bad = [v for v in values if not isinstance(v, bool)]
+    else:
+        return
+    if bad:
+        raise DataError(f"aggregate {name!r} is declared {kind} but holds {bad[0]!r}",
+                        field=f"aggregates.{name}", value=bad[0])
+
+
+def _quantity(v) -> float:
+    """A numeric aggregate's value; text where a number belongs counts as missing."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def aggregate_features(sessions: Iterable[Session], drop: Sequence[str] = ()
+                       ) -> tuple[np.ndarray, list[str], list[bool]]:
     """``(X, names, categorical_mask)`` with the vocabulary fitted on ``sessions`` themselves.
 
-    For a train/test pair fit a :class:`UCIEncoder` on train and transform both instead, so test
-    categories never shape the coding. ``drop=("PageValues",)`` is the run without the leaky
-    column.
+    For a train/test pair fit an :class:`AggregateEncoder` on train and transform both
+    instead, so test categories never shape the coding. ``drop=("PageValues",)`` is UCI's run
+    without the leaky column.
 
     Example:
         >>> from behavior_rag.ingest.load import load_events  # doctest: +SKIP
-        >>> X, names, mask = uci_features(load_events(path, "uci").sessions,
-        ...                               drop=("PageValues",))  # doctest: +SKIP
+        >>> X, names, mask = aggregate_features(load_events(path, "uci").sessions,
+        ...                                     drop=("PageValues",))  # doctest: +SKIP
         >>> "PageValues" in names  # doctest: +SKIP
         False
     """
-    enc = UCIEncoder(drop=drop)
+    enc = AggregateEncoder(drop=drop)
     X = enc.fit_transform(sessions)
     return X, list(enc.feature_names_), list(enc.categorical_mask_)
+
+
+# The names these had when UCI was the only source with aggregates (the eval baselines use them).
+UCIEncoder = AggregateEncoder
+uci_features = aggregate_features
 
 
 class FeatureSpec(BaseModel):
     """The facts head's feature vector, learnt from the training sessions and saved with the
     fitted model: the scalar facts of :data:`FACT_FEATURES` (when sessions have events) then
-    a source's aggregate columns (e.g. UCI's), categorical ones coded by a vocabulary.
+    the sessions' aggregate columns (as their source declares them, e.g. UCI's), categorical
+    ones coded by a vocabulary. Prediction builds the same columns from what is recorded here:
+    an aggregate a session lacks is NaN, a category unseen in training :data:`UNSEEN`.
 
     Example:
         >>> from behavior_rag.synth import generate
@@ -220,7 +249,7 @@ class FeatureSpec(BaseModel):
             history: bool = False) -> FeatureSpec:
         if not sessions:
             raise ConfigError("no training sessions to learn features from", field="train")
-        enc = UCIEncoder(drop=drop).fit(sessions)
+        enc = AggregateEncoder(drop=drop).fit(sessions)
         return cls(facts=any(s.events for s in sessions), history=history,
                    columns=enc.feature_names_,
                    categorical=enc.categorical_mask_,
@@ -248,7 +277,7 @@ class FeatureSpec(BaseModel):
                   fact_x: np.ndarray | None = None) -> np.ndarray:
         """One float row per session (NaN: undefined or absent); ``facts``: already computed;
         ``fact_x``: their FACT_FEATURES block, already computed."""
-        enc = UCIEncoder.from_vocab(self.columns, self.categorical, self.vocab)
+        enc = AggregateEncoder.from_vocab(self.columns, self.categorical, self.vocab)
         parts = [facts_features(sessions, facts)[0] if fact_x is None else fact_x] \
             if self.facts else []
         if self.history:

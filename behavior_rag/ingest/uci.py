@@ -3,6 +3,9 @@
 Each row becomes a :class:`Session` with typed ``aggregates`` (page counts, durations, rates,
 PageValues, month, visitor type, …) and ``label`` ``"purchase"`` / ``"no_purchase"`` from
 ``Revenue``. The source has no user ids, so each session gets its own anonymous user ``uci_r<row>``.
+:data:`AGGREGATES` declares each column's kind (ids such as ``Browser`` are categorical), in the
+file's order; heads read the aggregates by it (registered as source ``"uci"`` in
+:mod:`behavior_rag.ingest.aggregates`).
 
 Example:
     >>> res = load_uci("../shared/data/uci_online_shoppers/online_shoppers_intention.dev.csv")
@@ -24,7 +27,7 @@ from behavior_rag.ingest.readers import ROW, read_raw
 from behavior_rag.ingest.report import raise_strict, reasons_per_row, row_errors
 from behavior_rag.ingest.validate import REPLACEMENT_CHAR
 from behavior_rag.settings import Settings, default_settings
-from behavior_rag.types import Session
+from behavior_rag.types import DeclaredAggregate, Session
 
 INT_COLS = ("Administrative", "Informational", "ProductRelated", "OperatingSystems", "Browser",
             "Region", "TrafficType")
@@ -34,6 +37,16 @@ TEXT_COLS = ("Month", "VisitorType")
 BOOL_COLS = ("Weekend",)
 LABEL_COL = "Revenue"
 LABELS = {True: "purchase", False: "no_purchase"}
+# Whole numbers that are ids, not quantities.
+CATEGORICAL_INTS = ("OperatingSystems", "Browser", "Region", "TrafficType")
+# The session-level aggregates this source declares, in the file's order.
+AGGREGATES: tuple[DeclaredAggregate, ...] = (
+    *(DeclaredAggregate(name=c, kind="categorical" if c in CATEGORICAL_INTS else "numeric")
+      for c in INT_COLS),
+    *(DeclaredAggregate(name=c, kind="numeric") for c in FLOAT_COLS),
+    *(DeclaredAggregate(name=c, kind="categorical") for c in TEXT_COLS),
+    *(DeclaredAggregate(name=c, kind="bool") for c in BOOL_COLS),
+)
 
 
 def load_uci(path: str | Path, *, settings: Settings | None = None,
