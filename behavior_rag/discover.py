@@ -6,8 +6,10 @@
 2. Describe every cluster by the facts that set it apart: per scalar fact, the cluster's mean
    against the overall mean in units of the overall standard deviation. The strongest become
    its signals (plain sentences with both numbers) and its ``evidence_facts``.
-3. Name it: an LLM (if given) may propose a snake_case name from the signals; the proposal is
-   used only if it is a valid, unused label name — else a name is built from the top signals.
+3. Name it: an LLM (if given) may propose a snake_case name from the signals, as JSON through the
+   structured-output helper (:func:`behavior_rag.llm.structured.ask`: an invalid or already used
+   name is re-asked once with the reason); without a valid, unused proposal a name is built
+   from the top signals.
 4. Draft its definition: an event type (search, cart, fav, purchase, cart removal) that every
    member has becomes ``requires: n_<type> >= 1``, one that no member has ``excludes`` it
    (clusters of at least :data:`MIN_DEFINE` sessions; types that all or no sessions have set no
@@ -36,6 +38,7 @@ from behavior_rag.atomic import replace_file
 from behavior_rag.embed.base import normalise
 from behavior_rag.errors import BehaviorRagError, ConfigError
 from behavior_rag.llm.base import ChatMessage, LLMBackend
+from behavior_rag.llm.structured import ask
 from behavior_rag.render import render
 from behavior_rag.taxonomy import Taxonomy
 from behavior_rag.types import Session
@@ -156,17 +159,39 @@ def _definition(members: np.ndarray, facts: np.ndarray) -> tuple[list[str], list
     return req, exc
 
 
+NAME_SYSTEM = ("Name a group of online shopping sessions with a short snake_case label such as "
+               'deal_hunter or quick_buyer. Reply with JSON only: {"name": "<label>"}.')
+NAME_REASK = ("Your previous reply was not valid: {error}. Reply again with JSON only: "
+              '{{"name": "<label>"}}, a new snake_case label of at most four words.')
+
+
+class ClusterName(BaseModel):
+    """An LLM's proposed name for a cluster: snake_case, at most four words and 40 characters.
+
+    Example:
+        >>> ClusterName(name="deal_hunter").name
+        'deal_hunter'
+    """
+
+    name: str = Field(max_length=40, pattern=r"^[a-z][a-z0-9]*(_[a-z0-9]+){0,3}$")
+
+
 def _llm_name(llm: LLMBackend, signals: list[str], used: set[str]) -> str | None:
-    msgs = [ChatMessage(role="system", content="Name a group of online shopping sessions with "
-                        "a short snake_case label such as deal_hunter or quick_buyer. Reply "
-                        "with the label only."),
+    """The LLM's name for a cluster with ``signals``, through the structured-output helper (an
+    invalid or already used name is re-asked once with the reason); None when it gives none,
+    and the caller builds one from the signals."""
+    msgs = [ChatMessage(role="system", content=NAME_SYSTEM),
             ChatMessage(role="user", content="Signals: " + "; ".join(signals))]
+
+    def unused(c: ClusterName) -> None:
+        if c.name in used:
+            raise ValueError(f"{c.name!r} already names another cluster")
+
     try:
-        raw = llm.generate(msgs, max_tokens=12).strip().split()[0].strip("`'\".,")
-    except (IndexError, BehaviorRagError):  # a name is optional: ours is used instead
+        return ask(llm, msgs, ClusterName, check=unused, max_tokens=32,
+                   reask=lambda error: NAME_REASK.format(error=error)).name
+    except BehaviorRagError:  # a name is optional: ours is used instead
         return None
-    ok = re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+){0,3}", raw) and raw not in used
-    return raw if ok and len(raw) <= 40 else None
 
 def discover(sessions: Sequence[Session], embedder, *, k: int | None = None,
              k_range: tuple[int, int] = (3, 10), seed: int = 0, llm: LLMBackend | None = None,

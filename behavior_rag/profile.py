@@ -8,9 +8,12 @@ no views, carts, categories or brands; day resolution, so no time of day).
 
 The narrative: an LLM that can generate JSON may propose claims (fact name + value + sentence),
 asked a few facts at a time; each claim is kept only if the value equals the computed fact and
-every number its sentence states is one the fact holds. What was dropped, and why, is listed in
-``llm_dropped``; the first batch in which nothing holds stops the asking (``llm_note`` says so),
-so a model whose claims never verify costs one short call, not minutes. Small local models
+every number its sentence states is one the fact holds. Replies go through the one
+structured-output helper (:func:`behavior_rag.llm.structured.ask`): a reply that is not JSON of
+the asked shape is re-asked once with the validation error. What was dropped, and why, is listed
+in ``llm_dropped``; the first batch in which nothing holds stops the asking (``llm_note`` says
+so), so a model whose claims never verify costs one short call (two if it cannot write the
+JSON), not minutes. Small local models
 rarely manage this, so sentences for the facts the model did not cover come from
 ``prompts/profile.yaml`` (templates filled with the verified values) — the narrative never
 states an unchecked number.
@@ -35,13 +38,14 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from behavior_rag.errors import BehaviorRagError, DataError
+from behavior_rag.errors import BehaviorRagError, DataError, LLMOutputError
 from behavior_rag.evidence import same_value
 from behavior_rag.facts import compute_facts
 from behavior_rag.ingest.pseudonym import is_anonymous
 from behavior_rag.llm.base import ChatMessage, LLMBackend
+from behavior_rag.llm.structured import ask
 from behavior_rag.phrases import render_template
 from behavior_rag.resources import prompts_dir
 from behavior_rag.types import PatternPrediction, Session
@@ -238,23 +242,17 @@ def _check(c: _LLMClaim, facts: dict[str, ProfileFact]) -> str | None:
     return None
 
 
-class _NotJSON(Exception):
-    """The LLM's reply (the message) is not JSON of the asked shape."""
-
-
 def _ask(llm: LLMBackend, facts: dict[str, ProfileFact], names: list[str]) -> _LLMClaims:
+    """The model's claims about facts ``names``, asked through the structured-output helper: a
+    reply not of the asked shape is re-asked once with the validation error, then
+    :class:`~behavior_rag.errors.LLMOutputError`."""
     tpl = _templates()
     data = {k: facts[k].value for k in names}
     msgs = [ChatMessage(role="system", content=tpl["system"]),
             ChatMessage(role="user", content=render_template(
                 tpl["user"], facts_json=json.dumps(data, ensure_ascii=False)))]
-    raw = llm.generate(msgs, json_schema=_LLMClaims.model_json_schema(),
-                       max_tokens=60 * len(names) + 20)
-    start, end = raw.find("{"), raw.rfind("}")
-    try:
-        return _LLMClaims.model_validate_json(raw[start: end + 1] if start >= 0 else raw)
-    except (ValidationError, ValueError):
-        raise _NotJSON(raw) from None
+    return ask(llm, msgs, _LLMClaims, max_tokens=60 * len(names) + 20,
+               reask=lambda error: render_template(tpl["reask"], error=error))
 
 
 def _llm_claims(llm: LLMBackend, facts: dict[str, ProfileFact]
@@ -269,8 +267,8 @@ def _llm_claims(llm: LLMBackend, facts: dict[str, ProfileFact]
     for i, names in enumerate(batches, 1):
         try:
             got = _ask(llm, facts, names)
-        except _NotJSON as e:
-            dropped.append(DroppedClaim(sentence=str(e)[:200],
+        except LLMOutputError as e:
+            dropped.append(DroppedClaim(sentence=e.context.get("raw_output", "")[:200],
                                         reason="the reply is not JSON of the asked shape"))
             return list(kept.values()), dropped, f"stopped after batch {i} of {len(batches)}: " \
                 "the reply was not JSON of the asked shape"

@@ -8,6 +8,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from behavior_rag.discover import discover, write_taxonomy
 from behavior_rag.facts import compute_facts
+from behavior_rag.llm.base import LLMBackend
 from behavior_rag.synth import generate
 from behavior_rag.taxonomy import load_taxonomy
 
@@ -77,3 +78,37 @@ def test_cli_discover_writes_a_loadable_draft(tmp_path, embed_home):
                    "--k-min", "2", "--k-max", "4")[0]
     assert out["k"] in (2, 3, 4) and len(out["clusters"]) == out["k"]
     assert set(load_taxonomy(tmp_path / "t.yaml").names) == {c["name"] for c in out["clusters"]}
+
+
+class ScriptedNamer(LLMBackend):
+    """The model seam: replies from a script, one per request, and records every request."""
+
+    name = "scripted-namer"
+
+    def __init__(self, replies):
+        self.replies, self.requests = list(replies), []
+
+    def score_options(self, messages, options, *, answer_prefix=""):
+        raise NotImplementedError
+
+    def generate(self, messages, *, max_tokens=256, json_schema=None):
+        self.requests.append((list(messages), json_schema))
+        return self.replies.pop(0)
+
+
+def test_llm_names_are_reasked_with_the_error_and_the_valid_one_used(three_personas):
+    llm = ScriptedNamer([
+        "Deal Hunters!", '{"name": "bargain_seeker"}',  # prose, then valid: used
+        '{"name": "bargain_seeker"}', '{"name": "late_browser"}',  # taken, then new: used
+        '{"name": "Bad Name"}', "no idea"])  # never valid: our own name
+    d = discover(three_personas, None, k=3, seed=0, llm=llm, features="facts")
+    ours = discover(three_personas, None, k=3, seed=0, features="facts")
+    assert not llm.replies and len(llm.requests) == 6
+    assert [c.name for c in d.clusters] == ["bargain_seeker", "late_browser",
+                                            ours.clusters[2].name]
+    first_reask, schema = llm.requests[1]
+    assert first_reask[-2].content == "Deal Hunters!" and "Invalid JSON" in first_reask[-1].content
+    assert schema["properties"]["name"]["pattern"]  # the shape is asked for, not only hoped for
+    assert "already names another cluster" in llm.requests[3][0][-1].content
+    assert "should match pattern" in llm.requests[5][0][-1].content
+    assert [c.size for c in d.clusters] == [c.size for c in ours.clusters]

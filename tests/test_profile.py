@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from behavior_rag.ingest.load import load_events
+from behavior_rag.llm.base import LLMBackend
 from behavior_rag.profile import build_profile, similar_profiles, verify_profile
 from tests.conftest import CDNOW_SAMPLE, TAOBAO, need
 
@@ -137,7 +138,8 @@ def test_a_model_whose_claims_never_verify_is_asked_once_and_says_why(taobao_ses
     assert p.claims_dropped == len(p.llm_dropped) and "12345" not in p.narrative
     chatty = CountingModel(lambda prompt: "Sure! The shopper likes shopping.")
     p = build_profile(user, taobao_sessions, llm=chatty)
-    assert chatty.calls == 1 and "not JSON" in p.llm_dropped[0].reason
+    assert chatty.calls == 2  # asked, re-asked once with the validation error, then stopped
+    assert "not JSON" in p.llm_dropped[0].reason and "stopped after batch 1" in p.llm_note
     assert p.llm_dropped[0].sentence.startswith("Sure!")
 
 
@@ -160,3 +162,39 @@ def test_a_sentence_stating_an_unheld_number_is_dropped(taobao_sessions):
     p = build_profile(user, taobao_sessions, llm=liar)
     assert [d.fact for d in p.llm_dropped] == ["n_sessions"]
     assert f"states {n + 40}" in p.llm_dropped[0].reason and f"{n + 40} visits" not in p.narrative
+
+
+class ReaskedModel(LLMBackend):
+    """The model seam: its first reply is prose, every later one the asked JSON, stating the
+    facts it was given; it records every request."""
+
+    name = "reasked"
+
+    def __init__(self):
+        self.requests = []
+
+    def score_options(self, messages, options, *, answer_prefix=""):
+        raise NotImplementedError
+
+    def generate(self, messages, *, max_tokens=256, json_schema=None):
+        self.requests.append(list(messages))
+        if len(self.requests) == 1:
+            return "Sure! This shopper visits a lot."
+        return json.dumps({"claims": [
+            {"fact": k, "value": v, "sentence": f"The {k.replace('_', ' ')} fact holds."}
+            for k, v in _given(messages[1].content).items()]})
+
+
+def test_an_invalid_reply_is_reasked_with_the_error_and_the_valid_one_used():
+    from behavior_rag.synth import generate
+
+    sessions = generate(40, seed=2).sessions
+    model = ReaskedModel()
+    p = build_profile(sessions[0].user_id, sessions, llm=model)
+    reask = model.requests[1]
+    assert reask[-2].role == "assistant" and reask[-2].content.startswith("Sure!")
+    assert reask[-1].role == "user" and "not valid" in reask[-1].content
+    assert "Invalid JSON" in reask[-1].content  # the validation error, named
+    assert p.llm_dropped == [] and p.llm_note is None
+    assert {c.fact for c in p.claims if c.source == "llm"} == set(p.facts)
+    assert verify_profile(p, sessions) == []
