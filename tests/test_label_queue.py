@@ -181,6 +181,26 @@ def test_queue_api_cold_start_labels_refusals_and_a_sigkill(served):
     summary = served.get("/v1/labels").json()
     assert summary["by_source"] == {"human": {"deal_hunter": 1}}
     assert summary["llm_agreement"]["weight"] == 0.0
+    # label a few dozen more (as the analyst would), fit from the service, and the queue
+    # turns to the new model's least-sure sessions
+    truth = {s.session_id: s.label for s in generate(150, seed=9).sessions}
+    more = served.get("/v1/labels/queue", params={"n": 40, "detail": 0}).json()
+    ok = served.post("/v1/labels", json={"labels": [
+        {"session_id": e["session_id"], "label": truth[e["session_id"]]}
+        for e in more["order"]["entries"]]})
+    assert ok.status_code == 200
+    job = served.post("/v1/labels/fit")
+    assert job.status_code == 202 and job.json()["state"] in ("running", "done")
+    for _ in range(600):
+        job = served.get("/v1/labels/fit").json()
+        if job["state"] != "running":
+            break
+        time.sleep(1)
+    assert job["state"] == "done", job
+    assert job["training"]["sessions"] == 41 and job["report"]["dev"]["n_dev"] > 0
+    after = served.get("/v1/labels/queue", params={"n": 5, "detail": 1}).json()
+    assert after["order"]["strategy"] == "least_sure_by_cluster"
+    assert after["items"][0]["suggestions"][0]["source"] == "model"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")

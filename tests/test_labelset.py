@@ -164,6 +164,6 @@ def test_cli_rules_import_export_and_fit_on_the_label_set(ix, embed_home, tmp_pa
     [fit] = cli_json(env, "fit", "--index", str(ix), "--heads", "facts,knn",
                      "--cascade", "never")
     lab = fit["labelling"]
-    assert lab["train"]["sessions"] == df.height  # dev is split off afterwards
+    assert lab["sessions"] == df.height  # dev is split off afterwards
     assert fit["dev"]["n_train"] + fit["dev"]["n_dev"] == df.height
     assert lab["left_out"] == 120 - df.height

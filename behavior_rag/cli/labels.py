@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import getpass
 import inspect
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -31,7 +30,6 @@ from behavior_rag.labels import (
     load_target,
     read_label_file,
 )
-from behavior_rag.labels.agreement import llm_agreement
 from behavior_rag.labels.rules import rule_labels
 from behavior_rag.settings import Settings
 from behavior_rag.taxonomy import load_taxonomy
@@ -223,31 +221,19 @@ def apply_labelset(rag: BehaviorRAG, train: Sequence[Session], dev: Sequence[Ses
                    ) -> tuple[list[Session], list[Session] | None, dict[str, Any] | None]:
     """Label ``train``/``dev`` with the index's label set (its latest label per session wins
     over a session's own; sessions with neither are left out). None summary: no label set."""
-    labelset = rag.labels.current() if (rag.index_path / "config.json").exists() else None
-    if not labelset:
+    if not (rag.index_path / "config.json").exists() or not rag.labels.current():
         return list(train), list(dev) if dev is not None else None, None
-
-    agreement = llm_agreement(labelset, rag.labels.heads_rate())
-
-    def label(part: Sequence[Session]) -> list[Session]:
-        named = {s.session_id: s for s in labelset.apply(part, llm_weight=agreement.weight)}
-        return [named.get(s.session_id, s) for s in part
-                if s.session_id in named or s.label is not None]
-
-    a = label(train)
-    b = label(dev) if dev is not None else None
+    a, summary = rag.labels.training([*train, *(dev or [])])
+    named = {s.session_id: s for s in a}
+    a = [named[s.session_id] for s in train if s.session_id in named]
+    b = [named[s.session_id] for s in dev if s.session_id in named] if dev is not None \
+        else None
     if not a:
-        raise DataError("the index's label set labels none of these sessions, and they have "
-                        "no labels of their own: label sessions of this store (labels import, "
-                        "label --rules, the queue at /ui/label) or give --target / --labels",
+        raise DataError("the index's label set labels none of these training sessions: "
+                        "label sessions of this store (labels import, label --rules, the "
+                        "queue at /ui/label) or give --target / --labels",
                         file=str(rag.index_path), field="labels")
-    def part(x: Sequence[Session]) -> dict[str, Any]:
-        return {"sessions": len(x), "labels": dict(Counter(s.label for s in x))}
-
-    return a, b, {"label_set": len(labelset), "by_source": labelset.counts(),
-                  "llm_agreement": agreement.model_dump(),
-                  "train": part(a), **({"dev": part(b)} if b is not None else {}),
-                  "left_out": len(train) + len(dev or []) - len(a) - len(b or [])}
+    return a, b, summary.model_dump()
 
 
 def label_cmd(

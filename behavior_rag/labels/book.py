@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,8 +27,10 @@ from behavior_rag.atomic import writing_file
 from behavior_rag.errors import DataError, TaxonomyError
 from behavior_rag.heads.store import read_manifest
 from behavior_rag.index.folder import IndexFolder
+from behavior_rag.labels.agreement import Agreement, llm_agreement
 from behavior_rag.labels.labelset import LabelEvent, LabelSet, NewLabel
 from behavior_rag.taxonomy import Taxonomy
+from behavior_rag.types import Session
 
 SHOWN = 5  # ids listed per kind in an error
 
@@ -43,6 +46,17 @@ class LabelsAdded(BaseModel):
     events: list[LabelEvent] = Field(default_factory=list, description="The new events.")
 
 
+class Training(BaseModel):
+    """What :meth:`LabelBook.training` labelled, for fit's report."""
+
+    label_set: int = Field(description="Events in the label set.")
+    by_source: dict[str, dict[str, int]]
+    llm_agreement: Agreement
+    sessions: int
+    labels: dict[str, int]
+    left_out: int = Field(description="Sessions with no label of their own or in the set.")
+
+
 class LabelBook:
     """The label set of ``folder``; ``known(session_id)`` says whether the index holds it."""
 
@@ -54,6 +68,24 @@ class LabelBook:
         """The committed label set (empty when none was committed)."""
         path = self.folder.artifact_path("labels")
         return LabelSet.load(path) if path is not None else LabelSet()
+
+    def training(self, sessions: Sequence[Session]) -> tuple[list[Session], Training]:
+        """``sessions`` labelled for fit: the set's latest label wins over a session's own
+        (LLM suggestions weighted by their measured agreement); sessions with neither are
+        left out (a :class:`DataError` when none is left)."""
+        cur = self.current()
+        agreement = llm_agreement(cur, self.heads_rate())
+        named = {s.session_id: s for s in cur.apply(sessions, llm_weight=agreement.weight)}
+        out = [named.get(s.session_id, s) for s in sessions
+               if s.session_id in named or s.label is not None]
+        if not out:
+            raise DataError("nothing to fit on: no session has a label (label some in the "
+                            "queue, or: labels import, label --rules)",
+                            file=str(self.folder.root), field="labels")
+        return out, Training(label_set=len(cur), by_source=cur.counts(),
+                             llm_agreement=agreement, sessions=len(out),
+                             labels=dict(Counter(s.label for s in out)),
+                             left_out=len(sessions) - len(out))
 
     def heads_rate(self) -> float | None:
         """The committed model's dev accuracy (what LLM suggestions must beat); None: no

@@ -1,5 +1,6 @@
 """The labelling queue over HTTP: ``GET /v1/labels/queue``, ``POST /v1/labels``,
-``GET /v1/labels`` (and the web view's ``/ui/label``, :mod:`behavior_rag.service.ui.label`).
+``GET /v1/labels``, ``POST /v1/labels/fit`` (fit on the label set in the background; the
+queue then ranks by the new model) (and the web view's ``/ui/label``, :mod:`behavior_rag.service.ui.label`).
 
 A label is acknowledged only after the label set holding it is committed (fsynced, then
 ``config.json`` renamed): an answered ``POST`` survives a SIGKILL of the server. Label writes
@@ -14,23 +15,42 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
+from datetime import datetime, timezone
+from typing import Literal
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
 from behavior_rag.annotate import LabelDesk
-from behavior_rag.errors import ConfigError
+from behavior_rag.api import FitReport
+from behavior_rag.errors import BehaviorRagError, ConfigError
+from behavior_rag.evaluation import split_by_user
 from behavior_rag.labels import LabelsAdded
 from behavior_rag.labels.agreement import llm_agreement
+from behavior_rag.labels.book import Training
 from behavior_rag.service.limits import ModelSlots, check_batch
 from behavior_rag.service.state import ServiceState
 from behavior_rag.settings import ServeSettings
 from behavior_rag.wire.errors import NotFoundError, NotReady
 from behavior_rag.wire.schemas import LabelRequest, LabelSummary, QueuePage
 
+log = logging.getLogger(__name__)
 MAX_SKIPPED = 10_000  # ids passed over with "skip", per service (oldest forgotten first)
 TRUSTED = ("human", "file", "target", "rule")  # a session labelled so leaves the queue
+
+
+class FitJob(BaseModel):
+    """``/v1/labels/fit``: fitting on the label set, in the background."""
+
+    state: Literal["idle", "running", "done", "failed"] = "idle"
+    started: datetime | None = None
+    finished: datetime | None = None
+    training: Training | None = None
+    report: FitReport | None = None
+    error: str | None = None
 
 
 class LabelService:
@@ -43,6 +63,7 @@ class LabelService:
         self._desk: LabelDesk | None = None
         self._warm: threading.Thread | None = None
         self._warm_lock = threading.Lock()
+        self.job = FitJob()
 
     @property
     def rag(self):
@@ -93,6 +114,35 @@ class LabelService:
         with self.state.lock.write():
             return self.rag.labels.add(req.labels, source="human", who=self.settings.key_name)
 
+    def fit(self) -> FitJob:
+        """Start fitting on the index's sessions by the label set (as `fit --index` does:
+        latest label per session, 20 % of the labelled users as dev), unless a fit runs.
+        It holds the write lock: requests wait for it (and the model they then get is new)."""
+        with self._warm_lock:
+            if self.job.state != "running":
+                self.job = FitJob(state="running", started=datetime.now(timezone.utc))
+                threading.Thread(target=self._fit, daemon=True, name="label-fit").start()
+            return self.job
+
+    def _fit(self) -> None:
+        try:
+            with self.state.lock.write():
+                train, summary = self.rag.labels.training(list(self.rag.sessions.values()))
+                self.job = self.job.model_copy(update={"training": summary})
+                sp = split_by_user(train, seed=0, dev_frac=0.2, test_frac=0.0)
+                report = self.rag.fit(sp.train, sp.dev)
+                self.state.taxonomy = self.rag.classifier.taxonomy
+            self.job = self.job.model_copy(update={"state": "done", "report": report,
+                                                   "finished": datetime.now(timezone.utc)})
+        except BehaviorRagError as e:
+            self.job = self.job.model_copy(update={"state": "failed", "error": str(e),
+                                                   "finished": datetime.now(timezone.utc)})
+        except Exception as e:  # reported by GET /v1/labels/fit; the service keeps serving
+            log.exception("fitting on the label set failed")
+            self.job = self.job.model_copy(update={
+                "state": "failed", "error": f"{type(e).__name__}: see the server log",
+                "finished": datetime.now(timezone.utc)})
+
     def skip(self, session_id: str) -> None:
         if session_id not in self.rag.sessions:
             raise NotFoundError("session is not in the index", field="session_id",
@@ -126,6 +176,16 @@ def install(v1: APIRouter, state: ServiceState, slots: ModelSlots,
         state.require_ready()
         check_batch("labels", len(req.labels), settings.max_batch)
         return await slots.run(svc.add, req)
+
+    @v1.post("/labels/fit", response_model=FitJob, status_code=202,
+             summary="Fit on the label set (background)")
+    async def fit() -> FitJob:
+        state.require_ready()
+        return svc.fit()
+
+    @v1.get("/labels/fit", response_model=FitJob, summary="The last fit on the label set")
+    async def fit_status() -> FitJob:
+        return svc.job
 
     @v1.get("/labels", response_model=LabelSummary, summary="The label set")
     async def summary() -> LabelSummary:

@@ -129,6 +129,9 @@ def install(app, state: ServiceState, slots: ModelSlots, settings: ServeSettings
         sid = one.get("session_id", "")
         try:
             state.require_ready()
+            if one.get("action") == "fit":
+                app.state.labels.fit()
+                return RedirectResponse("/ui/label", status_code=303)
             if one.get("action") == "skip":
                 app.state.labels.skip(sid)
             else:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from behavior_rag.annotate import QueueItem, QueueOrder
 from behavior_rag.labels.agreement import Agreement
-from behavior_rag.service.labels import LabelService
+from behavior_rag.service.labels import FitJob, LabelService
 from behavior_rag.service.ui.charts import Timeline, label_colour, span, timeline
 from behavior_rag.service.ui.views import EventRow, _cites
 
@@ -69,6 +69,7 @@ class LabelPage(BaseModel):
     agreement: Agreement
     csrf: str
     last: str | None = None  # the session labelled just before, for the "saved" note
+    job: FitJob
 
 
 def label_view(svc: LabelService, csrf: str, llm: bool, last: str | None) -> LabelPage:
@@ -77,7 +78,7 @@ def label_view(svc: LabelService, csrf: str, llm: bool, last: str | None) -> Lab
     summary = svc.summary()
     item = page.items[0] if page.items else None
     base = dict(order=page.order, item=item, csrf=csrf, last=last,
-                agreement=summary.llm_agreement)
+                agreement=summary.llm_agreement, job=svc.job)
     if item is None:
         return LabelPage(**base)
     s, p = item.session, item.prediction
