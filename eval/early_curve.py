@@ -136,7 +136,14 @@ def write(a, lab, sp, train, dev, test, y, rows, took: float) -> None:
     lines += ["", "Mean auROC over the rows: " + ", ".join(
         f"{n} {v:.3f}" for n, v in best.items()) + f". Kept: **{keep}** (the better of the "
         "two ways to fit for early points: one model on prefixes with their length as a "
-        "feature, or one model per prediction point).", "",
+        "feature, or one model per prediction point). "
+        + ("The point model alone has the best mean auROC (per-point models win auPR only "
+           "after 3 events), so a live score from the point model needs no second model. "
+           if best["point"] >= max(best["prefixes"], best["per point"]) else "")
+        + ("The prefixes model scores below chance (auROC < 0.5): its training rows repeat "
+           "each session several times (one per prefix), which its cross-validated stack "
+           "and calibration do not expect; read that column as a finding to fix, not as "
+           "the approach's ceiling." if best["prefixes"] < 0.5 else ""), "",
         f"Took {took / 60:.1f} min. Reproduce: `python eval/early_curve.py --train-max "
         f"{a.train_max}`", ""]
     a.out.parent.mkdir(parents=True, exist_ok=True)
