@@ -167,3 +167,38 @@ def test_cli_rules_import_export_and_fit_on_the_label_set(ix, embed_home, tmp_pa
     assert lab["sessions"] == df.height  # dev is split off afterwards
     assert fit["dev"]["n_train"] + fit["dev"]["n_dev"] == df.height
     assert lab["left_out"] == 120 - df.height
+
+
+def test_llm_suggestions_are_weak_labels_judged_by_the_analyst(ix, embed_home, tmp_path):
+    """`label --llm` records the configured LLM's suggestions (a fake at the LLM seam that
+    always says deal_hunter); the analyst's later labels judge them; while they do not beat
+    the heads they count for nothing in fit."""
+    from behavior_rag.labels.agreement import llm_agreement
+    from tests.test_plugins import _plugin
+
+    env = _plugin(tmp_path) | {"BEHAVIOR_RAG_HOME": str(embed_home),
+                               "BEHAVIOR_RAG_EMBED__BACKEND": "onnx-int8",
+                               "BEHAVIOR_RAG_LLM__BACKEND": "fixed"}
+    [out] = cli_json(env, "label", "--index", str(ix), "--llm", "--limit", "30")
+    assert out["asked"] == 30 and out["label_set"]["added"] == 30
+    rag = BehaviorRAG(_settings(embed_home), ix)
+    cur = rag.labels.current()
+    suggested = [e for e in cur.events if e.source == "llm"]
+    assert {e.label for e in suggested} == {"deal_hunter"} and suggested[0].who == "llm:fixed"
+    # the analyst labels those sessions: each event records the LLM's label it replaces
+    truth = {s.session_id: s.label for s in generate(120, seed=4).sessions}
+    rag.labels.add([NewLabel(session_id=e.session_id, label=truth[e.session_id])
+                    for e in suggested[:25]], source="human", who="ana")
+    a = llm_agreement(rag.labels.current(), heads_rate=None)
+    right = sum(truth[e.session_id] == "deal_hunter" for e in suggested[:25])
+    assert (a.judged, a.agreed) == (25, right) and a.weight == 0.0  # a constant guess
+    # fit uses the analyst's 25 labels, not the 5 suggestions still standing (weight 0)
+    train, summary = rag.labels.training(list(rag.sessions.values()))
+    assert summary.sessions == len(train) == 25
+    # an LLM that agrees with the analyst more often than the heads earns weight
+    good = LabelSet().append([NewLabel(session_id=str(i), label="x") for i in range(20)],
+                             source="llm", who="llm")
+    good = good.append([NewLabel(session_id=str(i), label="x" if i < 18 else "y")
+                        for i in range(20)], source="human", who="ana")
+    assert llm_agreement(good, heads_rate=0.6).weight == pytest.approx((0.9 - 0.6) / 0.4)
+    assert llm_agreement(good, heads_rate=0.95).weight == 0.0

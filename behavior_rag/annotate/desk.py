@@ -31,10 +31,10 @@ from behavior_rag.annotate.queue import (
     margin,
     representative_order,
 )
-from behavior_rag.classify import Classifier
+from behavior_rag.classify import Classifier, LLMResult
 from behavior_rag.discover import Discovery, discover
 from behavior_rag.errors import ConfigError
-from behavior_rag.labels.labelset import LabelEvent, LabelSet
+from behavior_rag.labels.labelset import LabelEvent, LabelSet, NewLabel
 from behavior_rag.labels.rules import holding
 from behavior_rag.taxonomy import Taxonomy
 from behavior_rag.types import PatternPrediction, Session
@@ -66,6 +66,23 @@ def quiet(clf: Classifier) -> Classifier:
     """``clf`` without its LLM: the queue's margins and evidence are the model's own."""
     return Classifier(clf.index, clf.embedder, None, clf.taxonomy, settings=clf.settings,
                       model=clf.model, history=clf.history)
+
+
+def answer(got: LLMResult) -> str | None:
+    """The LLM's label: the one it generated, else its best-scored option (None: failed)."""
+    return got.label or (max(got.scores, key=got.scores.get) if got.scores else None)
+
+
+def llm_labels(clf: Classifier, sessions: Sequence[Session]) -> list[NewLabel]:
+    """The classifier's LLM's label for each session it answers (few-shot from the nearest
+    labelled sessions when the index has some and ``classify.k_examples`` > 0, else
+    zero-shot from the taxonomy's descriptions): suggestions, to be judged by the analyst."""
+    out = []
+    for s, g in zip(sessions, clf.llm_many(clf.prepare(list(sessions)))):
+        label = answer(g)
+        if label is not None:  # None: the LLM failed for it (its fallback says why)
+            out.append(NewLabel(session_id=s.session_id, label=label))
+    return out
 
 
 class LabelDesk:
@@ -145,15 +162,22 @@ class LabelDesk:
                                    probability=round(pred.probabilities[pred.label], 4),
                                    note="the fitted model" if clf.model is not None else
                                    "the vote of the nearest labelled sessions"))
+        current = labels.latest().get(session.session_id)
+        if current is not None and current.source == "llm":
+            sugg.append(Suggestion(label=current.label, source="llm", note=(
+                f"suggested by {current.who}; judged against your labels in the "
+                "agreement above")))
         rule = holding(session, self.taxonomy)
         if len(rule) == 1:
             sugg.append(Suggestion(label=rule[0], source="rules",
                                    note="the only label whose definition holds"))
-        if llm and clf is not None and clf.llm is not None:
+        if llm and clf is not None and clf.llm is not None and not any(
+                x.source == "llm" for x in sugg):
             got = clf.llm_many(clf.prepare([session]))[0]
-            if got.label is not None:
-                sugg.append(Suggestion(label=got.label, source="llm", note=(
+            label = answer(got)
+            if label is not None:
+                sugg.append(Suggestion(label=label, source="llm", note=(
                     f"few-shot from {len(got.examples)} labelled sessions" if got.examples
                     else "zero-shot from the label descriptions")))
         return QueueItem(entry=entry, session=session, prediction=pred, suggestions=sugg,
-                         current=labels.latest().get(session.session_id))
+                         current=current)

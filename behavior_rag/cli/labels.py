@@ -17,7 +17,10 @@ from typing import Any, Optional
 
 import typer
 
+from behavior_rag.annotate import LabelDesk
+from behavior_rag.annotate.desk import llm_labels
 from behavior_rag.api import BehaviorRAG
+from behavior_rag.classify import Classifier
 from behavior_rag.cli.common import HUMAN, emit, err, load_sessions
 from behavior_rag.errors import ConfigError, DataError, StoreError
 from behavior_rag.labels import (
@@ -30,7 +33,9 @@ from behavior_rag.labels import (
     load_target,
     read_label_file,
 )
+from behavior_rag.labels.agreement import llm_agreement
 from behavior_rag.labels.rules import rule_labels
+from behavior_rag.llm.factory import get_llm
 from behavior_rag.settings import Settings
 from behavior_rag.taxonomy import load_taxonomy
 from behavior_rag.types import Session
@@ -243,19 +248,26 @@ def label_cmd(
                                "labels."),
     rules: bool = typer.Option(False, "--rules", help="Label each session where exactly one "
                                "label's definition (requires/excludes) holds."),
+    llm: bool = typer.Option(False, "--llm", help="Record the configured LLM's suggestions "
+                             "for the next --limit sessions of the queue (weak labels: they "
+                             "count in fit only as far as their agreement with yours earns)."),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="--llm: sessions."),
     fmt: str = typer.Option("auto", "--format", "-f"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report only; write nothing."),
     who: Optional[str] = typer.Option(None, "--who"),
     human: bool = HUMAN,
 ) -> None:
-    """Label sessions by the taxonomy's definitions (--rules) into the index's label set, with
-    coverage and conflicts per label, and precision where sessions have gold labels (their
-    own, or a person's or a file's in the label set). Never overwrites those."""
-    if not rules:
-        raise ConfigError("say how to label: --rules", field="rules")
+    """Label sessions into the index's label set: by the taxonomy's definitions (--rules; with
+    coverage and conflicts per label, and precision where sessions have gold labels: their
+    own, or a person's or a file's in the label set), or by the LLM's suggestions (--llm).
+    Never overwrites a person's or a file's label."""
+    if rules == llm:
+        raise ConfigError("say how to label: --rules or --llm", field="rules")
     s = Settings()
     rag = _opened(index, s)
     book = rag.labels
+    if llm:
+        return _llm_cmd(rag, limit, dry_run, human)
     sessions = load_sessions(source, fmt, s) if source is not None else list(
         rag.sessions.values())
     gold = {x.session_id: x.label for x in sessions if x.label is not None} | {
@@ -275,5 +287,32 @@ def label_cmd(
         for c in r.per_label:
             err.print(f"  {c.label}: {c.labelled} alone, holds in {c.holds}, precision "
                       f"{c.precision} (of {c.gold})" + ("" if c.defined else " (no definition)"))
+    else:
+        emit(out)
+
+
+def _llm_cmd(rag: BehaviorRAG, limit: int, dry_run: bool, human: bool) -> None:
+    """``label --llm``: suggestions for the queue's next sessions, and the agreement so far."""
+    if rag.settings.llm.backend == "none":
+        raise ConfigError("no LLM is configured (llm.backend=none): set --llm on serve/fit "
+                          "or BEHAVIOR_RAG_LLM__BACKEND", field="llm.backend")
+    book, tax = rag.labels, rag.taxonomy()
+    cur = book.current()
+    try:
+        ranker = rag.classifier
+    except ConfigError:
+        ranker = None
+    order = LabelDesk(rag.embedder, tax).order(list(rag.sessions.values()), cur, ranker, limit)
+    ask = Classifier(rag.index, rag.embedder, get_llm(rag.settings), tax, settings=rag.settings)
+    got = llm_labels(ask, rag.sessions.get_many([e.session_id for e in order.entries]))
+    out = {"asked": len(order.entries), "answered": len(got),
+           "agreement": llm_agreement(cur, book.heads_rate()).model_dump()}
+    if not dry_run:
+        added = book.add(got, source="llm", who=f"llm:{rag.settings.llm.backend}",
+                         protect=True)
+        out["label_set"] = added.model_dump(exclude={"events"})
+    if human:
+        err.print(f"the LLM suggested labels for {len(got)} of {len(order.entries)} sessions; "
+                  f"{out['agreement']['why']}")
     else:
         emit(out)
