@@ -24,7 +24,8 @@ LAYERS: list[set[str]] = [
     # frames: tables of their models; annotate: the labelling queue over classify/discover
     {"classify", "fitting", "profile", "discover", "frames", "annotate"},
     {"finetune"},
-    {"api", "client", "wire", "batch", "chains"},  # chains: LangChain adapters over api
+    # chains: LangChain adapters over api; live: open sessions scored through api
+    {"api", "client", "wire", "batch", "chains", "live"},
     {"evaluation"},  # above the facade: its product rows call what users call (BehaviorRAG)
     {"service", "cli"},
     {"__init__"},  # the package's public face: `from behavior_rag import ...`
