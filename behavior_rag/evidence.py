@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 from pydantic import BaseModel
@@ -54,8 +56,7 @@ def check(item: Evidence, session: Session, facts: SessionFacts,
           earlier: Sequence[Session] | None = None) -> Evidence | None:
     """The item, completed (fact's events filled in), if it holds; else None. A cross-session
     fact holds only if ``earlier`` (the user's earlier sessions) has every session it cites."""
-    n = session.n_events
-    if any(not isinstance(i, int) or not 0 <= i < n for i in item.events):
+    if not _in_range(item.events, session.n_events):
         return None
     if item.event_type is not None:
         if not item.events or any(session.events[i].type != item.event_type for i in item.events):
@@ -69,14 +70,27 @@ def check(item: Evidence, session: Session, facts: SessionFacts,
     fact = facts.get(item.fact)
     if fact is None or not same_value(item.value, fact.value):
         return None
-    if item.events and not set(item.events) <= set(fact.events):
+    if item.events and item.events != fact.events and not set(item.events) <= set(fact.events):
         return None  # the cited events are not the ones this fact rests on
     if fact.cites or item.cites:
-        if earlier is None or not check_citations(fact, session, earlier) or \
-                not {c.session_id for c in item.cites} <= {c.session_id for c in fact.cites}:
+        if earlier is None or not check_citations(fact, session, earlier) or (
+                item.cites != fact.cites  # our own claims carry the fact's very citations
+                and not {c.session_id for c in item.cites} <= {c.session_id for c in fact.cites}):
             return None
+    if item.value is fact.value and (item.events or not fact.events) and \
+            (item.cites or not fact.cites) and _COMPLETED <= item.model_fields_set:
+        return item  # our own claim, already complete: a copy would be equal
     return item.model_copy(update={"value": fact.value, "events": item.events or fact.events,
                                    "cites": item.cites or fact.cites})
+
+
+_COMPLETED = frozenset({"value", "events", "cites"})
+
+
+def _in_range(events: list, n: int) -> bool:
+    """Every index an int in ``0..n-1`` (in C: these lists run to a session's length)."""
+    return all(map(isinstance, events, repeat(int))) and \
+        (not events or (min(events) >= 0 and max(events) < n))
 
 
 def verify(items: list[Evidence], session: Session, facts: SessionFacts,
@@ -154,12 +168,31 @@ def check_definitions(probs: dict[str, float], facts: SessionFacts,
                       reasons=bad[top], eliminated=eliminated)
 
 
+@lru_cache(maxsize=4096)
+def _kept_phrase(name: str, value_repr: str, value: Any) -> str:
+    return fact_phrase(name, value)
+
+
+def phrase(name: str, value: Any) -> str:
+    """:func:`~behavior_rag.phrases.fact_phrase`, kept for scalar values: the same few values
+    recur across sessions, and rendering the template each time was a large share of a
+    facts-only classification. Keyed by ``repr``, so ``1``, ``1.0`` and ``True`` stay apart.
+
+    Example:
+        >>> phrase("n_purchase", 1) == phrase("n_purchase", 1) == "1 purchase"
+        True
+    """
+    if isinstance(value, (str, int, float, type(None))):
+        return _kept_phrase(name, repr(value), value)
+    return fact_phrase(name, value)
+
+
 def _item(name: str, facts: SessionFacts, contribution: float | None = None) -> Evidence | None:
     fact = facts.get(name)
     if fact is None or fact.value is None or (isinstance(fact.value, list) and not fact.value):
         return None
     return Evidence(fact=name, value=fact.value, events=fact.events, cites=fact.cites,
-                    text=fact_phrase(name, fact.value), contribution=contribution)
+                    text=phrase(name, fact.value), contribution=contribution)
 
 
 def definition_evidence(label: str, facts: SessionFacts, taxonomy: Taxonomy) -> list[Evidence]:

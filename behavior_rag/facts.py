@@ -24,49 +24,71 @@ from behavior_rag.types import EVENT_TYPES, Fact, RepeatView, Session, SessionFa
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
+# The parametrised fact types, looked up once: pydantic resolves ``Fact[...]`` on every
+# subscription, which cost as much as building the facts themselves (profile in
+# eval/reports/bench_heads.md)
+_INT = Fact[int]
+_FLOAT_OR_NONE = Fact[float | None]
+_FLOAT = Fact[float]
+_STRS = Fact[list[str]]
+_FLOATS = Fact[list[float]]
+_BOOL = Fact[bool]
+_INT_OR_NONE = Fact[int | None]
+_STR_OR_NONE = Fact[str | None]
+# Facts that most sessions share (nothing of a kind, no price): frozen, so one instance each
+_ZERO = _INT(value=0, events=[])
+_NO_FLOAT = _FLOAT_OR_NONE(value=None)
+
+
+def _count(idx: list[int], value: int | None = None) -> Fact[int]:
+    """``value`` (default: how many) resting on events ``idx``; the shared zero for none."""
+    if not idx:
+        return _ZERO
+    return _INT(value=len(idx) if value is None else value, events=idx)
+
 
 def part_of_day(hour: int) -> str:
     """night 0-5, morning 6-11, afternoon 12-17, evening 18-23."""
     return ("night", "morning", "afternoon", "evening")[hour // 6]
 
 
-def compute_facts(session: Session, tz: str = "UTC") -> SessionFacts:
+def compute_facts(session: Session, tz: str = "UTC",
+                  history: dict[str, Fact] | None = None) -> SessionFacts:
     """All facts of ``session``; time-of-day facts in the session's own zone (its source's),
-    else ``tz``."""
+    else ``tz``; ``history``: its cross-session facts (:mod:`behavior_rag.history`)."""
     zone = ZoneInfo(session.timezone or tz)
     ev = session.events
     idx_by_type: dict[str, list[int]] = defaultdict(list)
     for i, e in enumerate(ev):
         idx_by_type[e.type].append(i)
-    counts = {f"n_{t}": Fact[int](value=len(idx_by_type[t]), events=idx_by_type[t])
-              for t in EVENT_TYPES}
+    counts = {f"n_{t}": _count(idx_by_type[t]) for t in EVENT_TYPES}
     all_idx = list(range(len(ev)))
 
     dwell = [(b.timestamp - a.timestamp).total_seconds() for a, b in zip(ev, ev[1:])]
     if dwell:
         longest = max(range(len(dwell)), key=lambda i: dwell[i])
-        dwell_max = Fact[float | None](value=dwell[longest], events=[longest, longest + 1])
-        dwell_median = Fact[float | None](value=float(statistics.median(dwell)), events=all_idx)
+        dwell_max = _FLOAT_OR_NONE(value=dwell[longest], events=[longest, longest + 1])
+        dwell_median = _FLOAT_OR_NONE(value=float(statistics.median(dwell)), events=all_idx)
     else:
-        dwell_max = dwell_median = Fact[float | None](value=None)
+        dwell_max = dwell_median = _NO_FLOAT
 
     def distinct(attr: str) -> Fact[int]:
         idx = [i for i, e in enumerate(ev) if getattr(e, attr) is not None]
-        return Fact[int](value=len({getattr(ev[i], attr) for i in idx}), events=idx)
+        return _count(idx, len({getattr(ev[i], attr) for i in idx}))
 
     priced = [i for i, e in enumerate(ev) if e.price is not None]
     if priced:
         prices = [ev[i].price for i in priced]
         lo, hi, med = min(prices), max(prices), float(statistics.median(prices))
-        price_min = Fact[float | None](value=lo, events=[i for i in priced if ev[i].price == lo])
-        price_max = Fact[float | None](value=hi, events=[i for i in priced if ev[i].price == hi])
-        price_median = Fact[float | None](value=med, events=priced)
+        price_min = _FLOAT_OR_NONE(value=lo, events=[i for i in priced if ev[i].price == lo])
+        price_max = _FLOAT_OR_NONE(value=hi, events=[i for i in priced if ev[i].price == hi])
+        price_median = _FLOAT_OR_NONE(value=med, events=priced)
     else:
-        price_min = price_max = price_median = Fact[float | None](value=None)
+        price_min = price_max = price_median = _NO_FLOAT
 
     searches = idx_by_type["search"]
-    queries = Fact[list[str]](value=[ev[i].query for i in searches if ev[i].query],
-                              events=[i for i in searches if ev[i].query])
+    queries = _STRS(value=[ev[i].query for i in searches if ev[i].query],
+                    events=[i for i in searches if ev[i].query])
 
     carts = [i for i in idx_by_type["cart"] if ev[i].item_id is not None]
     buys = [i for i in idx_by_type["purchase"] if ev[i].item_id is not None]
@@ -79,9 +101,9 @@ def compute_facts(session: Session, tz: str = "UTC") -> SessionFacts:
         abandoned = not (carted & bought)
     else:  # carts without item ids: any purchase counts as converting
         abandoned = not idx_by_type["purchase"]
-    cart_abandoned = Fact[bool](value=abandoned,
-                                events=idx_by_type["cart"] if abandoned else
-                                sorted(idx_by_type["cart"] + idx_by_type["purchase"]))
+    cart_abandoned = _BOOL(value=abandoned,
+                           events=idx_by_type["cart"] if abandoned else
+                           sorted(idx_by_type["cart"] + idx_by_type["purchase"]))
 
     views: dict[str, list[int]] = defaultdict(list)
     for i in idx_by_type["view"]:
@@ -90,25 +112,25 @@ def compute_facts(session: Session, tz: str = "UTC") -> SessionFacts:
     repeat = sorted((RepeatView(item_id=k, count=len(v), events=v) for k, v in views.items()
                      if len(v) > 1), key=lambda r: (-r.count, r.events[0]))
     top = repeat[0] if repeat else None
-    max_views = Fact[int](value=top.count if top else (1 if views else 0),
-                          events=top.events if top else
-                          ([next(iter(views.values()))[0]] if views else []))
+    max_views = _INT(value=top.count if top else (1 if views else 0),
+                     events=top.events if top else
+                     ([next(iter(views.values()))[0]] if views else []))
 
     if ev:
         local = ev[0].timestamp.astimezone(zone)
-        start_hour = Fact[int | None](value=local.hour, events=[0])
-        pod = Fact[str | None](value=part_of_day(local.hour), events=[0])
-        weekday = Fact[str | None](value=WEEKDAYS[local.weekday()], events=[0])
+        start_hour = _INT_OR_NONE(value=local.hour, events=[0])
+        pod = _STR_OR_NONE(value=part_of_day(local.hour), events=[0])
+        weekday = _STR_OR_NONE(value=WEEKDAYS[local.weekday()], events=[0])
     else:
-        start_hour = Fact[int | None](value=None)
-        pod = weekday = Fact[str | None](value=None)
+        start_hour = _INT_OR_NONE(value=None)
+        pod = weekday = _STR_OR_NONE(value=None)
 
     aggregates = {k: Fact(value=v) for k, v in session.aggregates.items()}
     facts = SessionFacts(
-        n_events=Fact[int](value=len(ev), events=all_idx),
+        n_events=_INT(value=len(ev), events=all_idx),
         **counts,
-        duration_s=Fact[float](value=session.duration_s, events=[0, len(ev) - 1] if ev else []),
-        dwell_s=Fact[list[float]](value=dwell, events=all_idx),
+        duration_s=_FLOAT(value=session.duration_s, events=[0, len(ev) - 1] if ev else []),
+        dwell_s=_FLOATS(value=dwell, events=all_idx),
         dwell_median_s=dwell_median,
         dwell_max_s=dwell_max,
         distinct_items=distinct("item_id"),
@@ -116,17 +138,15 @@ def compute_facts(session: Session, tz: str = "UTC") -> SessionFacts:
         distinct_brands=distinct("brand"),
         price_min=price_min, price_median=price_median, price_max=price_max,
         queries=queries,
-        carted_items=Fact[int](value=len(carted), events=carts),
-        purchased_items=Fact[int](value=len(bought), events=buys),
-        carted_not_purchased=Fact[int](value=len({ev[i].item_id for i in not_bought}),
-                                       events=not_bought),
+        carted_items=_count(carts, len(carted)),
+        purchased_items=_count(buys, len(bought)),
+        carted_not_purchased=_count(not_bought, len({ev[i].item_id for i in not_bought})),
         cart_abandoned=cart_abandoned,
         max_views_one_item=max_views,
-        repeat_viewed_items=Fact[int](value=len(repeat),
-                                      events=sorted(i for r in repeat for i in r.events)),
+        repeat_viewed_items=_count(sorted(i for r in repeat for i in r.events), len(repeat)),
         repeat_views=repeat,
         start_hour=start_hour, part_of_day=pod, weekday=weekday,
-        aggregates=aggregates,
+        aggregates=aggregates, **({} if history is None else {"history": history}),
     )
     return _dates_only(facts, session, zone) if session.time_resolution == "day" else facts
 
@@ -137,12 +157,12 @@ DAY_ONLY = "the source records dates only (day resolution)"
 def _dates_only(f: SessionFacts, session: Session, zone: ZoneInfo) -> SessionFacts:
     """Facts of a day-resolution session: no time of day, no dwell times (they would be
     invented from midnight timestamps); the weekday is the recorded date's."""
-    none_int, none_str = Fact[int | None](value=None), Fact[str | None](value=None)
-    none_float = Fact[float | None](value=None)
-    weekday = Fact[str | None](value=WEEKDAYS[session.events[0].timestamp.astimezone(zone).weekday()],
-                               events=[0]) if session.events else none_str
+    none_int, none_str = _INT_OR_NONE(value=None), _STR_OR_NONE(value=None)
+    none_float = _FLOAT_OR_NONE(value=None)
+    weekday = _STR_OR_NONE(value=WEEKDAYS[session.events[0].timestamp.astimezone(zone).weekday()],
+                           events=[0]) if session.events else none_str
     gone = ("start_hour", "part_of_day", "dwell_s", "dwell_median_s", "dwell_max_s")
     return f.model_copy(update={
         "start_hour": none_int, "part_of_day": none_str, "weekday": weekday,
-        "dwell_s": Fact[list[float]](value=[]), "dwell_median_s": none_float,
+        "dwell_s": _FLOATS(value=[]), "dwell_median_s": none_float,
         "dwell_max_s": none_float, "unknown": f.unknown | dict.fromkeys(gone, DAY_ONLY)})

@@ -16,20 +16,28 @@ Facts (names as the facts head and explanations use them; None where undefined):
 * ``item_propensity`` / ``category_propensity``: the highest smoothed rate, among this session's
   items / categories, at which training sessions with them were positive.
 
+Each earlier session is read once into a :class:`Digest` (its purchases, carts, seen items and
+categories, and the citations that never change). :meth:`UserHistory.facts` keeps the digests
+and each user's sessions sorted by end, so a session's facts cost one pass over its earlier
+*sessions*, not a scan of all their events per session classified.
+
 Example:
     >>> from behavior_rag.synth import generate
     >>> sessions = generate(60, seed=4).sessions
     >>> h = UserHistory(sessions)
     >>> s = next(x for x in sessions if h.earlier(x))
-    >>> f = history_facts(s, h.earlier(s))
-    >>> f["sessions_before"].value == len(h.earlier(s)) > 0
+    >>> earlier, f = h.facts(s)
+    >>> f["sessions_before"].value == len(earlier) > 0
+    True
+    >>> f == history_facts(s, earlier)
     True
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -39,6 +47,53 @@ HISTORY_FACTS: tuple[str, ...] = (
     "sessions_before", "purchases_before", "days_since_previous", "open_carts_before",
     "items_seen_before", "category_share_before", "item_propensity", "category_propensity")
 SEEN = ("view", "cart", "fav")
+NONE = Fact(value=None)  # frozen: one instance serves every undefined fact
+
+
+class Digest:
+    """What the history facts read of one earlier session, gathered in one pass over its
+    events (internal to this module: it never crosses a module line).
+
+    Example:
+        >>> from behavior_rag.synth import generate
+        >>> s = generate(3, seed=1).sessions[0]
+        >>> Digest(s).whole.session_id == s.session_id
+        True
+    """
+
+    __slots__ = ("session", "whole", "last", "buys", "bought", "carts", "cart_items",
+                 "all_carts", "seen", "cats", "n_cat")
+
+    def __init__(self, s: Session, *same: Session) -> None:
+        """``same``: more sessions under ``s``'s id, read as one (see :func:`_merged`)."""
+        self.session = s
+        self.whole = Citation(session_id=s.session_id)  # frozen: shared by every fact
+        buys: list[int] = []
+        self.bought: set[str] = set()
+        self.carts: list[tuple[int, str]] = []  # (event, item) of carts with an item id
+        self.seen: dict[str, list[int]] = defaultdict(list)  # item -> its seen events
+        self.cats: dict[str, list[int]] = defaultdict(list)  # category -> its events
+        for i, e in ((i, e) for x in (s, *same) for i, e in enumerate(x.events)):
+            item = e.item_id
+            if e.type == "purchase":
+                buys.append(i)
+                if item:
+                    self.bought.add(item)
+            elif e.type == "cart" and item:
+                self.carts.append((i, item))
+            if item and e.type in SEEN:
+                self.seen[item].append(i)
+            if e.category:
+                self.cats[e.category].append(i)
+        if same:  # citations list a session's events in order
+            buys.sort()
+            self.carts.sort(key=lambda t: t[0])
+        self.n_cat = sum(map(len, self.cats.values()))
+        self.cart_items = {item for _, item in self.carts}
+        self.last = Citation(session_id=s.session_id, events=[s.n_events - 1])
+        self.buys = Citation(session_id=s.session_id, events=buys) if buys else None
+        self.all_carts = Citation(session_id=s.session_id, events=[i for i, _ in self.carts]) \
+            if self.carts else None
 
 
 class UserHistory:
@@ -47,6 +102,8 @@ class UserHistory:
 
     def __init__(self, sessions: Iterable[Session] = ()) -> None:
         self._by_user: dict[str, dict[str, Session]] = defaultdict(dict)
+        self._by_end: dict[str, tuple[list, list[Session]]] = {}  # per user, sorted by end
+        self._digests: dict[str, Digest] = {}  # by session id; rebuilt when replaced
         self.add(sessions)
 
     def add(self, sessions: Iterable[Session], *, override: bool = True) -> None:
@@ -54,18 +111,39 @@ class UserHistory:
             known = self._by_user[s.user_id]
             if s.events and (override or s.session_id not in known):
                 known[s.session_id] = s
+                self._by_end.pop(s.user_id, None)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_user.values())
+
+    def _sorted(self, user_id: str) -> tuple[list, list[Session]]:
+        got = self._by_end.get(user_id)
+        if got is None:
+            # a stable sort: sessions ending together keep the order they were added in
+            ss = sorted(self._by_user.get(user_id, {}).values(), key=lambda s: s.events[-1].timestamp)
+            got = self._by_end[user_id] = ([s.events[-1].timestamp for s in ss], ss)
+        return got
 
     def earlier(self, session: Session) -> list[Session]:
         """The user's sessions that ended strictly before ``session`` started, oldest first."""
         if not session.events:
             return []
-        start = session.events[0].timestamp
-        out = [s for sid, s in self._by_user.get(session.user_id, {}).items()
-               if sid != session.session_id and s.events[-1].timestamp < start]
-        return sorted(out, key=lambda s: s.events[-1].timestamp)
+        ends, ss = self._sorted(session.user_id)
+        cut = bisect_left(ends, session.events[0].timestamp)
+        return [s for s in ss[:cut] if s.session_id != session.session_id]
+
+    def digest(self, s: Session) -> Digest:
+        """``s`` read once for the history facts (kept until ``s`` is replaced)."""
+        d = self._digests.get(s.session_id)
+        if d is None or d.session is not s:
+            d = self._digests[s.session_id] = Digest(s)
+        return d
+
+    def facts(self, session: Session, propensity: Propensity | None = None
+              ) -> tuple[list[Session], dict[str, Fact]]:
+        """``(earlier sessions, history facts)`` of ``session`` (see :func:`history_facts`)."""
+        earlier = self.earlier(session)
+        return earlier, history_facts(session, earlier, propensity, digest=self.digest)
 
 
 class Rates(BaseModel):
@@ -120,66 +198,100 @@ class Propensity(BaseModel):
         best, key = None, None
         for e in session.events:
             k = getattr(e, attr)
-            r = table.rate(k, self.prior, self.strength) if k else None
+            r = table.rate(k, self.prior, self.strength) if k and k in table.counts else None
             if r is not None and (best is None or r > best):
                 best, key = r, k
         if best is None:
-            return Fact(value=None)
+            return NONE
         return Fact(value=round(best, 4), events=[i for i, e in enumerate(session.events)
                                                   if getattr(e, attr) == key])
 
 
-def _cite(pairs: Iterable[tuple[str, int]]) -> list[Citation]:
-    by: dict[str, list[int]] = defaultdict(list)
-    for sid, i in pairs:
-        by[sid].append(i)
-    return [Citation(session_id=k, events=sorted(v)) for k, v in by.items()]
-
-
-def _events(earlier: Sequence[Session]):
-    return [(s.session_id, i, e) for s in earlier for i, e in enumerate(s.events)]
+def _cites(parts: Iterable[tuple[Digest, list[int]]]) -> list[Citation]:
+    """One citation per session with events, in the order the sessions come."""
+    return [Citation(session_id=d.session.session_id, events=sorted(idx))
+            for d, idx in parts if idx]
 
 
 def history_facts(session: Session, earlier: Sequence[Session],
-                  propensity: Propensity | None = None) -> dict[str, Fact]:
-    """:data:`HISTORY_FACTS` of ``session`` from ``earlier`` (see :meth:`UserHistory.earlier`)."""
-    ev = _events(earlier)
-    buys = [(sid, i) for sid, i, e in ev if e.type == "purchase"]
-    bought = {e.item_id for _, _, e in ev if e.type == "purchase" and e.item_id}
-    carts = [(sid, i, e.item_id) for sid, i, e in ev if e.type == "cart" and e.item_id
-             and e.item_id not in bought]
-    out = {"sessions_before": Fact(value=len(earlier), cites=[
-               Citation(session_id=s.session_id) for s in earlier]),
-           "purchases_before": Fact(value=len(buys), cites=_cite(buys)),
-           "open_carts_before": Fact(value=len({item for _, _, item in carts}),
-                                     cites=_cite((sid, i) for sid, i, _ in carts))}
+                  propensity: Propensity | None = None, *,
+                  digest: Callable[[Session], Digest] = Digest) -> dict[str, Fact]:
+    """:data:`HISTORY_FACTS` of ``session`` from ``earlier`` (see :meth:`UserHistory.earlier`;
+    ``digest``: where the earlier sessions' digests come from, :meth:`UserHistory.digest`
+    keeps them)."""
+    ds = [digest(s) for s in earlier]
+    whole, last = [d.whole for d in ds], ds[-1].last if ds else None
+    ds = _merged(ds)
+    bought = set().union(*(d.bought for d in ds))
+    out = {"sessions_before": Fact(value=len(earlier), cites=whole),
+           "purchases_before": Fact(value=sum(len(d.buys.events) for d in ds if d.buys),
+                                    cites=[d.buys for d in ds if d.buys])}
+    out["open_carts_before"] = _open_carts(ds, bought)
     if earlier and session.events:
-        last = earlier[-1]
-        gap = (session.events[0].timestamp - last.events[-1].timestamp).total_seconds()
-        out["days_since_previous"] = Fact(value=round(gap / 86400, 3), events=[0], cites=[
-            Citation(session_id=last.session_id, events=[last.n_events - 1])])
+        gap = (session.events[0].timestamp - earlier[-1].events[-1].timestamp).total_seconds()
+        out["days_since_previous"] = Fact(value=round(gap / 86400, 3), events=[0],
+                                          cites=[last])
     else:
-        out["days_since_previous"] = Fact(value=None)
-    seen_before = {e.item_id for _, _, e in ev if e.type in SEEN and e.item_id}
+        out["days_since_previous"] = NONE
+    out["items_seen_before"] = _items_seen(session, ds)
+    out["category_share_before"] = _category_share(session, ds)
+    for name, attr in (("item_propensity", "item_id"), ("category_propensity", "category")):
+        out[name] = propensity.best(session, attr) if propensity else NONE
+    return out
+
+
+def _merged(ds: list[Digest]) -> list[Digest]:
+    """The digests, one per session id: a list naming one id twice (never one from
+    :class:`UserHistory`) reads as that session's events in one, as citations group them."""
+    ids = [d.session.session_id for d in ds]
+    if len(set(ids)) == len(ids):
+        return ds
+    by: dict[str, list[Session]] = defaultdict(list)
+    for d in ds:
+        by[d.session.session_id].append(d.session)
+    return [Digest(*v) for v in by.values()]
+
+
+def _open_carts(ds: Sequence[Digest], bought: set[str]) -> Fact:
+    items: set[str] = set()
+    cites: list[Citation] = []
+    for d in ds:
+        if d.cart_items.isdisjoint(bought):  # most: nothing carted there was bought later
+            items |= d.cart_items
+            cites += [d.all_carts] if d.all_carts else []
+            continue
+        still = [(i, item) for i, item in d.carts if item not in bought]
+        items.update(item for _, item in still)
+        if still:
+            cites.append(Citation(session_id=d.session.session_id, events=[i for i, _ in still]))
+    return Fact(value=len(items), cites=cites)
+
+
+def _items_seen(session: Session, ds: Sequence[Digest]) -> Fact:
+    seen_before = set().union(*(d.seen for d in ds))
     now = [i for i, e in enumerate(session.events) if e.item_id in seen_before]
     now_items = {session.events[i].item_id for i in now}
-    out["items_seen_before"] = Fact(value=len(now_items), events=now, cites=_cite(
-        (sid, i) for sid, i, e in ev if e.type in SEEN and e.item_id in now_items))
+    return Fact(value=len(now_items), events=now, cites=_cites(
+        (d, [i for item in hit for i in d.seen[item]]) for d in ds
+        if now_items and (hit := now_items.intersection(d.seen))))
+
+
+def _category_share(session: Session, ds: Sequence[Digest]) -> Fact:
     cats = {e.category for e in session.events if e.category}
-    with_cat = [(sid, i, e) for sid, i, e in ev if e.category]
-    hits = [(sid, i) for sid, i, e in with_cat if e.category in cats]
-    out["category_share_before"] = Fact(
-        value=round(len(hits) / len(with_cat), 4) if with_cat and cats else None,
-        events=[i for i, e in enumerate(session.events) if e.category] if hits else [],
-        cites=_cite(hits))
-    for name, attr in (("item_propensity", "item_id"), ("category_propensity", "category")):
-        out[name] = propensity.best(session, attr) if propensity else Fact(value=None)
-    return out
+    with_cat = sum(d.n_cat for d in ds)
+    parts = [(d, [i for c in hit for i in d.cats[c]]) for d in ds
+             if cats and (hit := cats.intersection(d.cats))]
+    hits = sum(len(idx) for _, idx in parts)
+    return Fact(value=round(hits / with_cat, 4) if with_cat and cats else None,
+                events=[i for i, e in enumerate(session.events) if e.category] if hits else [],
+                cites=_cites(parts))
 
 
 def check_citations(fact: Fact, session: Session, earlier: Sequence[Session]) -> bool:
     """Every session a fact cites is one of the user's earlier sessions, and every cited event
     exists in it."""
-    known = {s.session_id: s for s in earlier if s.user_id == session.user_id}
-    return all(c.session_id in known and all(0 <= i < known[c.session_id].n_events
-                                             for i in c.events) for c in fact.cites)
+    if not fact.cites:
+        return True
+    known = {s.session_id: len(s.events) for s in earlier if s.user_id == session.user_id}
+    return all(c.session_id in known and (not c.events or (
+        min(c.events) >= 0 and max(c.events) < known[c.session_id])) for c in fact.cites)

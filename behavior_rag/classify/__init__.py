@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from behavior_rag.classify.decider import DEFAULT_CASCADE, Decider
 from behavior_rag.classify.featurizer import Featurizer, FeaturizerStats, Prepared
+from behavior_rag.classify.gc_pause import paused_gc
 from behavior_rag.classify.llm_step import LLMDecision, LLMResult, LLMStep
 from behavior_rag.embed.base import Embedder
 from behavior_rag.heads.model import HeadsModel
@@ -108,16 +109,17 @@ class Classifier:
         ``head_probabilities``, e.g. for the eval's component rows)."""
         needs = self.needs(voters=voters, heads=heads)
         out: list[PatternPrediction] = []
-        for start in range(0, len(sessions), batch):
-            t0 = time.perf_counter()
-            prepared = self.featurizer.prepare(sessions[start: start + batch], needs)
-            t_prep = time.perf_counter() - t0
-            for pred in self.decider.decide(prepared, self._heads, self._cascade, self.step,
-                                            self.featurizer, extra_heads=heads):
-                pred.timings = {"prepare_s": round(t_prep, 4), **pred.timings}
-                out.append(pred)
-            if progress:
-                progress(len(out), len(sessions))
+        with paused_gc():  # a batch's objects would set off full collections (see gc_pause)
+            for start in range(0, len(sessions), batch):
+                t0 = time.perf_counter()
+                prepared = self.featurizer.prepare(sessions[start: start + batch], needs)
+                t_prep = time.perf_counter() - t0
+                for pred in self.decider.decide(prepared, self._heads, self._cascade,
+                                                self.step, self.featurizer, extra_heads=heads):
+                    pred.timings = {"prepare_s": round(t_prep, 4), **pred.timings}
+                    out.append(pred)
+                if progress:
+                    progress(len(out), len(sessions))
         return out
 
     def prepare(self, sessions: Sequence[Session], *, retrieve: bool = True,

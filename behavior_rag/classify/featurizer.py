@@ -25,7 +25,7 @@ from behavior_rag.embed.base import Embedder
 from behavior_rag.facts import compute_facts
 from behavior_rag.guard import guard_session
 from behavior_rag.heads.base import HeadInputs
-from behavior_rag.history import Propensity, UserHistory, history_facts
+from behavior_rag.history import Propensity, UserHistory
 from behavior_rag.index.base import VectorIndex
 from behavior_rag.index.build import encode
 from behavior_rag.labels.targets import Target
@@ -93,12 +93,13 @@ class Featurizer:
             warnings = [w + ([f"{n} instruction-like span(s) cut from free text"] if n else [])
                         for w, (_, n) in zip(warnings, guarded)]
         tz = self.settings.render.timezone
-        facts = [compute_facts(s, tz=tz) for s in sessions]
         earlier: list[list[Session]] = [[] for _ in sessions]
-        if self.history is not None:
-            earlier = [self.history.earlier(s) for s in sessions]
-            facts = [f.model_copy(update={"history": history_facts(s, e, self.propensity)})
-                     for s, f, e in zip(sessions, facts, earlier)]
+        if self.history is None:
+            facts = [compute_facts(s, tz=tz) for s in sessions]
+        else:  # the history keeps what it read of each earlier session (its digests)
+            both = [self.history.facts(s, self.propensity) for s in sessions]
+            earlier = [e for e, _ in both]
+            facts = [compute_facts(s, tz=tz, history=h) for s, (_, h) in zip(sessions, both)]
         self.stats.sessions += len(sessions)
         out = [Prepared(s, f, w, e, before_point=b)
                for s, f, w, e, b in zip(sessions, facts, warnings, earlier, short)]
