@@ -21,7 +21,7 @@ from behavior_rag.cli.batch import batch_app
 from behavior_rag.cli.classify import classify_cmd
 from behavior_rag.cli.demo import demo_cmd
 from behavior_rag.cli.discover import discover_cmd, profile_cmd
-from behavior_rag.cli.eval import eval_cmd
+from behavior_rag.cli.eval import eval_cmd, score_cmd, split_cmd
 from behavior_rag.cli.finetune import finetune_cmd
 from behavior_rag.cli.fit import fit_cmd
 from behavior_rag.cli.index import index_app, similar_cmd
@@ -57,6 +57,8 @@ app.add_typer(labels_app, name="labels")
 app.command("classify")(classify_cmd)
 app.command("label")(label_cmd)
 app.command("eval")(eval_cmd)
+app.command("split")(split_cmd)
+app.command("score")(score_cmd)
 app.command("discover")(discover_cmd)
 app.command("profile")(profile_cmd)
 app.command("finetune")(finetune_cmd)

@@ -4,6 +4,8 @@ Baselines (majority, the seed's bag-of-words + logistic regression, gradient boo
 features, logistic regression on embeddings) are fitted on the training part. The product
 rows are what users get: :meth:`BehaviorRAG.fit` on the training part with the validation
 part as dev, then :meth:`BehaviorRAG.classify` (``classify.llm`` never / cascade / always);
+event tasks split by user (held-out shoppers) or by time (``split="time"``: earlier days train,
+later days test; :mod:`behavior_rag.evaluation.splits`);
 the heads' and the LLM's own rows are read from those same predictions
 (:mod:`behavior_rag.evaluation.product`). Thresholds are fitted on the validation part;
 everything is reported once on the test part.
@@ -32,7 +34,12 @@ from behavior_rag.evaluation.baselines import TaskData
 from behavior_rag.evaluation.faithfulness import faithfulness
 from behavior_rag.evaluation.loaders import LoadedTask, load_task
 from behavior_rag.evaluation.methods import BASELINES, HEAD_COMPONENTS, METHODS, NEEDS_FIT
-from behavior_rag.evaluation.metrics import best_threshold, binary_metrics, multiclass_metrics
+from behavior_rag.evaluation.metrics import (
+    best_threshold,
+    binary_metrics,
+    bootstrap_intervals,
+    multiclass_metrics,
+)
 from behavior_rag.evaluation.product import ProductRun, evidence_summary, llm_proba, proba
 from behavior_rag.evaluation.report import write_report
 from behavior_rag.evaluation.result import EvalConfig, EvalResult, MethodResult
@@ -74,9 +81,10 @@ def _baseline(name: str):
 def _metrics(task: LoadedTask, y, proba, threshold=None, abstained=None) -> dict:
     if task.spec.positive:
         pos = task.classes.index(task.spec.positive)
-        return binary_metrics(list(y), proba[:, pos], task.spec.positive,
-                                threshold=0.5 if threshold is None else threshold,
-                                abstained=abstained)
+        m = binary_metrics(list(y), proba[:, pos], task.spec.positive,
+                           threshold=0.5 if threshold is None else threshold,
+                           abstained=abstained)
+        return m | bootstrap_intervals(list(y), proba[:, pos], task.spec.positive)
     return multiclass_metrics(list(y), proba, task.classes, abstained=abstained)
 
 
@@ -89,7 +97,8 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
         raise ConfigError(f"unknown methods {unknown}; choose from {list(METHODS)}",
                           field="methods", value=",".join(unknown))
     task = load_task(cfg.task, data=cfg.data, train=cfg.train, test=cfg.test, seed=cfg.seed,
-                     drop=cfg.drop, synth_n=cfg.synth_n, data_dir=settings.data_dir)
+                     drop=cfg.drop, synth_n=cfg.synth_n, data_dir=settings.data_dir,
+                     split=cfg.split, settings=settings)
     settings = settings.model_copy(update={"classify": settings.classify.model_copy(
         update={"taxonomy": task.spec.taxonomy})})
     rows = _Rows(task, cfg)
@@ -101,7 +110,7 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
     if "lora" in cfg.methods:
         lora_res = _lora(cfg, settings, task, rows)
     cv = _cv(task, cfg, settings) if task.spec.kind == "uci" and cfg.cv_folds > 1 else {}
-    out = cfg.out or Path("eval/reports") / cfg.task
+    out = cfg.out or default_out(cfg)
     results, sample_rows = rows.results()
     res = EvalResult(task=cfg.task, config=cfg, protocol=task.protocol, sources=task.sources,
                      sizes={"train": len(task.train), "val": len(task.val),
@@ -112,7 +121,7 @@ def run_eval(cfg: EvalConfig, settings: Settings | None = None) -> EvalResult:
                      lora=lora_res,
                      prompt=settings.classify.prompt, stacked=StackSummary(
                          parts=fit.chosen, metric=fit.metric, cv_loss=fit.cv_loss) if fit else None,
-                     fit_seconds=rows.fit_seconds)
+                     fit_seconds=rows.fit_seconds, split=task.split)
     curves = {n: (rows.y_test, p) for n, p in rows.test_p.items()}
     write_report(res, curves, out, seconds=time.perf_counter() - t_all)
     return res
@@ -232,10 +241,18 @@ def _product(cfg: EvalConfig, settings: Settings, task: LoadedTask, rows: _Rows)
     return fit, evidence, faith
 
 
+def default_out(cfg: EvalConfig) -> Path:
+    """Where the report goes without ``--out``: ``eval/reports/<task>``, and its ``time/``
+    folder for the time split (the task's report then shows both side by side)."""
+    out = Path("eval/reports") / cfg.task
+    return out / "time" if cfg.split == "time" else out
+
+
 def _index_dir(cfg: EvalConfig, settings: Settings) -> Path:
     # the product's index folder for this run (git-ignored; the report says where it went)
     return settings.index_dir / "eval" / f"{cfg.task}-seed{cfg.seed}" \
-        f"{'-no-' + '-'.join(cfg.drop) if cfg.drop else ''}"
+        f"{'-no-' + '-'.join(cfg.drop) if cfg.drop else ''}" \
+        f"{'-' + cfg.split if cfg.split != 'user' else ''}"
 
 
 def _lora(cfg: EvalConfig, settings: Settings, task: LoadedTask, rows: _Rows):

@@ -98,6 +98,58 @@ def binary_metrics(y_true: Sequence[str], proba_pos: np.ndarray, positive: str,
     }
 
 
+def bootstrap_intervals(y_true: Sequence[str], proba_pos: np.ndarray, positive: str,
+                        n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """95 % bootstrap intervals (percentile, sessions resampled with ``seed``) of auROC and auPR:
+    ``auroc_lo``, ``auroc_hi``, ``aupr_lo``, ``aupr_hi``; empty when one class is missing.
+    Each resample is scored from counts over the tied-score groups of the full data (the same
+    values scikit-learn gives, at a fraction of the cost).
+
+    Example:
+        >>> ci = bootstrap_intervals(["y", "n"] * 20, np.tile([0.9, 0.1], 20), "y", n_boot=50)
+        >>> ci["auroc_lo"], ci["auroc_hi"]
+        (1.0, 1.0)
+    """
+    y = (np.asarray(list(y_true), dtype=object) == positive).astype(float)
+    p = np.asarray(proba_pos, dtype=float).ravel()
+    n = y.size
+    if not 0 < y.sum() < n:
+        return {}
+    order = np.argsort(-p, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(p[order]) != 0])  # tied-score groups
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)  # resamples at a time: bounded memory
+    auroc, aupr = [], []
+    for done in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - done)
+        flat = (rng.integers(0, n, (k, n)) + np.arange(k)[:, None] * n).ravel()
+        w = np.bincount(flat, minlength=k * n).reshape(k, n)[:, order]
+        a, b = _resample_scores(np.add.reduceat(w * y[order], starts, axis=1),
+                                np.add.reduceat(w * (1 - y[order]), starts, axis=1))
+        auroc.append(a)
+        aupr.append(b)
+    out: dict[str, float] = {}
+    if not sum(len(a) for a in auroc):  # every resample held one class only
+        return out
+    for k, v in (("auroc", auroc), ("aupr", aupr)):
+        lo, hi = np.percentile(np.concatenate(v), [2.5, 97.5])
+        out |= {f"{k}_lo": float(lo), f"{k}_hi": float(hi)}
+    return out
+
+
+def _resample_scores(tp: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """auROC and auPR of resamples from their positives ``tp`` and negatives ``fp`` per
+    tied-score group (columns from the highest score down); resamples of one class drop out."""
+    pos, neg = tp.sum(1), fp.sum(1)
+    ok = (pos > 0) & (neg > 0)
+    tp, fp, pos, neg = tp[ok], fp[ok], pos[ok], neg[ok]
+    ctp, cfp = tp.cumsum(1), fp.cumsum(1)
+    auroc = (tp * (neg[:, None] - cfp) + 0.5 * tp * fp).sum(1) / (pos * neg)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(ctp + cfp > 0, ctp / (ctp + cfp), 0.0)
+    return auroc, (tp / pos[:, None] * precision).sum(1)
+
+
 def multiclass_metrics(y_true: Sequence[str], proba: np.ndarray, classes: Sequence[str],
                        abstained: np.ndarray | None = None) -> dict:
     """Accuracy, macro-F1 over ``classes`` and top-label ECE; ``proba`` columns follow ``classes``.

@@ -16,6 +16,7 @@ from behavior_rag.atomic import replace_file
 from behavior_rag.evaluation.methods import BASELINES, PRETTY, PRODUCT
 from behavior_rag.evaluation.metrics import confusion
 from behavior_rag.evaluation.plots import confusion_plot, pr_roc_plot, reliability_plot
+from behavior_rag.evaluation.report_splits import link_time_split, time_section_for
 from behavior_rag.evaluation.result import EvalResult
 from behavior_rag.heads.stack import StackSummary
 
@@ -126,8 +127,10 @@ def write_report(res: EvalResult, curves: dict, out: Path, seconds: float) -> Pa
             f" --data {cfg.data}" if cfg.data else "")
     cmd += f" --seed {cfg.seed} --methods {','.join(cfg.methods)} --llm-limit {cfg.llm_limit}"
     cmd += "".join(f" --drop {d}" for d in cfg.drop)
+    cmd += f" --split {cfg.split}" if cfg.split != "user" else ""
     lines = [f"# Evaluation: `{res.task}`" + (f" without {', '.join(cfg.drop)}" if cfg.drop
-                                              else ""), "",
+                                              else "")
+             + (f", split by {cfg.split}" if cfg.split != "user" else ""), "",
              f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {seconds:.0f} s on a shared "
              f"2-core CPU box. Command: `{cmd}`.", "",
              f"- Data: {', '.join(res.sources)}",
@@ -197,11 +200,14 @@ def write_report(res: EvalResult, curves: dict, out: Path, seconds: float) -> Pa
                   "oversampling, thresholds fitted on validation. "
                   + ("This run drops PageValues, which the published models use." if cfg.drop
                      else "PageValues is included, as in the published models.")]
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    section = time_section_for(out, res)
+    lines += ["", *section, ""] if section else [""]
+    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots]
     text = "\n".join(lines) + "\n"
     replace_file(out / "report.md", text)
     replace_file(out / "result.json", json.dumps(res.model_dump(mode="json"), indent=1))
     res.report = str(out / "report.md")
+    link_time_split(out, res)
     return out / "report.md"
 
 

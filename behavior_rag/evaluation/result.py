@@ -8,11 +8,13 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from behavior_rag.evaluation.faithfulness import Faithfulness
 from behavior_rag.evaluation.methods import DEFAULT_METHODS
+from behavior_rag.evaluation.splits import SplitInfo
 from behavior_rag.finetune.config import FinetuneResult
 from behavior_rag.heads.stack import StackSummary
 
@@ -32,6 +34,8 @@ class EvalConfig(BaseModel):
     llm_limit: int = 200
     cv_folds: int = 5
     synth_n: int = 1500
+    split: Literal["user", "time"] = Field("user", description="Event tasks: test on held-out "
+                                           "users, or on later days (train on earlier ones).")
 
 
 class MethodResult(BaseModel):
@@ -64,3 +68,4 @@ class EvalResult(BaseModel):
     plots: list[str] = Field(default_factory=list)
     report: str = ""
     seconds: float = 0.0
+    split: SplitInfo | None = Field(None, description="Event tasks: how the parts were cut.")
