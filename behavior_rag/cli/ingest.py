@@ -5,12 +5,14 @@ Example:
     $ behavior-rag ingest ../shared/data/taobao_userbehavior/UserBehavior.dev.csv --out data/taobao
     $ behavior-rag ingest clicks.csv --out data/shop
     $ behavior-rag ingest orders.csv --out data/shop --append --map event_type_constant=purchase
+    $ behavior-rag ingest clicks.csv --out data/shop --map event_type=action --type-map pv=view
     $ behavior-rag render data/taobao --limit 3 --human
     $ behavior-rag synth --n 500 --seed 1 --out data/synth
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,22 +46,29 @@ def _settings(gap_minutes: float | None = None, mode: str | None = None,
     return base.model_copy(update={"ingest": ingest, "render": render_s})
 
 
-def _mapping(path: Path | None, pairs: list[str]) -> ColumnMapping | None:
+def _mapping(path: Path | None, pairs: list[str], types: Sequence[str] = ()
+             ) -> ColumnMapping | None:
     data: dict[str, Any] = {}
     if path is not None:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"cannot read mapping file: {e}", file=str(path)) from e
+    if not isinstance(data, dict):
+        raise ConfigError("a mapping file holds FIELD: COLUMN pairs", file=str(path))
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError("--map takes FIELD=COLUMN", value=pair)
         k, v = pair.split("=", 1)
         data[k.strip()] = v.strip() or None  # FIELD= (empty) unmaps the field
+    for pair in types:
+        value, sep, kind = pair.rpartition("=")
+        if not sep or not value.strip() or not kind.strip():
+            raise ConfigError("--type-map takes SOURCE_VALUE=EVENT_TYPE (e.g. pv=view)",
+                              field="type_map", value=pair)
+        data["type_map"] = {**(data.get("type_map") or {}), value.strip(): kind.strip()}
     if not data:
         return None
-    if not isinstance(data, dict):
-        raise ConfigError("a mapping file holds FIELD: COLUMN pairs", file=str(path))
     try:
         return ColumnMapping.model_validate(data)
     except ValidationError as e:  # name the offending field
@@ -125,6 +134,9 @@ def ingest_cmd(
                                               "splits sessions."),
     mapping_file: Optional[Path] = typer.Option(None, "--mapping", help="YAML/JSON column mapping."),
     map_: list[str] = typer.Option([], "--map", help="FIELD=COLUMN, repeatable."),
+    type_map: list[str] = typer.Option([], "--type-map", help="SOURCE_VALUE=EVENT_TYPE "
+                                       "(e.g. pv=view, buy=purchase), repeatable: what the "
+                                       "event type column's values mean."),
     delimiter: Optional[str] = typer.Option(None, help="CSV delimiter (default: sniffed); one "
                                             "character or tab, comma, semicolon, pipe."),
     null: list[str] = typer.Option([], "--null", help="TOKEN read as missing in every column "
@@ -157,14 +169,15 @@ def ingest_cmd(
         raise ConfigError("--out is required (the session store folder to write)", field="out")
     settings = _settings(gap, mode, False if no_pseudonymize else None)
     options = _read_options(delimiter, null, events_path, timezone)
+    mapping = _mapping(mapping_file, map_, type_map)
     with progress("ingesting") as bar:
         task = bar.add_task("ingest", total=None)
         if append:  # reads, joins and commits under the store's writer lock
-            result = append_events(path, out, fmt, mapping=_mapping(mapping_file, map_),
-                                   settings=settings, options=options, gap_minutes=gap)
+            result = append_events(path, out, fmt, mapping=mapping, settings=settings,
+                                   options=options, gap_minutes=gap)
         else:
-            result = load_events(path, fmt, mapping=_mapping(mapping_file, map_),
-                                 settings=settings, options=options)
+            result = load_events(path, fmt, mapping=mapping, settings=settings,
+                                 options=options)
         bar.update(task, total=1, completed=1)
     if not append:
         write_store(result.sessions, out, info={"ingest": result.report.model_dump()},

@@ -114,7 +114,8 @@ def check_types(df: pl.DataFrame, mapping: ColumnMapping) -> tuple[pl.DataFrame,
          f"not a timestamp in format {mapping.timestamp_format!r}"),
         ("event_type", pl.col("_type").is_not_null() & ~pl.col("_type").is_in(EVENT_TYPES),
          "unknown_event_type", f"unknown event type; expected one of {EVENT_TYPES}"
-         + (f" or a source value in {sorted(mapping.type_map)}" if mapping.type_map else "")),
+         + (f" or a source value in {sorted(mapping.type_map)}" if mapping.type_map else "")
+         + "; say what a source value means with a type_map (CLI: --type-map VALUE=TYPE)"),
         ("price", pl.col("price").is_not_null() & pl.col("_price").is_null(), "wrong_type",
          "price is not a number"),
         ("price", pl.col("_price").is_not_null() & ~pl.col("_price").is_finite(), "wrong_type",
