@@ -6,7 +6,7 @@
   then cover every kind of session the shop has, instead of the most common kind many times.
 * **Once a model is fitted**: the model's least-sure sessions (smallest gap between its two
   most probable labels), spread across the clusters — Cluster-Margin sampling (Citovsky et
-  al., NeurIPS 2021): take the least-sure candidates (a few times what is asked for), then
+  al., NeurIPS 2021): take the least-sure candidates (ten times what is asked for), then
   round-robin over their clusters, each cluster's least sure first. Margin alone would spend
   a batch on near-duplicates of one confusing session; clusters alone would ignore what the
   model already knows.
@@ -32,7 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-CANDIDATES = 4  # Cluster-Margin: candidates per entry asked for, before spreading over clusters
+CANDIDATES = 10  # Cluster-Margin: least-sure candidates per entry asked for (the paper's k_m ≈ 10 k_t)
 
 Strategy = Literal["cluster_representatives", "least_sure_by_cluster"]
 WHY: dict[str, str] = {
