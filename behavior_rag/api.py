@@ -20,18 +20,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import overload
 
-from pydantic import BaseModel
-
 from behavior_rag.bounds import MAX_SPLIT
 from behavior_rag.classify import Classifier
 from behavior_rag.embed import Embedder, get_embedder
 from behavior_rag.embed.base import EmbedderInfo, Progress
 from behavior_rag.errors import ConfigError, TaxonomyError
 from behavior_rag.finetune import finetune
-from behavior_rag.fitting import fit_model
-from behavior_rag.heads.cascade import CascadeParams
-from behavior_rag.heads.model import FitStats
-from behavior_rag.heads.store import load_model, read_manifest, save_model
+from behavior_rag.fitting import FitReport, IndexInfo, fit_model
+from behavior_rag.heads.store import load_model, model_taxonomy, save_model
 from behavior_rag.history import UserHistory
 from behavior_rag.index.base import Filter, VectorIndex
 from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
@@ -52,24 +48,6 @@ from behavior_rag.types import PatternPrediction, Session
 from behavior_rag.vectors import HybridSpec, fit_hybrid
 
 log = logging.getLogger(__name__)
-
-
-class IndexInfo(BaseModel):
-    path: str
-    config: IndexConfig
-    labels: dict[str, int]
-    users: int
-
-class FitReport(BaseModel):
-    """What :meth:`BehaviorRAG.fit` fitted and measured on dev."""
-
-    path: str
-    chosen: list[str]
-    metric: str
-    cv_loss: dict[str, float]
-    dev: FitStats
-    cascade: CascadeParams
-    hybrid: HybridSpec | None = None
 
 
 class BehaviorRAG:
@@ -226,15 +204,9 @@ class BehaviorRAG:
     def taxonomy(self) -> Taxonomy:
         """The labels this index classifies with: the fitted model's taxonomy while
         ``classify.taxonomy`` is left at its default, else the configured one."""
-        tax = load_taxonomy(self.settings.classify.taxonomy)
-        mdir = None if self.folder.fresh else self.model_path()
-        if mdir is None or not (mdir / "manifest.json").exists():
-            return tax
-        fitted = read_manifest(mdir).taxonomy_spec
-        if fitted is not None and fitted.content_hash != tax.content_hash and \
-                self.settings.classify.taxonomy == ClassifySettings().taxonomy:
-            return fitted
-        return tax
+        name = self.settings.classify.taxonomy
+        return model_taxonomy(None if self.folder.fresh else self.model_path(), name,
+                              configured=name != ClassifySettings().taxonomy)
 
     def _check_labels(self, sessions: Sequence[Session], *, required: bool) -> None:
         tax = load_taxonomy(self.settings.classify.taxonomy)

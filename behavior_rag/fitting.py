@@ -19,20 +19,44 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from pydantic import BaseModel
 
 from behavior_rag.classify import Classifier
 from behavior_rag.classify.featurizer import head_inputs
 from behavior_rag.heads.base import HeadInputs
 from behavior_rag.heads.cascade import CascadeParams, fit_cascade
-from behavior_rag.heads.model import HeadsModel
+from behavior_rag.heads.model import FitStats, HeadsModel
 from behavior_rag.heads.registry import head_class
 from behavior_rag.heads.store import FittedModel
 from behavior_rag.history import UserHistory
+from behavior_rag.index.storage import IndexConfig
 from behavior_rag.labels.targets import Target
 from behavior_rag.llm.adapter import data_hash
 from behavior_rag.types import Session
+from behavior_rag.vectors import HybridSpec
 
 Progress = Callable[[str], None]
+
+
+class IndexInfo(BaseModel):
+    """What :meth:`BehaviorRAG.info` says about an index folder."""
+
+    path: str
+    config: IndexConfig
+    labels: dict[str, int]
+    users: int
+
+
+class FitReport(BaseModel):
+    """What :meth:`BehaviorRAG.fit` fitted and measured on dev."""
+
+    path: str
+    chosen: list[str]
+    metric: str
+    cv_loss: dict[str, float]
+    dev: FitStats
+    cascade: CascadeParams
+    hybrid: HybridSpec | None = None
 
 
 def rows_for(clf: Classifier, sessions: Sequence[Session], needs: set[str],

@@ -35,7 +35,7 @@ from behavior_rag.heads.registry import head_class
 from behavior_rag.heads.stack import Stack
 from behavior_rag.history import Propensity
 from behavior_rag.labels.targets import Target
-from behavior_rag.taxonomy import Taxonomy
+from behavior_rag.taxonomy import Taxonomy, load_taxonomy
 
 FORMAT_VERSION = 2  # 1: three fixed heads (read by legacy.py)
 MANIFEST = "manifest.json"
@@ -207,3 +207,14 @@ def load_model(path: str | Path, *, taxonomy: Taxonomy, embedder: EmbedderInfo) 
                        threshold=man.threshold, history=man.history, domain=man.domain)
     return FittedModel(heads=heads, cascade=man.cascade, target=man.target, taxonomy=taxonomy,
                        embedder=man.embedder, data_hash=man.data_hash, dev=man.dev)
+
+
+def model_taxonomy(path: Path | None, name: str, *, configured: bool) -> Taxonomy:
+    """The taxonomy to classify with: ``name``'s, unless it was left at its default
+    (``configured`` False) and a model fitted with another one is at ``path``: then that one
+    (as an index keeps the embedder it was built with)."""
+    tax = load_taxonomy(name)
+    if configured or path is None or not (path / "manifest.json").exists():
+        return tax
+    fitted = read_manifest(path).taxonomy_spec
+    return fitted if fitted is not None and fitted.content_hash != tax.content_hash else tax
