@@ -94,7 +94,7 @@ class LabelDesk:
         self.max_pool, self.seed = max_pool, seed
         self._lock = threading.Lock()
         self._clusters: tuple[frozenset[str], Discovery] | None = None
-        self._margins: tuple[int, dict[str, float]] | None = None
+        self._margins: tuple[object, dict[str, float]] | None = None
 
     def pool(self, sessions: Sequence[Session]) -> list[Session]:
         """The sessions the queue draws from: those with events, at most ``max_pool``."""
@@ -116,14 +116,23 @@ class LabelDesk:
                 self._clusters = (key, discover(sessions, self.embedder, k=k, seed=self.seed))
             return self._clusters[1]
 
+    def has_margins(self, clf: Classifier) -> bool:
+        """Whether :meth:`margins` for ``clf``'s model is computed already."""
+        m = self._margins
+        return m is not None and m[0] is clf.model
+
     def margins(self, clf: Classifier, sessions: Sequence[Session]) -> dict[str, float]:
-        """The model's top-two gap for each session (cached per model)."""
-        key = id(clf.model)
+        """The model's top-two gap for each session (cached per model object, which the
+        cache holds, so a later model can never be taken for it)."""
         with self._lock:
-            if self._margins is None or self._margins[0] != key:
-                preds = quiet(clf).classify_many(list(sessions))
-                self._margins = (key, {p.session_id: margin(p.probabilities) for p in preds})
-            return self._margins[1]
+            if not self.has_margins(clf):
+                self._margins = (clf.model, {})
+            known = self._margins[1]
+            todo = [s for s in sessions if s.session_id not in known]  # e.g. added since
+            if todo:
+                known.update((p.session_id, margin(p.probabilities))
+                             for p in quiet(clf).classify_many(todo))
+            return known
 
     def order(self, sessions: Sequence[Session], labels: LabelSet, clf: Classifier | None,
               n: int, skip: Sequence[str] = ()) -> QueueOrder:

@@ -116,3 +116,4 @@ def least_sure_order(margins: Mapping[str, float], cluster_of: Mapping[str, str]
                                       reason=f"the model is unsure (gap {margins[s]:.2f} "
                                       f"between its top two labels), cluster {c}"))
     return out
+

@@ -81,24 +81,34 @@ class LabelService:
             return None
 
     def warming(self) -> bool:
-        """Start clustering the index's sessions in the background if that is not done yet
-        (it can take longer than a request may); True while it runs."""
+        """Start what the queue needs and a request may not wait for — clustering the
+        index's sessions, and after a fit the new model's margins over them — in the
+        background if it is not done yet; True while it runs."""
         with self._warm_lock:
             if self._warm is not None and self._warm.is_alive():
                 return True
             desk = self.desk()
             pool = desk.pool(list(self.rag.sessions.values()))
-            if desk.has_clusters(pool) or len(pool) < 10:
+            clf = self.classifier()
+            margins = clf is not None and clf.model is not None and not desk.has_margins(clf)
+            if len(pool) < 10 or desk.has_clusters(pool) and not margins:
                 return False
-            self._warm = threading.Thread(target=desk.clusters, args=(pool,), daemon=True,
-                                          name="label-queue-clusters")
+
+            def warm() -> None:
+                desk.clusters(pool)
+                if margins:
+                    with self.state.lock.read():
+                        desk.margins(clf, pool)
+
+            self._warm = threading.Thread(target=warm, daemon=True, name="label-queue-warm")
             self._warm.start()
             return True
 
     def queue(self, n: int, detail: int, llm: bool) -> QueuePage:
         if self.warming():
-            raise NotReady("the labelling queue is clustering the index's sessions; try "
-                           "again in a few seconds", retry_after=self.settings.retry_after_s)
+            raise NotReady("the labelling queue is clustering the index's sessions or "
+                           "ranking them by the new model; try again in a few seconds",
+                           retry_after=self.settings.retry_after_s)
         with self.state.lock.read():
             labels = self.rag.labels.current()
             trusted = labels.model_copy(update={"events": tuple(
