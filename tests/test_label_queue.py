@@ -206,6 +206,10 @@ def test_queue_api_cold_start_labels_refusals_and_a_sigkill(served):
     after = served.get("/v1/labels/queue", params={"n": 5, "detail": 1}).json()
     assert after["order"]["strategy"] == "least_sure_by_cluster"
     assert after["items"][0]["suggestions"][0]["source"] == "model"
+    near = after["items"][0]["neighbours"]
+    given = truth | {ids[0]: "deal_hunter"}  # what the analyst answered
+    assert near and all(given[n["session_id"]] == n["label"] and n["source"] == "human"
+                        for n in near)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")

@@ -36,10 +36,12 @@ from behavior_rag.discover import Discovery, discover
 from behavior_rag.errors import ConfigError
 from behavior_rag.labels.labelset import LabelEvent, LabelSet, NewLabel
 from behavior_rag.labels.rules import holding
+from behavior_rag.retrieve import Neighbor
 from behavior_rag.taxonomy import Taxonomy
 from behavior_rag.types import PatternPrediction, Session
 
 MAX_CLUSTERS = 16
+NEIGHBOURS = 5  # labelled neighbours shown per queue entry
 
 
 class Suggestion(BaseModel):
@@ -51,6 +53,15 @@ class Suggestion(BaseModel):
     note: str = ""
 
 
+class LabelledNeighbour(BaseModel):
+    """A similar session that already has a label in the label set."""
+
+    session_id: str
+    label: str
+    source: str
+    similarity: float
+
+
 class QueueItem(BaseModel):
     """What the analyst sees for one session of the queue."""
 
@@ -60,6 +71,9 @@ class QueueItem(BaseModel):
                                                  "evidence and the nearest labelled sessions.")
     suggestions: list[Suggestion] = Field(default_factory=list)
     current: LabelEvent | None = Field(None, description="The session's latest label, if any.")
+    neighbours: list[LabelledNeighbour] = Field(
+        default_factory=list, description="The most similar sessions that already carry a "
+        "label in the label set (before any fit, too).")
 
 
 def quiet(clf: Classifier) -> Classifier:
@@ -162,8 +176,10 @@ class LabelDesk:
                           labelled=len(labels.latest()), pool=len(todo), clusters=len(members))
 
     def item(self, entry: QueueEntry, session: Session, labels: LabelSet,
-             clf: Classifier | None, *, llm: bool = False) -> QueueItem:
-        """What the analyst sees for ``session``; ``llm``: ask the classifier's LLM too."""
+             clf: Classifier | None, *, llm: bool = False,
+             similar: Sequence[Neighbor] = ()) -> QueueItem:
+        """What the analyst sees for ``session``; ``llm``: ask the classifier's LLM too;
+        ``similar``: its nearest sessions (those with a label are shown)."""
         pred = quiet(clf).classify(session, voters=True) if clf is not None else None
         sugg = []
         if pred is not None and not pred.abstained:
@@ -188,5 +204,11 @@ class LabelDesk:
                 sugg.append(Suggestion(label=label, source="llm", note=(
                     f"few-shot from {len(got.examples)} labelled sessions" if got.examples
                     else "zero-shot from the label descriptions")))
+        latest = labels.latest()
+        near = [LabelledNeighbour(session_id=n.session_id, label=latest[n.session_id].label,
+                                  source=latest[n.session_id].source,
+                                  similarity=round(n.score, 4))
+                for n in similar if n.session_id in latest
+                and n.session_id != session.session_id][:NEIGHBOURS]
         return QueueItem(entry=entry, session=session, prediction=pred, suggestions=sugg,
-                         current=current)
+                         current=current, neighbours=near)

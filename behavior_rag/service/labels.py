@@ -38,6 +38,7 @@ from behavior_rag.wire.errors import NotFoundError, NotReady
 from behavior_rag.wire.schemas import LabelRequest, LabelSummary, QueuePage
 
 log = logging.getLogger(__name__)
+NEAR = 50  # nearest sessions searched per queue entry for labelled ones to show
 MAX_SKIPPED = 10_000  # ids passed over with "skip", per service (oldest forgotten first)
 TRUSTED = ("human", "file", "target", "rule")  # a session labelled so leaves the queue
 
@@ -117,7 +118,9 @@ class LabelService:
             order = self.desk().order(list(self.rag.sessions.values()), trusted, clf, n,
                                       skip=list(self.skipped))
             items = [self.desk().item(e, self.rag.sessions[e.session_id], labels, clf,
-                                      llm=llm) for e in order.entries[:detail]]
+                                      llm=llm, similar=self.rag.similar(
+                                          session_id=e.session_id, k=NEAR))
+                     for e in order.entries[:detail]]
             return QueuePage(order=order, items=items)
 
     def add(self, req: LabelRequest) -> LabelsAdded:
