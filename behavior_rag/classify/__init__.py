@@ -9,6 +9,10 @@
 * :class:`~.decider.Decider` asks the LLM where the cascade says (:mod:`.llm_step`), checks
   the label definitions and adds evidence.
 
+:meth:`Classifier.classify_many` goes batch by batch, each batch in that order; a batch's heads
+may run in a worker thread while the next batch is prepared (:mod:`.ahead`), and the
+cyclic garbage collector waits until the call ends (:mod:`.gc_pause`).
+
 Example:
     >>> clf = Classifier(index, embedder, llm, load_taxonomy(), model=fitted)  # doctest: +SKIP
     >>> clf.classify(session).label                                     # doctest: +SKIP
@@ -19,7 +23,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 
+from behavior_rag.classify.ahead import ahead
 from behavior_rag.classify.decider import DEFAULT_CASCADE, Decider
 from behavior_rag.classify.featurizer import Featurizer, FeaturizerStats, Prepared
 from behavior_rag.classify.gc_pause import paused_gc
@@ -108,19 +114,32 @@ class Classifier:
         no chosen head reads them; ``heads``: run these heads too (their probabilities in
         ``head_probabilities``, e.g. for the eval's component rows)."""
         needs = self.needs(voters=voters, heads=heads)
+        chunks = [sessions[i: i + batch] for i in range(0, len(sessions), batch)]
         out: list[PatternPrediction] = []
-        with paused_gc():  # a batch's objects would set off full collections (see gc_pause)
-            for start in range(0, len(sessions), batch):
-                t0 = time.perf_counter()
-                prepared = self.featurizer.prepare(sessions[start: start + batch], needs)
-                t_prep = time.perf_counter() - t0
-                for pred in self.decider.decide(prepared, self._heads, self._cascade,
-                                                self.step, self.featurizer, extra_heads=heads):
-                    pred.timings = {"prepare_s": round(t_prep, 4), **pred.timings}
-                    out.append(pred)
-                if progress:
-                    progress(len(out), len(sessions))
+        # a batch's heads run while the next batch is prepared (see ahead, gc_pause)
+        with paused_gc(), ahead(len(chunks)) as pool:
+            waiting: tuple | None = None
+            for chunk in [*chunks, None]:
+                job = None
+                if chunk is not None:
+                    t0 = time.perf_counter()
+                    prepared = self.featurizer.prepare(chunk, needs)
+                    job = (prepared, time.perf_counter() - t0,
+                           pool.submit(self.decider.score, prepared, self._heads, heads))
+                if waiting is not None:
+                    out += self._decide(*waiting, heads)
+                    if progress:
+                        progress(len(out), len(sessions))
+                waiting = job
         return out
+
+    def _decide(self, prepared: list[Prepared], t_prep: float, scored: Future,
+                heads: Sequence[str]) -> list[PatternPrediction]:
+        preds = self.decider.decide(prepared, self._heads, self._cascade, self.step,
+                                    self.featurizer, extra_heads=heads, scored=scored.result())
+        for pred in preds:
+            pred.timings = {"prepare_s": round(t_prep, 4), **pred.timings}
+        return preds
 
     def prepare(self, sessions: Sequence[Session], *, retrieve: bool = True,
                 prompts: bool = True) -> list[Prepared]:

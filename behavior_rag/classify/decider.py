@@ -23,6 +23,7 @@ from behavior_rag.evidence import (
     definition_evidence,
     verify,
 )
+from behavior_rag.heads.base import HeadInputs
 from behavior_rag.heads.cascade import CascadeParams, asks, combine
 from behavior_rag.heads.model import HeadOutputs, HeadsModel
 from behavior_rag.phrases import sentence
@@ -51,12 +52,21 @@ class Decider:
             return np.ones(len(stacked), dtype=bool)
         return asks(stacked, cascade)
 
-    def decide(self, prepared: list[Prepared], heads: HeadsModel, cascade: CascadeParams,
-               step: LLMStep, featurizer: Featurizer, *, extra_heads: Sequence[str] = ()
-               ) -> list[PatternPrediction]:
-        fitted = heads.fitted
+    @staticmethod
+    def score(prepared: list[Prepared], heads: HeadsModel, extra_heads: Sequence[str] = ()
+              ) -> tuple[HeadInputs, HeadOutputs]:
+        """The heads' rows and outputs (with contributions from a fitted model); the part of
+        :meth:`decide` that may run in another thread."""
         rows = head_inputs(prepared, history=heads.history)
-        out = heads.predict(rows, explain=fitted, heads=extra_heads)
+        return rows, heads.predict(rows, explain=heads.fitted, heads=extra_heads)
+
+    def decide(self, prepared: list[Prepared], heads: HeadsModel, cascade: CascadeParams,
+               step: LLMStep, featurizer: Featurizer, *, extra_heads: Sequence[str] = (),
+               scored: tuple[HeadInputs, HeadOutputs] | None = None
+               ) -> list[PatternPrediction]:
+        """Predictions of ``prepared`` (``scored``: :meth:`score`'s result, when it ran
+        already)."""
+        rows, out = scored or self.score(prepared, heads, extra_heads)
         ask = self.ask_mask(out.stacked, step, cascade)
         results = step.where(featurizer, prepared, ask)
         odd = heads.domain.check(rows.fact_matrix()) if heads.domain is not None \

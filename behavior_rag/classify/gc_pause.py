@@ -1,12 +1,13 @@
-"""The cyclic garbage collector paused while a batch is classified.
+"""The cyclic garbage collector paused while sessions are classified.
 
-A batch allocates many small objects (facts, evidence, predictions) that live until the batch
-is returned. Each of them counts toward the collector's thresholds, so while a batch ran the
-collector made full passes over every object the process holds, the users' recorded history
-included: measured, a large share of a facts-only batch's time (eval/reports/bench_heads.md).
-Reference counting still frees what a batch drops; the collector resumes when the batch ends,
-so cyclic garbage waits at most one batch. Pauses nest and are shared between threads: the
-collector resumes when the last one ends, and only if it ran before the first began.
+Classifying allocates many small objects (facts, evidence, predictions) that live until their
+batch is explained or the call returns. Each of them counts toward the collector's thresholds,
+so the collector kept making full passes over every object the process holds, the users'
+recorded history included: measured, a large share of a facts-only call's time
+(eval/reports/bench_heads.md). Reference counting still frees what a call drops (a facts-only
+call leaves next to no cycles); the collector resumes when the call ends. Pauses nest and are
+shared between threads: the collector resumes when the last one ends, and only if it ran
+before the first began.
 
 Example:
     >>> import gc

@@ -202,12 +202,15 @@ class FactsHead(Head):
         return bool(self.spec and self.spec.history)
 
     def matrix(self, rows: HeadInputs) -> np.ndarray:
-        key = id(rows)  # predict_proba and contributions read the same rows in a row
-        if self._last is None or self._last[0] != key:
-            x = self.spec.transform(rows.sessions, rows.facts,
-                                    rows.fact_matrix() if self.spec.facts else None)
-            self._last = (key, rows, x)  # rows kept so the id is not reused meanwhile
-        return self._last[2]
+        # predict_proba and contributions read the same rows in a row. Read once and
+        # replaced whole: two threads classifying at once never get each other's matrix.
+        last = self._last
+        if last is not None and last[0] is rows:
+            return last[1]
+        x = self.spec.transform(rows.sessions, rows.facts,
+                                rows.fact_matrix() if self.spec.facts else None)
+        self._last = (rows, x)
+        return x
 
     def fit(self, rows: HeadInputs, y: np.ndarray, folds: Folds) -> np.ndarray:
         self.spec = FeatureSpec.fit(rows.sessions, history=rows.history)
