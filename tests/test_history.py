@@ -133,3 +133,21 @@ def test_cli_fit_records_history_and_fits_history_facts(tmp_path, embed_home):
     assert model.name.startswith("model-") and model.parent == tmp_path / "ix"
     assert read_manifest(model).history
     assert read_manifest(model).heads["facts"].params["spec"]["history"]
+
+
+def test_batches_run_ahead_or_inline_give_the_same_predictions(intent):
+    """Several batches (each batch's heads in a worker while the next is prepared) predict as
+    the same batches one call at a time (inline), evidence and explanations included. (Batches
+    of other sizes may differ in the last bits of a probability: the stack's arithmetic.)"""
+    rag, sp, _, _, _ = intent
+    clf = rag.classifier
+    sessions = sp.test[:60]
+
+    def dumps(preds):
+        return [p.model_dump(exclude={"timings"}) for p in preds]
+
+    ahead = clf.classify_many(sessions, batch=16)
+    inline = [p for i in range(0, len(sessions), 16)
+              for p in clf.classify_many(sessions[i: i + 16])]
+    assert dumps(ahead) == dumps(inline)
+    assert [p.session_id for p in ahead] == [s.session_id for s in sessions]
