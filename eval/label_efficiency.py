@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from behavior_rag.annotate import LabelDesk  # noqa: E402
+from behavior_rag.annotate.desk import llm_labels  # noqa: E402
 from behavior_rag.api import BehaviorRAG  # noqa: E402
 from behavior_rag.evaluation import split_by_user  # noqa: E402
 from behavior_rag.labels import LabelSet, NewLabel  # noqa: E402
@@ -59,7 +60,7 @@ def macro_f1(rag: BehaviorRAG, test) -> float:
 
 
 def fit_on(base: Path, work: Path, home: Path, pool, truth: dict[str, str], chosen: list[str],
-           name: str) -> BehaviorRAG:
+           name: str, dev_seed: int = 0) -> BehaviorRAG:
     """A copy of the unlabelled index, the analyst's labels in its label set, then fit as
     `fit --index` does (latest label per session; dev = 20 % of the labelled users)."""
     path = work / name
@@ -68,12 +69,16 @@ def fit_on(base: Path, work: Path, home: Path, pool, truth: dict[str, str], chos
     rag.labels.add([NewLabel(session_id=s, label=truth[s]) for s in chosen], source="human",
                    who="simulated-analyst")
     labelled = rag.labels.current().apply(pool)
-    sp = split_by_user(labelled, seed=0, dev_frac=0.2, test_frac=0.0)
+    sp = split_by_user(labelled, seed=dev_seed, dev_frac=0.2, test_frac=0.0)
     rag.fit(sp.train, sp.dev)
     return rag
 
 
 def one_seed(seed: int, n: int, home: Path, work: Path) -> dict:
+    """One seed's curve, cached in ``OUT/seed<N>.json`` as soon as it is measured (a later
+    run with the same seed reuses the budgets there and adds what is missing)."""
+    cache = OUT / f"seed{seed}.json"
+    done = json.loads(cache.read_text()) if cache.exists() else {}
     data = generate(n, seed=100 + seed).sessions
     sp = split_by_user(data, seed=seed, dev_frac=0.0, test_frac=0.3)
     pool, test = sp.train, sp.test
@@ -86,6 +91,10 @@ def one_seed(seed: int, n: int, home: Path, work: Path) -> dict:
     desk = LabelDesk(rag.embedder, load_taxonomy("personas"), seed=seed)
     out: dict = {"seed": seed, "pool": len(pool), "test": len(test), "queue": {},
                  "random": {}, "strategies": {}}
+    if all(str(b) in done.get("queue", {}) for b in BUDGETS):
+        out |= {k: {int(b): v for b, v in done[k].items()}
+                for k in ("queue", "random", "strategies")}
+        return finish(out, base, work, home, unlabelled, truth, pool, test, cache)
     order = random.Random(seed).sample([s.session_id for s in pool], len(pool))
     chosen: list[str] = []
     clf = None
@@ -102,32 +111,64 @@ def one_seed(seed: int, n: int, home: Path, work: Path) -> dict:
         out["random"][b] = round(macro_f1(r, test), 4)
         print(f"seed {seed} budget {b}: queue {out['queue'][b]} ({got.strategy}) random "
               f"{out['random'][b]}", flush=True)
-    everything = fit_on(base, work, home, unlabelled, truth, list(truth), f"all{seed}")
+    return finish(out, base, work, home, unlabelled, truth, pool, test, cache)
+
+
+def finish(out: dict, base: Path, work: Path, home: Path, unlabelled, truth, pool, test,
+           cache: Path) -> dict:
+    """All pool labels and the rules alone, then the seed's cache."""
+    everything = fit_on(base, work, home, unlabelled, truth, list(truth), f"all{out['seed']}")
     out["all"] = round(macro_f1(everything, test), 4)
     out["rules"] = rule_labels(pool, load_taxonomy("personas")).report.model_dump()
-    out["queue_labels"] = chosen[:64]
+    OUT.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out, indent=1))
     return out
 
 
-def llm_agreement(home: Path, work: Path, seed: int, labels: list[str], n: int) -> dict:
-    """The embedded LLM's suggestions (zero-shot: the taxonomy's descriptions) on the first
-    ``n`` queue-chosen sessions, against the analyst's (true) labels."""
+
+
+def llm_agreement(home: Path, work: Path, seed: int, n: int) -> dict:
+    """The embedded LLM's suggestions (zero-shot from the taxonomy's descriptions: nothing
+    is labelled yet) for the first ``n`` sessions the queue serves at cold start, against
+    the analyst's (true) labels."""
     from behavior_rag.classify import Classifier
     from behavior_rag.llm.factory import get_llm
 
     data = {s.session_id: s for s in generate(1500, seed=100 + seed).sessions}
-    s = settings(home, llm="local")
+    s = settings(home, llm="local").model_copy(update={"classify": settings(
+        home).classify.model_copy(update={"k_examples": 0})})
     rag = BehaviorRAG(s, work / f"base{seed}")
+    unlabelled = list(rag.sessions.values())
+    order = LabelDesk(rag.embedder, load_taxonomy("personas"), seed=seed).order(
+        unlabelled, LabelSet(), None, n)
     clf = Classifier(rag.index, rag.embedder, get_llm(s), load_taxonomy("personas"),
                      settings=s)
-    sessions = [data[i] for i in labels[:n]]
+    sessions = [data[e.session_id] for e in order.entries]
     t = time.perf_counter()
-    got = clf.llm_many(clf.prepare(sessions, retrieve=False))
-    agree = [g.label == x.label for g, x in zip(got, sessions) if g.label is not None]
-    return {"asked": len(sessions), "answered": len(agree), "agreed": sum(agree),
-            "rate": round(sum(agree) / len(sessions), 4) if sessions else None,
+    got = llm_labels(clf, sessions)
+    said = {x.session_id: x.label for x in got}
+    agreed = sum(said.get(x.session_id) == x.label for x in sessions)
+    return {"asked": len(sessions), "answered": len(got), "agreed": agreed,
+            "rate": round(agreed / len(sessions), 4) if sessions else None,
             "seconds_per_session": round((time.perf_counter() - t) / max(1, len(sessions)), 2),
             "model": s.llm.local_model if hasattr(s.llm, "local_model") else "local"}
+
+
+def stability(home: Path, work: Path, seed: int, b: int = 64, dev_seeds: int = 4) -> dict:
+    """How much `fit` alone moves macro-F1 on the SAME ``b`` random labels: the CLI's dev
+    split (``fit --seed``) drawn ``dev_seeds`` ways."""
+    data = generate(1500, seed=100 + seed).sessions
+    sp = split_by_user(data, seed=seed, dev_frac=0.0, test_frac=0.3)
+    truth = {s.session_id: s.label for s in sp.train}
+    unlabelled = [s.model_copy(update={"label": None}) for s in sp.train]
+    base = work / f"stab{seed}"
+    rag = BehaviorRAG(settings(home), base)
+    rag.index_sessions(unlabelled)
+    rag.save()
+    chosen = random.Random(seed).sample(list(truth), len(truth))[:b]
+    f1 = [round(macro_f1(fit_on(base, work, home, unlabelled, truth, chosen, f"s{seed}-{d}",
+                                dev_seed=d), sp.test), 4) for d in range(dev_seeds)]
+    return {"seed": seed, "labels": b, "macro_f1": f1}
 
 
 def report(runs: list[dict], llm: dict | None) -> str:
@@ -158,12 +199,12 @@ def report(runs: list[dict], llm: dict | None) -> str:
     if llm is not None:
         lines += ["", "## The LLM's suggestions", "",
                   f"The embedded LLM ({llm['model']}, zero-shot from the taxonomy's "
-                  f"descriptions) on the first {llm['asked']} sessions the queue chose: agrees "
-                  f"with the analyst on {llm['agreed']} ({llm['rate']:.0%}); "
-                  f"{llm['seconds_per_session']} s per session on this CPU. The heads fitted "
-                  f"on 64 labels reach macro-F1 {mean('queue', 64):.3f}, so the suggestions "
-                  "earn weight 0 in `fit` (labels/agreement.py): they are shown in the queue "
-                  "as the LLM's, never counted as labels."]
+                  f"descriptions) on the first {llm['asked']} sessions the queue serves at "
+                  f"cold start: agrees with the analyst on {llm['agreed']} "
+                  f"({llm['rate']:.0%}; chance is 1/8); {llm['seconds_per_session']} s per "
+                  "session on this CPU. In `fit` its labels weigh (a − h) / (1 − h) with a its "
+                  "agreement and h the heads' dev accuracy (labels/agreement.py): 0 whenever "
+                  "the heads are right more often than it agrees with you."]
     return "\n".join(lines) + "\n"
 
 
@@ -197,13 +238,21 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1500)
     ap.add_argument("--llm", action="store_true")
     ap.add_argument("--llm-n", type=int, default=32)
+    ap.add_argument("--stability", action="store_true", help="Only: fit the same 64 random "
+                    "labels with several dev splits (writes stability.json).")
     args = ap.parse_args()
     home = ROOT / ".cache" / "test-home"
+    if args.stability:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = [stability(home, Path(tmp), s) for s in range(args.seeds)]
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "stability.json").write_text(json.dumps(out, indent=1))
+        print(json.dumps(out))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         runs = [one_seed(s, args.n, home, work) for s in range(args.seeds)]
-        llm = llm_agreement(home, work, 0, runs[0]["queue_labels"], args.llm_n) \
-            if args.llm else None
+        llm = llm_agreement(home, work, 0, args.llm_n) if args.llm else None
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "result.json").write_text(json.dumps({"runs": runs, "llm": llm}, indent=1))
     (OUT / "report.md").write_text(report(runs, llm))
