@@ -15,15 +15,12 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from behavior_rag.ingest.pseudonym import is_pseudonym
+from behavior_rag.ingest.pseudonym import split_keys
 from behavior_rag.labels.outcomes import label_sessions
 from behavior_rag.labels.targets import load_target
 from behavior_rag.types import Session
@@ -36,31 +33,6 @@ class Split:
     train: list[Session]
     dev: list[Session]
     test: list[Session]
-
-
-def split_keys(sessions: Sequence[Session]) -> dict[str, str]:
-    """user id -> the key the split shuffles: the id itself unless it is a pseudonym, else a
-    hash of the user's recorded events (or aggregates), which any installation computes alike.
-    Users whose records are identical share a key, and so a part."""
-    mine: dict[str, list[Session]] = defaultdict(list)
-    for s in sessions:
-        mine[s.user_id].append(s)
-    keys = {}
-    for user, ss in mine.items():
-        if not is_pseudonym(user):
-            keys[user] = user
-            continue
-        h = hashlib.sha256()
-        for s in sorted(ss, key=_content):
-            h.update(_content(s).encode("utf-8", "surrogatepass") + b"\n")
-        keys[user] = "h:" + h.hexdigest()
-    return keys
-
-
-def _content(s: Session) -> str:
-    ev = [[e.timestamp.isoformat(), e.type, e.item_id, e.category, e.brand, e.price, e.query]
-          for e in s.events]
-    return json.dumps([ev, sorted(s.aggregates.items())], default=str, ensure_ascii=False)
 
 
 def split_by_user(sessions: Sequence[Session], seed: int, dev_frac: float = 0.2,

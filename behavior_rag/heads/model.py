@@ -7,6 +7,11 @@ fitted on those rows plus the dev rows, and the abstain threshold on the stack's
 probabilities of the dev rows. :meth:`HeadsModel.default` is the model of an index nobody
 fitted: the kNN vote alone (label definitions are checked after it, as after any model).
 
+Fitting does not depend on the installation: user ids are keyed pseudonyms (each installation
+has its own key), and ingest orders sessions by them, so the folds group users by
+:func:`~behavior_rag.ingest.pseudonym.split_keys` (what the data records about each user) and
+the rows are fitted in an order set by that key and each session's content.
+
 A fitted model is not changed afterwards: fitting again gives a new one.
 
 Example:
@@ -30,6 +35,7 @@ from behavior_rag.heads.registry import head_class
 from behavior_rag.heads.stack import Metric, Stack
 from behavior_rag.heads.threshold import best_threshold
 from behavior_rag.history import Propensity, UserHistory, history_facts
+from behavior_rag.ingest.pseudonym import session_content, split_keys
 from behavior_rag.types import SessionFacts
 
 DEFAULT_HEADS = ("facts", "embed", "knn")
@@ -66,14 +72,26 @@ class FitStats(BaseModel):
 
 
 def _folds(sessions: Sequence, k: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Grouped K-fold (a user's sessions in one fold), users keyed by :func:`split_keys` so
+    the same data gives the same folds on every installation (GroupKFold breaks ties between
+    groups of equal size by their keys' order)."""
     from sklearn.model_selection import GroupKFold
 
-    users = [s.user_id for s in sessions]
-    k = min(k, len(set(users)))
+    keys = split_keys(sessions)
+    groups = [keys[s.user_id] for s in sessions]
+    k = min(k, len(set(groups)))
     if k < 2:
         raise ConfigError("fitting needs labelled sessions of at least two users",
                           field="train")
-    return list(GroupKFold(k).split(np.zeros(len(users)), groups=users))
+    return list(GroupKFold(k).split(np.zeros(len(groups)), groups=groups))
+
+
+def _portable_order(sessions: Sequence) -> np.ndarray:
+    """Row positions sorted by what the data records (user key, session content, label), not by
+    ids or input order, which follow the installation's pseudonym key."""
+    keys = split_keys(sessions)
+    rank = [(keys[s.user_id], session_content(s), s.label or "") for s in sessions]
+    return np.array(sorted(range(len(rank)), key=rank.__getitem__), dtype=int)
 
 
 def fit_abstain(p: np.ndarray, y: Sequence[str], classes: Sequence[str],
@@ -172,6 +190,9 @@ class HeadsModel:
         classes = list(classes)
         _check_labels(train, classes, "train")
         _check_labels(dev, classes, "dev")
+        # fit in the portable order; the stack's out-of-fold rows go back to the given order
+        order_tr, order_dev = _portable_order(train.sessions), _portable_order(dev.sessions)
+        train, dev = train.subset(order_tr), dev.subset(order_dev)
         folds = _folds(train.sessions)
         y_tr, y_dev = np.array(train.labels), np.array(dev.labels)
         prop, use_history = None, history_covers(history, train, dev)
@@ -193,6 +214,8 @@ class HeadsModel:
         # would drop exactly those, so a two-label model with a threshold always answers.
         abstain = 0.0 if threshold is not None else fit_abstain(dev_p, y_dev, classes,
                                                                 abstain_cost)
+        stack.oof = stack.oof[np.concatenate([np.argsort(order_tr),
+                                              len(order_tr) + np.argsort(order_dev)])]
         model = cls(classes, fitted, stack, abstain_below=abstain, propensity=prop,
                     threshold=threshold, history=use_history,
                     domain=fit_domain(train.sessions, train.facts, dev.sessions, dev.facts))

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -103,6 +105,45 @@ class UserIds:
 
     def sessions(self, sessions: Sequence[Session]) -> list[Session]:
         return [self.session(s) for s in sessions]
+
+
+def split_keys(sessions: Sequence[Session]) -> dict[str, str]:
+    """user id -> a key for it that every installation computes alike: the id itself unless it
+    is a pseudonym, else a hash of the user's recorded events (or aggregates). Splits and
+    cross-validation folds group users by it, so they do not follow the secret pseudonym key
+    (which differs per installation); the key is neither needed nor revealed. Users whose
+    records are identical share a key.
+
+    Example:
+        >>> from behavior_rag.synth import generate
+        >>> ss = generate(20, seed=1).sessions
+        >>> a = UserIds(Settings(ingest={"pseudonym_key": "a"})).sessions(ss)
+        >>> b = UserIds(Settings(ingest={"pseudonym_key": "b"})).sessions(ss)
+        >>> ka, kb = split_keys(a), split_keys(b)
+        >>> [ka[s.user_id] for s in a] == [kb[s.user_id] for s in b]
+        True
+    """
+    mine: dict[str, list[Session]] = defaultdict(list)
+    for s in sessions:
+        mine[s.user_id].append(s)
+    keys = {}
+    for user, ss in mine.items():
+        if not is_pseudonym(user):
+            keys[user] = user
+            continue
+        h = hashlib.sha256()
+        for c in sorted(session_content(s) for s in ss):
+            h.update(c.encode("utf-8", "surrogatepass") + b"\n")
+        keys[user] = "h:" + h.hexdigest()
+    return keys
+
+
+def session_content(s: Session) -> str:
+    """What a session records, without its ids (which follow the pseudonym key): its events'
+    times, types, items, categories, brands, prices, queries and its aggregates, as JSON."""
+    ev = [[e.timestamp.isoformat(), e.type, e.item_id, e.category, e.brand, e.price, e.query]
+          for e in s.events]
+    return json.dumps([ev, sorted(s.aggregates.items())], default=str, ensure_ascii=False)
 
 
 def _installation_key(home: Path) -> bytes:
