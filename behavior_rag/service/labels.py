@@ -39,7 +39,8 @@ from behavior_rag.wire.schemas import LabelRequest, LabelSummary, QueuePage
 
 log = logging.getLogger(__name__)
 NEAR = 50  # nearest sessions searched per queue entry for labelled ones to show
-MAX_SKIPPED = 10_000  # ids passed over with "skip", per service (oldest forgotten first)
+MAX_SKIPPED = 10_000
+WAIT_WARM_S = 10.0  # how long a queue request waits for the warm-up before a 503  # ids passed over with "skip", per service (oldest forgotten first)
 TRUSTED = ("human", "file", "target", "rule")  # a session labelled so leaves the queue
 
 
@@ -106,7 +107,8 @@ class LabelService:
             return True
 
     def queue(self, n: int, detail: int, llm: bool) -> QueuePage:
-        if self.warming():
+        # a small index warms in a second or two: wait for it rather than answer 503 at once
+        if self.warming() and not self._waited(WAIT_WARM_S):
             raise NotReady("the labelling queue is clustering the index's sessions or "
                            "ranking them by the new model; try again in a few seconds",
                            retry_after=self.settings.retry_after_s)
@@ -122,6 +124,13 @@ class LabelService:
                                           session_id=e.session_id, k=NEAR))
                      for e in order.entries[:detail]]
             return QueuePage(order=order, items=items)
+
+    def _waited(self, seconds: float) -> bool:
+        """Whether the warm-up ended within ``seconds``."""
+        warm = self._warm
+        if warm is not None:
+            warm.join(seconds)
+        return warm is None or not warm.is_alive()
 
     def add(self, req: LabelRequest) -> LabelsAdded:
         with self.state.lock.write():

@@ -30,6 +30,7 @@ from functools import partial
 from fastapi import APIRouter, Depends, FastAPI, Query, Response
 
 from behavior_rag.bounds import MAX_ID
+from behavior_rag.errors import ConfigError
 from behavior_rag.live.commit import committer
 from behavior_rag.live.manager import VECTOR_NEEDS, LiveManager
 from behavior_rag.live.models import LiveAnswer, LiveEnd, LiveEvents, LiveList, LiveView
@@ -94,6 +95,17 @@ def install(app: FastAPI, state: ServiceState, slots: ModelSlots,
     """Add the live routes to ``app`` and run their upkeep while it serves."""
     holder = LiveHolder()
     app.state.live = holder
+
+    def recover() -> None:  # part of loading: /readyz turns 200 only once the log is replayed
+        try:
+            holder.manager = build(state)
+        except ConfigError as e:  # an index with nothing to classify with yet (labelling)
+            holder.error = f"live sessions need a model: {e.message}"
+        except Exception as e:  # /v1/live answers 503 naming the type; the rest serves on
+            log.exception("recovering live sessions failed")
+            holder.error = f"recovering live sessions failed ({type(e).__name__}); see the log"
+
+    state.on_load.append(recover)
     _upkeep(app, state, holder)
     auth = key_dependency(settings)
     router = APIRouter(prefix="/v1/live", dependencies=[Depends(auth)] if auth else [],
@@ -240,16 +252,12 @@ def _upkeep(app: FastAPI, state: ServiceState, holder: LiveHolder) -> None:
 
 
 async def _run(state: ServiceState, holder: LiveHolder) -> None:
-    while not state.ready:
+    while not state.ready:  # recovery runs inside the service's load (state.on_load)
         if state.load_error:
-            holder.error = state.load_error
+            holder.error = holder.error or state.load_error
             return
         await asyncio.sleep(0.05)
-    try:
-        holder.manager = await asyncio.to_thread(build, state)
-    except Exception as e:  # /v1/live answers 503 naming the type; details in the log
-        log.exception("recovering live sessions failed")
-        holder.error = f"recovering live sessions failed ({type(e).__name__}); see the log"
+    if holder.manager is None:
         return
     while True:
         await asyncio.sleep(TICK_S)

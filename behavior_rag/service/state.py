@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 from behavior_rag.api import BehaviorRAG
@@ -83,6 +83,8 @@ class ServiceState:
         self.taxonomy: Taxonomy | None = None
         # The local LLM keeps a prompt KV cache between calls: not safe for two threads at once.
         self._llm_lock: threading.Lock | nullcontext = nullcontext()
+        # run at the end of load, before /readyz says ready (e.g. live sessions' recovery)
+        self.on_load: list[Callable[[], None]] = []
 
     def load(self) -> None:
         """Load the index, the embedder and the classifier once, at startup (for /readyz)."""
@@ -97,6 +99,8 @@ class ServiceState:
                 self.taxonomy = clf.taxonomy if clf is not None else self.rag.taxonomy()
                 if clf is not None and clf.llm is not None and not clf.llm.thread_safe:
                     self._llm_lock = threading.Lock()
+            for hook in self.on_load:
+                hook()
             self.ready = True
         except Exception as e:  # reported by /readyz; the process stays up for /healthz
             log.exception("loading the index/models failed")
