@@ -68,7 +68,7 @@ def fit_on(base: Path, work: Path, home: Path, pool, truth: dict[str, str], chos
     rag = BehaviorRAG(settings(home), path)
     rag.labels.add([NewLabel(session_id=s, label=truth[s]) for s in chosen], source="human",
                    who="simulated-analyst")
-    labelled = rag.labels.current().apply(pool)
+    labelled, _ = rag.labels.training(pool)  # exactly what `fit --index` fits on
     sp = split_by_user(labelled, seed=dev_seed, dev_frac=0.2, test_frac=0.0)
     rag.fit(sp.train, sp.dev)
     return rag
