@@ -44,4 +44,4 @@ def test_the_curve_report_has_every_row(tmp_path, embed_home):
     text = out.read_text()
     for k in KS:
         assert f"| first {k} |" in text
-    assert "| prediction point |" in text and "Kept: **" in text
+    assert "| prediction point |" in text and "Kept, as served today: **" in text
