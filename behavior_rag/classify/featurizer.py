@@ -4,7 +4,9 @@ nothing more.
 Facts are always computed (evidence cites them). Rendering, embedding and the index search
 happen only when something needs them: a head that reads vectors or neighbours, similar-session
 voters asked for, or the LLM's few-shot prompt. :attr:`Featurizer.stats` counts what was
-computed, so a facts-only model can be seen to embed nothing.
+computed, so a facts-only model can be seen to embed nothing. Live sessions keep their cut,
+guarded events and facts per appended event and hand them in whole
+(:meth:`Featurizer.prepare_known`): the same rows without a pass over the session.
 
 Example:
     >>> fz = Featurizer(index, embedder, settings)                        # doctest: +SKIP
@@ -28,10 +30,11 @@ from behavior_rag.heads.base import HeadInputs
 from behavior_rag.history import Propensity, UserHistory
 from behavior_rag.index.base import VectorIndex
 from behavior_rag.index.build import encode
-from behavior_rag.labels.targets import Target
+from behavior_rag.labels.targets import InputCut, Target
 from behavior_rag.llm.base import ChatMessage
 from behavior_rag.render import render
 from behavior_rag.retrieve import Example, labelled_neighbors
+from behavior_rag.running_facts import Snapshot
 from behavior_rag.settings import Settings
 from behavior_rag.types import Session, SessionFacts
 
@@ -80,26 +83,57 @@ class Featurizer:
                 *, k: int | None = None) -> list[Prepared]:
         """Facts of ``sessions``; ``vector`` / ``neighbors`` in ``needs``: those too (``k``
         neighbours, default ``classify.knn_k``)."""
-        warnings: list[list[str]] = [[] for _ in sessions]
-        short = [False] * len(sessions)
         if self.target is not None:  # the events after the prediction point never reach us
             sessions = [self.target.input.cut(s, min_events=0) for s in sessions]
-            short = [s.n_events < self.target.min_events for s in sessions]
-            warnings = [[f"nothing before the prediction point ({self.target.input})"] if w
-                        else [] for w in short]
+        cuts = [0] * len(sessions)
         if self.settings.classify.strip_instructions:
             guarded = [guard_session(s) for s in sessions]
-            sessions = [g for g, _ in guarded]
-            warnings = [w + ([f"{n} instruction-like span(s) cut from free text"] if n else [])
-                        for w, (_, n) in zip(warnings, guarded)]
+            sessions, cuts = [g for g, _ in guarded], [n for _, n in guarded]
         tz = self.settings.render.timezone
+        facts = [compute_facts(s, tz=tz) for s in sessions] if self.history is None else None
+        return self._finish(sessions, facts, cuts, needs, k)
+
+    def prepare_known(self, known: Sequence[Snapshot], needs: set[str] | frozenset[str],
+                      *, k: int | None = None) -> list[Prepared]:
+        """:meth:`prepare` for sessions already cut at the target's prediction point and
+        guarded, with their facts (live sessions keep them per appended event,
+        :class:`~behavior_rag.running_facts.RunningFacts`): the same rows, without a pass
+        over the events. Check :meth:`matches` first.
+
+        Example:
+            >>> fz.prepare_known([running.snapshot()], {"facts"})[0].facts   # doctest: +SKIP
+        """
+        return self._finish([s.session for s in known], [s.facts for s in known],
+                            [s.cuts for s in known], needs, k)
+
+    def matches(self, cut: InputCut | None, *, guard: bool, tz: str) -> bool:
+        """Whether sessions cut by ``cut``, guarded or not, with facts in ``tz`` are what
+        :meth:`prepare` would make of them (a refit may have moved the prediction point)."""
+        def real(c: InputCut | None) -> InputCut | None:  # "all" cuts nothing
+            return None if c is None or c.kind == "all" else c
+
+        mine = real(self.target.input) if self.target is not None else None
+        return mine == real(cut) and guard == self.settings.classify.strip_instructions and \
+            tz == self.settings.render.timezone
+
+    def _finish(self, sessions: list[Session], facts: list[SessionFacts] | None,
+                cuts: list[int], needs: set[str] | frozenset[str], k: int | None
+                ) -> list[Prepared]:
+        """Rows of cut, guarded ``sessions`` (``facts`` None: computed here), with their
+        warnings and the users' history facts; vectors / neighbours by ``needs``."""
+        short = [self.target is not None and s.n_events < self.target.min_events
+                 for s in sessions]
+        warnings = [([f"nothing before the prediction point ({self.target.input})"] if b
+                     else []) + ([f"{n} instruction-like span(s) cut from free text"] if n
+                                 else []) for b, n in zip(short, cuts)]
         earlier: list[list[Session]] = [[] for _ in sessions]
-        if self.history is None:
-            facts = [compute_facts(s, tz=tz) for s in sessions]
-        else:  # the history keeps what it read of each earlier session (its digests)
+        if self.history is not None:  # it keeps what it read of each earlier session (digests)
+            tz = self.settings.render.timezone
             both = [self.history.facts(s, self.propensity) for s in sessions]
             earlier = [e for e, _ in both]
-            facts = [compute_facts(s, tz=tz, history=h) for s, (_, h) in zip(sessions, both)]
+            facts = [compute_facts(s, tz=tz, history=h) for s, (_, h) in zip(sessions, both)] \
+                if facts is None else [f.model_copy(update={"history": h})
+                                       for f, (_, h) in zip(facts, both)]
         self.stats.sessions += len(sessions)
         out = [Prepared(s, f, w, e, before_point=b)
                for s, f, w, e, b in zip(sessions, facts, warnings, earlier, short)]
@@ -149,8 +183,10 @@ class Featurizer:
 
 
 def head_inputs(prepared: Sequence[Prepared], *, history: bool = False) -> HeadInputs:
-    """The heads' rows of prepared sessions."""
-    return HeadInputs(
+    """The heads' rows of prepared sessions (built without validation: its parts are
+    validated already, and pydantic would run ``Session``'s order check again on every
+    event — O(session) per call)."""
+    return HeadInputs.model_construct(
         sessions=[p.session for p in prepared], facts=[p.facts for p in prepared],
         vectors=np.array([p.vector for p in prepared])
         if prepared and all(p.vector is not None for p in prepared) else None,

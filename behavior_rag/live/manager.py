@@ -2,12 +2,14 @@
 
 * **Append** (:meth:`LiveManager.append`): checked and journalled in the write-ahead log
   (:mod:`behavior_rag.live.wal`, the commit point of an acknowledged event), then applied.
-* **Score** (:meth:`LiveManager.score`): through the public classifier path (``classify``,
-  e.g. the service's, which honours a fitted model's target cut). Only when the events the
-  model may see changed (:mod:`behavior_rag.live.visibility`): else the answer is a cheap
-  "unchanged". A model that reads vectors or neighbours is re-scored every
-  ``live.rescore_every`` visible events, not per event (an embedding costs ~10x a facts-only
-  prediction; eval/reports/bench_live.md).
+* **Score** (:meth:`LiveManager.score`): from the session's running facts, kept per event
+  (:mod:`behavior_rag.live.scorer`: the batch path's prediction at O(events added), not
+  O(session)); where that does not apply (a model that may ask the LLM, a refit that moved
+  the prediction point) through ``classify`` on the whole session, e.g. the service's. Only
+  when the events the model may see changed (:mod:`behavior_rag.live.visibility`): else the
+  answer is a cheap "unchanged". A model that reads vectors or neighbours is re-scored every
+  ``live.rescore_every`` visible events, not per event (an embedding costs two orders of
+  magnitude more than a facts-only prediction; eval/reports/bench_live.md).
 * **End**: by ``DELETE``, after ``live.gap_minutes`` without an append, or by eviction at
   ``live.max_open``; ended sessions are committed in batches (:mod:`behavior_rag.live.commit`)
   and then the log is rewritten without them.
@@ -33,6 +35,7 @@ from behavior_rag.api import BehaviorRAG
 from behavior_rag.labels.targets import InputCut
 from behavior_rag.live.commit import Commit, committer, merge
 from behavior_rag.live.models import LiveAnswer, LiveList, LiveScore, LiveView
+from behavior_rag.live.scorer import LiveScorer
 from behavior_rag.live.state import Appended, LiveSessions, OpenSession
 from behavior_rag.live.wal import WriteAheadLog
 from behavior_rag.settings import LiveSettings
@@ -49,13 +52,16 @@ class LiveManager:
 
     def __init__(self, settings: LiveSettings, *, gap_minutes: float, classify: Classify,
                  commit: Commit, wal: WriteAheadLog | None = None, cut: InputCut | None = None,
-                 vectors: bool = False) -> None:
+                 vectors: bool = False, scorer: LiveScorer | None = None, tz: str = "UTC",
+                 guard: bool = True) -> None:
         self.settings, self.classify, self.commit, self.wal = settings, classify, commit, wal
+        self.scorer = scorer  # None: every score classifies the whole session
         self.gap_s = 60.0 * (settings.gap_minutes or gap_minutes)
         self.vectors = vectors  # the model reads vectors: re-score at checkpoints
         self.sessions = LiveSessions(max_open=settings.max_open,
                                      max_events=settings.max_events, cut=cut,
-                                     journal=wal.append if wal is not None else None)
+                                     journal=wal.append if wal is not None else None,
+                                     tz=tz, guard=guard)
         self._commit_lock = threading.Lock()
         self.committed = 0  # sessions committed since start
 
@@ -74,7 +80,21 @@ class LiveManager:
                    committer(rag, s.live.on_end),
                    wal=WriteAheadLog(wal_path, fsync=s.live.fsync) if wal_path else None,
                    cut=model.target.input if model is not None and model.target else None,
-                   vectors=bool(rag.classifier.needs() & VECTOR_NEEDS), **kw)
+                   vectors=bool(rag.classifier.needs() & VECTOR_NEEDS),
+                   scorer=LiveScorer(lambda: rag.classifier), tz=s.render.timezone,
+                   guard=s.classify.strip_instructions, **kw)
+
+    @property
+    def cheap(self) -> bool:
+        """Whether a score costs about a millisecond whatever the session's length (a
+        facts-only model on running facts): the service then scores without a thread hop."""
+        return self.scorer is not None and self.scorer.cheap() and self._known()
+
+    def _known(self) -> bool:
+        """Whether the scorer gives the batch path's prediction from running facts."""
+        live = self.sessions
+        return self.scorer is not None and self.scorer.usable(live.cut, guard=live.guard,
+                                                              tz=live.tz)
 
     @property
     def fsync(self) -> bool:
@@ -98,13 +118,17 @@ class LiveManager:
                                                                       bool]:
         """``(score, changed, pending)``: re-scored only if the visible events changed
         (a vector-reading model: by ``rescore_every``, or ``fresh``)."""
-        with self.sessions.lock:
-            prev, visible, events = s.score, s.visible, list(s.events)
         due = self.due(s, fresh=fresh)
         if due != "score":
-            return prev, False, due == "pending"
-        session = Session(session_id=s.session_id, user_id=s.user_id, events=events)
-        score = LiveScore.of(self.classify([session])[0], len(events), visible)
+            return s.score, False, due == "pending"
+        known = self._known()
+        with self.sessions.lock:  # one moment of the session (appends may go on meanwhile)
+            prev, visible, n = s.score, s.visible, len(s.events)
+            snap = s.running.snapshot() if known else None
+            whole = None if known else s.session()
+        pred = self.scorer(snap) if self.scorer is not None and snap is not None else \
+            self.classify([whole])[0]
+        score = LiveScore.of(pred, n, visible)
         with self.sessions.lock:
             if s.score is None or s.score.events <= score.events:
                 s.score = score

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from behavior_rag.labels.targets import InputCut
 from behavior_rag.live.models import EndReason, LiveScore
 from behavior_rag.live.visibility import Visibility
+from behavior_rag.running_facts import RunningFacts
 from behavior_rag.types import Event, Session
 from behavior_rag.wire.errors import BatchTooLarge, InvalidRequest
 
@@ -34,16 +35,19 @@ Journal = Callable[[list[dict]], None]
 
 
 class OpenSession:
-    """One live session: its events, what the model sees of them, and its last score."""
+    """One live session: its events, what the model sees of them (``running``: their facts,
+    kept per event), and its last score."""
 
-    __slots__ = ("session_id", "user_id", "events", "keys", "seen", "touched", "score",
-                 "ended")
+    __slots__ = ("session_id", "user_id", "events", "keys", "seen", "running", "touched",
+                 "score", "ended")
 
-    def __init__(self, session_id: str, user_id: str, cut: InputCut | None) -> None:
+    def __init__(self, session_id: str, user_id: str, cut: InputCut | None, *,
+                 tz: str = "UTC", guard: bool = True) -> None:
         self.session_id, self.user_id = session_id, user_id
         self.events: list[Event] = []
         self.keys: set[int] = set()  # hashes of the events' JSON, for duplicates
         self.seen = Visibility(cut)
+        self.running = RunningFacts(session_id, user_id, tz=tz, guard=guard)
         self.touched = time.monotonic()
         self.score: LiveScore | None = None
         self.ended: EndReason | None = None
@@ -61,7 +65,8 @@ class OpenSession:
         for e in events:
             self.events.append(e)
             self.keys.add(_key(e))
-            self.seen.add(e)
+            if self.seen.add(e):
+                self.running.add(e)
 
 
 def _key(e: Event) -> int:
@@ -83,8 +88,9 @@ class LiveSessions:
     """The open sessions, least recently active first; thread-safe."""
 
     def __init__(self, *, max_open: int, max_events: int, cut: InputCut | None = None,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, tz: str = "UTC", guard: bool = True) -> None:
         self.max_open, self.max_events, self.cut = max_open, max_events, cut
+        self.tz, self.guard = tz, guard  # how the featurizer reads events: running facts too
         self.journal = journal or (lambda records: None)
         self.lock = threading.Lock()
         self._open: OrderedDict[str, OpenSession] = OrderedDict()
@@ -113,7 +119,7 @@ class LiveSessions:
             s = self._open.get(session_id)
             opened = s is None
             if s is None:
-                s = OpenSession(session_id, events[0].user_id, self.cut)
+                s = self._new(session_id, events[0].user_id)
             fresh = self._check(s, events)
             evicted = list(self._oldest(len(self._open) + 1 - self.max_open)) if opened else []
             records = [{"op": "add", "sid": session_id,
@@ -130,6 +136,9 @@ class LiveSessions:
                 self._open.move_to_end(session_id)
             return Appended(s, len(fresh), len(events) - len(fresh), opened and bool(fresh),
                             evicted)
+
+    def _new(self, session_id: str, user_id: str) -> OpenSession:
+        return OpenSession(session_id, user_id, self.cut, tz=self.tz, guard=self.guard)
 
     def _check(self, s: OpenSession, events: Sequence[Event]) -> list[Event]:
         """The events to append (duplicates left out); refuses the whole request on any
@@ -229,7 +238,7 @@ class LiveSessions:
                     continue
                 events = [Event.model_validate(e) for e in r["ev"]]
                 if s is None and events:
-                    s = self._open[sid] = OpenSession(sid, events[0].user_id, self.cut)
+                    s = self._open[sid] = self._new(sid, events[0].user_id)
                 if s is not None:
                     s.add(events)
                     self._open.move_to_end(sid)
