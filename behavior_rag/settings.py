@@ -136,9 +136,10 @@ class ClassifySettings(BaseModel):
     query_max_tokens: int = Field(160, ge=64, description="Token budget of the session to label "
                                   "in the prompt (prompt length drives CPU latency).")
     knn_k: int = Field(15, ge=1, description="Labelled neighbours in the kNN vote.")
-    heads: list[str] = Field(["facts", "embed", "knn"], min_length=1, description="Heads "
-                             "`fit` fits, by registered name (built in: facts, embed, knn, "
-                             "items; plugins add more); the stack keeps those CV chooses.")
+    heads: list[str] = Field(["facts", "forest", "embed", "knn"], min_length=1,
+                             description="Heads `fit` fits, by registered name (built in: "
+                             "facts, forest, embed, knn, items; plugins add more); the stack "
+                             "keeps those CV chooses.")
     mode: Literal["score", "generate"] = Field(
         "score", description="score: label log-probabilities (any backend with logprobs); "
         "generate: structured JSON output, re-asked on validation errors.")

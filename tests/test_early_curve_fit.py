@@ -49,11 +49,6 @@ def test_a_sessions_prefixes_share_its_fold_key_even_without_user_ids(settings):
     assert len({next(iter(k)) for k in by_session.values()}) == len(sessions)
 
 
-@pytest.mark.xfail(strict=True, reason="heads/stack.py calibrates a binary head from log P and "
-                   "log(1 - P) with weights of any sign, fitted mostly on the head's "
-                   "out-of-fold rows; on Taobao prefixes those are below chance and the "
-                   "stack serves the head's reverse (fix: one log-odds column per head, "
-                   "weight >= 0). Remove this mark with that fix.")
 def test_a_model_fitted_on_prefixes_ranks_as_its_head_does(taobao, tmp_path, embed_home):
     target = load_target("purchase")
     sp = split_by_user(label_sessions(taobao.sessions, target).sessions, seed=0)

@@ -53,7 +53,7 @@ def test_fit_reaches_the_personas_and_says_which_heads_decided(fitted):
     preds = rag.classify(sp.test)
     accuracy = np.mean([p.label == s.label for p, s in zip(preds, sp.test)])
     assert accuracy > 0.85  # 8 personas: chance is 1/8
-    assert set(report.chosen) <= {"facts", "embed", "knn"} and report.chosen
+    assert set(report.chosen) <= {"facts", "forest", "embed", "knn"} and report.chosen
     p = preds[0]
     assert p.source == "stack" and p.decided_by == report.chosen and not p.llm_asked
     assert set(p.head_probabilities) == set(report.chosen)  # only the heads it ran
@@ -64,8 +64,8 @@ def test_the_manifest_records_the_heads_cv_chose(fitted):
     rag, report, _, ix = fitted
     man = read_manifest(report.path)
     assert man.chosen == report.chosen == rag.classifier.model.heads.chosen
-    assert len(man.cv_loss) == 7  # every non-empty subset of 3 heads was scored
-    assert set(man.heads) == {"facts", "embed", "knn"}
+    assert len(man.cv_loss) == 15  # every non-empty subset of the 4 heads was scored
+    assert set(man.heads) == {"facts", "forest", "embed", "knn"}
     spec = man.heads["facts"].params["spec"]
     assert spec["facts"] and man.heads["facts"].files == ["facts_gbm.txt"]
     assert man.taxonomy == "shopper-personas"

@@ -147,10 +147,14 @@ def test_a_facts_only_model_embeds_nothing_unless_voters_are_asked(fitted, embed
     assert any(p.voters for p in with_voters)
 
 
-def test_a_model_saved_in_format_1_still_loads(fitted, tmp_path):
+def test_a_model_saved_in_format_1_still_loads(fitted, embed_home, tmp_path):
     """A model folder from before heads were registered (fixed facts / embed / kNN fields)
     gives the same probabilities."""
-    rag, _, sp, ix = fitted
+    _, _, sp, ix = fitted
+    shutil.copytree(ix, tmp_path / "ix")  # format 1 knew three heads: fit those
+    rag = BehaviorRAG(Settings(home=embed_home, embed={"backend": "onnx-int8"},
+                               llm={"backend": "none"}), tmp_path / "ix")
+    rag.fit(sp.train, sp.dev, heads=["facts", "embed", "knn"])
     src = rag.model_path()
     old = tmp_path / "old"
     shutil.copytree(src, old)

@@ -65,3 +65,33 @@ def test_stacker_scores_subsets_by_the_task_metric_in_cross_validation():
     assert st.metric == "auroc" and abs(st.cv_loss["a"] - want) < 1e-9
     with pytest.raises(ConfigError, match="positive"):
         Stack(["buy", "no"], metric="aupr")
+
+
+def test_the_stack_trusts_a_head_more_or_less_but_never_turns_it_round():
+    """Rows where a head ranks below chance (its out-of-fold rows on repeated sessions did)
+    must not make the served score fall as the head's rises."""
+    rng = np.random.default_rng(5)
+    y = np.where(rng.random(600) < 0.2, "buy", "no")
+    s = 1 / (1 + np.exp((y == "buy") * 1.0 + rng.normal(0, 1.0, len(y))))  # reversed signal
+    part = np.stack([s, 1 - s], axis=1)
+    st = Stack(["buy", "no"], "auroc", "buy").fit({"facts": part}, y)
+    grid = np.linspace(0.01, 0.99, 50)
+    served = st.predict_proba({"facts": np.stack([grid, 1 - grid], axis=1)})[:, 0]
+    assert np.all(np.diff(served) >= -1e-12)
+
+
+def test_with_few_labels_the_forest_head_beats_the_boosted_one_in_cv(embed_home):
+    """64 labelled sessions over 8 personas (an analyst's first hour): boosting can barely
+    split; the forest of randomised trees on the same facts is what the stack can use."""
+    from behavior_rag.evaluation import split_by_user
+    from behavior_rag.heads.model import HeadsModel, HeadInputs
+    from behavior_rag.synth import generate
+    from behavior_rag.taxonomy import load_taxonomy
+
+    sp = split_by_user(generate(400, seed=3).sessions, seed=0, dev_frac=0.2, test_frac=0.0)
+    train, dev = sp.train[:51], sp.dev[:13]
+    model, _ = HeadsModel.fit(HeadInputs(sessions=train), HeadInputs(sessions=dev),
+                              load_taxonomy("personas").names, heads=["facts", "forest"])
+    loss = model.stack.cv_loss
+    assert loss["forest"] < loss["facts"] - 0.1
+    assert "forest" in model.chosen

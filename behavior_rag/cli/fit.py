@@ -68,8 +68,8 @@ def fit_cmd(
     llm: Optional[str] = typer.Option(None, "--llm", help="A registered LLM backend: local | "
                                       "vllm | none | a plugin's (`behavior-rag plugins`)."),
     heads: Optional[str] = typer.Option(None, "--heads", help="Comma-separated heads to fit "
-                                        "(default classify.heads: facts,embed,knn; built in "
-                                        "also items; plugins add more: `behavior-rag "
+                                        "(default classify.heads: facts,forest,embed,knn; "
+                                        "built in also items; plugins add more: `behavior-rag "
                                         "plugins`). The stack keeps those CV chooses."),
     cascade: Optional[str] = typer.Option(None, "--cascade", help="always | cascade | never "
                                           "(classify.llm; never: no LLM calls while fitting)."),

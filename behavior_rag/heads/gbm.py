@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -42,6 +42,13 @@ class GBMParams(BaseModel):
     seed: int = 0
     rounds_by_cv: bool = Field(True, description="Choose the number of rounds (up to "
                                "n_estimators) by out-of-fold log-loss when fitting with folds.")
+    boosting: Literal["gbdt", "rf"] = Field("gbdt", description="gbdt: boosted trees; rf: a "
+                                            "random forest (the forest head).")
+    extra_trees: bool = Field(False, description="Random split thresholds (extremely "
+                              "randomised trees).")
+    bagging_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_freq: int = Field(0, ge=0)
+    min_sum_hessian_in_leaf: float = Field(1e-3, ge=0)
 
 
 # Candidate round counts, as shares of n_estimators, for FactsHead.fit_folds.
@@ -72,6 +79,9 @@ class GBM:
                 **({} if k == 2 else {"num_class": k}), "learning_rate": p.learning_rate,
                 "num_leaves": p.num_leaves, "min_data_in_leaf": p.min_data_in_leaf,
                 "feature_fraction": p.feature_fraction, "lambda_l2": p.lambda_l2,
+                "boosting": p.boosting, "extra_trees": p.extra_trees,
+                "bagging_fraction": p.bagging_fraction, "bagging_freq": p.bagging_freq,
+                "min_sum_hessian_in_leaf": p.min_sum_hessian_in_leaf,
                 "num_threads": p.threads, "seed": p.seed, "deterministic": True,
                 "force_col_wise": True, "verbosity": -1}
 

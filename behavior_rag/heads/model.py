@@ -38,7 +38,7 @@ from behavior_rag.history import Propensity, UserHistory, history_facts
 from behavior_rag.ingest.pseudonym import session_content, split_keys
 from behavior_rag.types import SessionFacts
 
-DEFAULT_HEADS = ("facts", "embed", "knn")
+DEFAULT_HEADS = ("facts", "forest", "embed", "knn")
 __all__ = ["DEFAULT_HEADS", "FitStats", "HeadInputs", "HeadOutputs", "HeadsModel"]
 
 

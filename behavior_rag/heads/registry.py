@@ -20,7 +20,8 @@ from behavior_rag.plugins import Registry
 # built in: name -> "module:Class", imported on first use (LightGBM only when asked for)
 HEADS = Registry("behavior_rag.heads", {
     "facts": "behavior_rag.heads.gbm:FactsHead", "embed": "behavior_rag.heads.linear:EmbedHead",
-    "knn": "behavior_rag.heads.knn:KnnHead", "items": "behavior_rag.heads.items:ItemHead"},
+    "knn": "behavior_rag.heads.knn:KnnHead", "items": "behavior_rag.heads.items:ItemHead",
+    "forest": "behavior_rag.heads.forest:ForestHead"},
     what="head", field="heads")
 
 

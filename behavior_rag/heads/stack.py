@@ -1,11 +1,11 @@
-"""The stack: a calibrated multinomial model over the heads' out-of-fold probabilities, with
-the heads it combines chosen by cross-validation.
+"""The stack: a calibrated log-linear pool of the heads' out-of-fold probabilities
+(:func:`fit_pool`), with the heads it combines chosen by cross-validation.
 
 Every non-empty subset of heads is scored by 5-fold cross-validation on the stacking rows, by
 the taxonomy's metric (log-loss, or for binary taxonomies the auPR / auROC of the positive
-class). The best subset only wins over a smaller one if its per-fold advantage is larger than
-one standard error of the paired fold differences (the "one-standard-error rule"): a head that
-only adds noise is left out instead of diluting the ranking on a coin-flip of CV.
+class). The fewest heads whose loss is within one standard error of the best subset's win
+(the "one-standard-error rule", :func:`within_one_se`): a head that only adds noise is left
+out instead of diluting the ranking on a coin-flip of CV.
 
 Example:
     >>> import numpy as np
@@ -45,6 +45,69 @@ class StackSummary(BaseModel):
 def stack_features(parts: Sequence[np.ndarray]) -> np.ndarray:
     """The stack's input: log-probabilities of each head, side by side."""
     return np.hstack([np.log(np.clip(p, EPS, 1.0)) for p in parts])
+
+
+def fit_pool(x: np.ndarray, y: Sequence[str], classes: Sequence[str], l2: float = 1e-3
+             ) -> LinearHead:
+    """The stack's calibrator: a log-linear opinion pool of the heads in ``x`` (their
+    log-probabilities side by side, :func:`stack_features`), ``log p_k = sum_h w_h log
+    p_hk + b_k`` up to normalisation, with one weight ``w_h >= 0`` per head and one bias per
+    label, fitted by log-loss (L-BFGS-B). Returned as the equivalent :class:`LinearHead`.
+
+    Why not a free multinomial regression on those columns: it has labels² weights per head
+    (overfits a few dozen labels) and signs of its own, so it can turn a head round (seen on
+    rows that repeat sessions, where a head's out-of-fold ranking was below chance). A pool
+    can only trust a head more or less, never reverse it.
+
+    Example:
+        >>> y = np.array(["a", "b"] * 20)
+        >>> good = np.where(y[:, None] == np.array(["a", "b"]), 0.7, 0.3)
+        >>> lr = fit_pool(stack_features([good]), y, ["a", "b"])
+        >>> bool(lr.coef[0, 0] > 0), lr.predict_proba(stack_features([good[:1]])).round(1).tolist()
+        (True, [[1.0, 0.0]])
+    """
+    from scipy.optimize import minimize
+
+    classes = list(classes)
+    k = len(classes)
+    logp = np.asarray(x, dtype=float).reshape(len(x), -1, k)  # [rows, heads, labels]
+    h = logp.shape[1]
+    onehot = np.asarray(list(y))[:, None] == np.asarray(classes)[None, :]
+    present = onehot.any(0)
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:h], theta[h:]
+        z = np.einsum("nhk,h->nk", logp, w) + b
+        z -= z.max(1, keepdims=True)
+        logq = z - np.log(np.exp(z).sum(1, keepdims=True))
+        g = (np.exp(logq) - onehot) / len(z)  # d loss / d z
+        value = -(logq * onehot).sum() / len(z) + l2 * (b @ b + w @ w)
+        return value, np.concatenate([np.einsum("nk,nhk->h", g, logp) + 2 * l2 * w,
+                                      g.sum(0) + 2 * l2 * b])
+
+    bounds = [(0.0, None)] * h + [(None, None) if p else (-30.0, -30.0) for p in present]
+    start = np.concatenate([np.ones(h), np.where(present, 0.0, -30.0)])
+    theta = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
+    coef = np.zeros((k, h * k))
+    for j in range(h):
+        coef[np.arange(k), j * k + np.arange(k)] = theta[j]
+    return LinearHead.from_arrays(classes, coef, theta[h:])
+
+
+def within_one_se(losses: np.ndarray, best: np.ndarray) -> bool:
+    """Whether a subset with fold ``losses`` is as good as the best one (fold losses
+    ``best``): its mean loss is within one standard error of the best's (the classic rule of
+    Breiman et al.). Not the paired differences' error: one fold's outlier inflates that, and
+    a subset much worse on average then passed (seen with a few dozen labels).
+
+    Example:
+        >>> best = np.array([0.70, 0.75, 0.72, 0.74, 0.71])
+        >>> close, outlier = best + [0.01, -0.01, 0.02, 0, -0.005], best + [0, 0, 0, 0, 1.2]
+        >>> bool(within_one_se(close, best)), bool(within_one_se(outlier, best))
+        (True, False)
+    """
+    se = best.std(ddof=1) / np.sqrt(len(best)) if len(best) > 1 else 0.0
+    return bool(losses.mean() - best.mean() <= se)
 
 
 class Stack:
@@ -88,8 +151,7 @@ class Stack:
     def _cv(self, x: np.ndarray, y: np.ndarray, folds) -> tuple[np.ndarray, np.ndarray]:
         losses, oof = [], np.zeros((len(y), len(self.classes)))
         for tr, te in folds:
-            lr = LinearHead(self.classes, balanced=False, seed=self.seed).fit(x[tr], y[tr])
-            oof[te] = lr.predict_proba(x[te])
+            oof[te] = fit_pool(x[tr], y[tr], self.classes).predict_proba(x[te])
             losses.append(self._loss(y[te], oof[te]))
         return np.array(losses), oof
 
@@ -103,17 +165,11 @@ class Stack:
                 fold_loss[subset], oof[subset] = self._cv(x, y, folds)
                 self.cv_loss["+".join(subset)] = float(fold_loss[subset].mean())
         best = min(fold_loss, key=lambda s: fold_loss[s].mean())
-        ok = []
-        for subset, losses in fold_loss.items():
-            d = losses - fold_loss[best]  # same folds: paired differences
-            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
-            if d.mean() <= se:
-                ok.append(subset)
+        ok = [s for s, losses in fold_loss.items() if within_one_se(losses, fold_loss[best])]
         # the fewest heads within one SE of the best; among equals, the lowest loss
         chosen = min(ok, key=lambda s: (len(s), fold_loss[s].mean()))
         self.chosen, self.oof = list(chosen), oof[chosen]
-        self.model = LinearHead(self.classes, balanced=False, seed=self.seed).fit(
-            stack_features([parts[n] for n in chosen]), y)
+        self.model = fit_pool(stack_features([parts[n] for n in chosen]), y, self.classes)
         return self
 
     def predict_proba(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
