@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
 from scipy.stats import spearmanr
 
 from behavior_rag import BehaviorRAG, Settings

@@ -84,7 +84,7 @@ def test_with_few_labels_the_forest_head_beats_the_boosted_one_in_cv(embed_home)
     """64 labelled sessions over 8 personas (an analyst's first hour): boosting can barely
     split; the forest of randomised trees on the same facts is what the stack can use."""
     from behavior_rag.evaluation import split_by_user
-    from behavior_rag.heads.model import HeadsModel, HeadInputs
+    from behavior_rag.heads.model import HeadInputs, HeadsModel
     from behavior_rag.synth import generate
     from behavior_rag.taxonomy import load_taxonomy
 
