@@ -5,7 +5,8 @@ Every non-empty subset of heads is scored by 5-fold cross-validation on the stac
 the taxonomy's metric (log-loss, or for binary taxonomies the auPR / auROC of the positive
 class). The fewest heads whose loss is within one standard error of the best subset's win
 (the "one-standard-error rule", :func:`within_one_se`): a head that only adds noise is left
-out instead of diluting the ranking on a coin-flip of CV.
+out instead of diluting the ranking on a coin-flip of CV, and a subset much worse on average
+is not kept because one fold happened to favour it.
 
 Example:
     >>> import numpy as np
@@ -96,9 +97,10 @@ def fit_pool(x: np.ndarray, y: Sequence[str], classes: Sequence[str], l2: float 
 
 def within_one_se(losses: np.ndarray, best: np.ndarray) -> bool:
     """Whether a subset with fold ``losses`` is as good as the best one (fold losses
-    ``best``): its mean loss is within one standard error of the best's (the classic rule of
-    Breiman et al.). Not the paired differences' error: one fold's outlier inflates that, and
-    a subset much worse on average then passed (seen with a few dozen labels).
+    ``best``): not worse on the same folds by more than one standard error of the paired
+    differences, and its mean within one standard error of the best's (the classic rule).
+    Both, because a fold's outlier inflates the paired error and a subset much worse on
+    average then passed the first alone (seen with a few dozen labels).
 
     Example:
         >>> best = np.array([0.70, 0.75, 0.72, 0.74, 0.71])
@@ -106,8 +108,12 @@ def within_one_se(losses: np.ndarray, best: np.ndarray) -> bool:
         >>> bool(within_one_se(close, best)), bool(within_one_se(outlier, best))
         (True, False)
     """
-    se = best.std(ddof=1) / np.sqrt(len(best)) if len(best) > 1 else 0.0
-    return bool(losses.mean() - best.mean() <= se)
+    d = losses - best  # same folds: paired differences
+    if len(d) < 2:
+        return bool(d.mean() <= 0)
+    se_paired = d.std(ddof=1) / np.sqrt(len(d))
+    se_best = best.std(ddof=1) / np.sqrt(len(best))
+    return bool(d.mean() <= min(se_paired, se_best))
 
 
 class Stack:
