@@ -29,10 +29,12 @@ from behavior_rag.heads.gbm import FactsHead, GBMParams
 
 
 def forest_params(seed: int = 0) -> GBMParams:
-    """Fully grown (up to 31 leaves, one row per leaf) randomised trees, each on 63 % of the
-    rows (drawn without replacement) and 60 % of the features: the usual random-forest recipe
-    in LightGBM's terms."""
-    return GBMParams(boosting="rf", extra_trees=True, n_estimators=300, num_leaves=31,
+    """100 fully grown (up to 31 leaves, one row per leaf) randomised trees, each on 63 % of
+    the rows (drawn without replacement) and 60 % of the features: the usual random-forest
+    recipe in LightGBM's terms. 100 rather than 300 trees: TreeSHAP for the evidence costs
+    in proportion to the trees (300 made a facts + forest model 8x slower to classify than
+    facts alone on Taobao), and 300 gained 0.005 macro-F1 at 64 labels, within the noise."""
+    return GBMParams(boosting="rf", extra_trees=True, n_estimators=100, num_leaves=31,
                      min_data_in_leaf=1, min_sum_hessian_in_leaf=0.0, lambda_l2=0.0,
                      feature_fraction=0.6, bagging_fraction=0.632, bagging_freq=1,
                      rounds_by_cv=False, seed=seed)
