@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "behavior_rag"
 LAYERS: list[set[str]] = [
     {"types", "errors", "settings", "resources", "atomic", "bounds", "faults", "plugins"},
     {"ingest", "facts", "history", "tokens", "guard", "predicates", "taxonomy", "synth",
-     "fusion"},
+     "fusion", "running_facts"},  # running_facts: the facts of a live session, per event
     {"render", "phrases", "evidence"},
     {"embed", "index", "vectors"},
     {"retrieve", "prompts"},
