@@ -60,12 +60,15 @@ def macro_f1(rag: BehaviorRAG, test) -> float:
 
 
 def fit_on(base: Path, work: Path, home: Path, pool, truth: dict[str, str], chosen: list[str],
-           name: str, dev_seed: int = 0) -> BehaviorRAG:
-    """A copy of the unlabelled index, the analyst's labels in its label set, then fit as
-    `fit --index` does (latest label per session; dev = 20 % of the labelled users)."""
+           name: str, dev_seed: int = 0, rules: list[NewLabel] = ()) -> BehaviorRAG:
+    """A copy of the unlabelled index, the analyst's labels in its label set (after the
+    rules' labels, when given: `label --rules` first), then fit as `fit --index` does (latest
+    label per session; dev = 20 % of the labelled users)."""
     path = work / name
     shutil.copytree(base, path)
     rag = BehaviorRAG(settings(home), path)
+    if rules:
+        rag.labels.add(rules, source="rule", who="rules")
     rag.labels.add([NewLabel(session_id=s, label=truth[s]) for s in chosen], source="human",
                    who="simulated-analyst")
     labelled, _ = rag.labels.training(pool)  # exactly what `fit --index` fits on
@@ -74,7 +77,7 @@ def fit_on(base: Path, work: Path, home: Path, pool, truth: dict[str, str], chos
     return rag
 
 
-def one_seed(seed: int, n: int, home: Path, work: Path) -> dict:
+def one_seed(seed: int, n: int, home: Path, work: Path, with_rules: bool = False) -> dict:
     """One seed's curve, cached in ``OUT/seed<N>.json`` as soon as it is measured (a later
     run with the same seed reuses the budgets there and adds what is missing)."""
     cache = OUT / f"seed{seed}.json"
@@ -89,25 +92,30 @@ def one_seed(seed: int, n: int, home: Path, work: Path) -> dict:
     rag.index_sessions(unlabelled)
     rag.save()
     desk = LabelDesk(rag.embedder, load_taxonomy("personas"), seed=seed)
+    # `label --rules` first (both arms): the sessions where exactly one definition holds
+    rules = rule_labels(unlabelled, load_taxonomy("personas")).labels if with_rules else []
+    ruled = {r.session_id for r in rules}
     out: dict = {"seed": seed, "pool": len(pool), "test": len(test), "queue": {},
                  "random": {}, "strategies": {}}
     if all(str(b) in done.get("queue", {}) for b in BUDGETS):
         out |= {k: {int(b): v for b, v in done[k].items()}
                 for k in ("queue", "random", "strategies")}
         return finish(out, base, work, home, unlabelled, truth, pool, test, cache)
-    order = random.Random(seed).sample([s.session_id for s in pool], len(pool))
+    order = random.Random(seed).sample([s.session_id for s in pool if s.session_id not in
+                                        ruled], len(pool) - len(ruled))
     chosen: list[str] = []
     clf = None
     for b in BUDGETS:
-        got = desk.order(unlabelled, LabelSet().append(
+        got = desk.order(unlabelled, LabelSet().append(rules, source="rule", who="rules").append(
             [NewLabel(session_id=s, label=truth[s]) for s in chosen], source="human",
             who="sim"), clf, b - len(chosen))
         out["strategies"][b] = got.strategy
         chosen += [e.session_id for e in got.entries]
-        fitted = fit_on(base, work, home, unlabelled, truth, chosen, f"q{seed}-{b}")
+        fitted = fit_on(base, work, home, unlabelled, truth, chosen, f"q{seed}-{b}",
+                        rules=rules)
         out["queue"][b] = round(macro_f1(fitted, test), 4)
         clf = fitted.classifier
-        r = fit_on(base, work, home, unlabelled, truth, order[:b], f"r{seed}-{b}")
+        r = fit_on(base, work, home, unlabelled, truth, order[:b], f"r{seed}-{b}", rules=rules)
         out["random"][b] = round(macro_f1(r, test), 4)
         print(f"seed {seed} budget {b}: queue {out['queue'][b]} ({got.strategy}) random "
               f"{out['random'][b]}", flush=True)
@@ -237,11 +245,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--n", type=int, default=1500)
     ap.add_argument("--llm", action="store_true")
+    ap.add_argument("--with-rules", action="store_true", help="Both arms start from the "
+                    "rules' labels (`label --rules` first); writes label_efficiency/with_rules/.")
     ap.add_argument("--llm-n", type=int, default=32)
     ap.add_argument("--stability", action="store_true", help="Only: fit the same 64 random "
                     "labels with several dev splits (writes stability.json).")
     args = ap.parse_args()
     home = ROOT / ".cache" / "test-home"
+    if args.with_rules:
+        global OUT
+        OUT = OUT / "with_rules"
     if args.stability:
         with tempfile.TemporaryDirectory() as tmp:
             out = [stability(home, Path(tmp), s) for s in range(args.seeds)]
@@ -251,7 +264,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        runs = [one_seed(s, args.n, home, work) for s in range(args.seeds)]
+        runs = [one_seed(s, args.n, home, work, args.with_rules) for s in range(args.seeds)]
         llm = llm_agreement(home, work, 0, args.llm_n) if args.llm else None
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "result.json").write_text(json.dumps({"runs": runs, "llm": llm}, indent=1))
