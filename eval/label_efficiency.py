@@ -68,7 +68,7 @@ def fit_on(base: Path, work: Path, home: Path, pool, truth: dict[str, str], chos
     shutil.copytree(base, path)
     rag = BehaviorRAG(settings(home), path)
     if rules:
-        rag.labels.add(rules, source="rule", who="rules")
+        rag.labels.add(rules, source="rule", who="rules", protect=True)  # as `label --rules`
     rag.labels.add([NewLabel(session_id=s, label=truth[s]) for s in chosen], source="human",
                    who="simulated-analyst")
     labelled, _ = rag.labels.training(pool)  # exactly what `fit --index` fits on
@@ -77,10 +77,11 @@ def fit_on(base: Path, work: Path, home: Path, pool, truth: dict[str, str], chos
     return rag
 
 
-def one_seed(seed: int, n: int, home: Path, work: Path, with_rules: bool = False) -> dict:
-    """One seed's curve, cached in ``OUT/seed<N>.json`` as soon as it is measured (a later
+def one_seed(seed: int, n: int, home: Path, work: Path, with_rules: bool = False,
+             out_dir: Path = OUT) -> dict:
+    """One seed's curve, cached in ``out_dir/seed<N>.json`` as soon as it is measured (a later
     run with the same seed reuses the budgets there and adds what is missing)."""
-    cache = OUT / f"seed{seed}.json"
+    cache = out_dir / f"seed{seed}.json"
     done = json.loads(cache.read_text()) if cache.exists() else {}
     data = generate(n, seed=100 + seed).sessions
     sp = split_by_user(data, seed=seed, dev_frac=0.0, test_frac=0.3)
@@ -128,7 +129,7 @@ def finish(out: dict, base: Path, work: Path, home: Path, unlabelled, truth, poo
     everything = fit_on(base, work, home, unlabelled, truth, list(truth), f"all{out['seed']}")
     out["all"] = round(macro_f1(everything, test), 4)
     out["rules"] = rule_labels(pool, load_taxonomy("personas")).report.model_dump()
-    OUT.mkdir(parents=True, exist_ok=True)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(out, indent=1))
     return out
 
@@ -252,9 +253,7 @@ def main() -> None:
                     "labels with several dev splits (writes stability.json).")
     args = ap.parse_args()
     home = ROOT / ".cache" / "test-home"
-    if args.with_rules:
-        global OUT
-        OUT = OUT / "with_rules"
+    out_dir = OUT / "with_rules" if args.with_rules else OUT
     if args.stability:
         with tempfile.TemporaryDirectory() as tmp:
             out = [stability(home, Path(tmp), s) for s in range(args.seeds)]
@@ -264,11 +263,12 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        runs = [one_seed(s, args.n, home, work, args.with_rules) for s in range(args.seeds)]
+        runs = [one_seed(s, args.n, home, work, args.with_rules, out_dir)
+                for s in range(args.seeds)]
         llm = llm_agreement(home, work, 0, args.llm_n) if args.llm else None
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "result.json").write_text(json.dumps({"runs": runs, "llm": llm}, indent=1))
-    (OUT / "report.md").write_text(report(runs, llm))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "result.json").write_text(json.dumps({"runs": runs, "llm": llm}, indent=1))
+    (out_dir / "report.md").write_text(report(runs, llm))
     print(report(runs, llm))
 
 

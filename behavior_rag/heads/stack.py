@@ -117,7 +117,7 @@ def within_one_se(losses: np.ndarray, best: np.ndarray) -> bool:
 
 
 class Stack:
-    """Chooses heads by CV (one-SE rule) and calibrates them with a multinomial LR."""
+    """Chooses heads by CV (one-SE rule) and pools them (:func:`fit_pool`)."""
 
     def __init__(self, classes: Sequence[str], metric: Metric = "log_loss",
                  positive: str | None = None, seed: int = 0, folds: int = 5) -> None:
