@@ -30,7 +30,7 @@ from behavior_rag.fitting import FitReport, IndexInfo, fit_model
 from behavior_rag.heads.store import load_model, model_taxonomy, save_model
 from behavior_rag.history import UserHistory
 from behavior_rag.index.base import Filter, VectorIndex
-from behavior_rag.index.build import UpsertReport, rebuild, upsert_sessions
+from behavior_rag.index.build import UpsertReport, upsert_sessions, with_hybrid
 from behavior_rag.index.factory import create_index, open_index
 from behavior_rag.index.folder import IndexFolder
 from behavior_rag.index.reembed import recorded_model
@@ -40,7 +40,7 @@ from behavior_rag.ingest.store import SessionStore
 from behavior_rag.labels.book import LabelBook
 from behavior_rag.labels.targets import Target
 from behavior_rag.llm.factory import get_llm
-from behavior_rag.profile import build_profile
+from behavior_rag.profile import build_profile, user_sessions
 from behavior_rag.retrieve import Neighbor, similar
 from behavior_rag.settings import ClassifySettings, EmbedSettings, Settings, default_settings
 from behavior_rag.taxonomy import Taxonomy, load_taxonomy
@@ -252,13 +252,8 @@ class BehaviorRAG:
         """
 
         user_id = self.user_ids(user_id)
-        if sessions is not None:
-            sessions = self.user_ids.sessions(sessions)
-            mine = [s for s in sessions if s.user_id == user_id]
-            every = [s.end for s in sessions if s.events]
-            now = max(every) if every else None
-        else:
-            mine, now = self.sessions.of_user(user_id), self.sessions.last_event()
+        mine, now = user_sessions(user_id, None if sessions is None else
+                                  self.user_ids.sessions(sessions), self.sessions)
         preds = self.classify_many(mine) if patterns and mine else None
         llm = None
         if use_llm:  # the LLM alone: no index, model or history to load for it
@@ -353,17 +348,12 @@ class BehaviorRAG:
     def _use_hybrid(self, spec: HybridSpec) -> None:
         """Make vectors as ``spec`` says: set on an empty index, else rebuild the index from
         its kept sessions (texts come from the embedding cache)."""
-        if not len(self.index):
-            self.index.set_hybrid(spec)
-            return
-        kept = [s for s in self.sessions.values() if self.index.get(s.session_id)]
-        if len(kept) < len(self.index):
-            raise ConfigError(f"{len(self.index) - len(kept)} indexed sessions have no kept "
-                              "events to rebuild hybrid vectors from: index them again",
-                              field="hybrid", file=str(self.index_path))
-        self._index = rebuild(self.index, self.embedder, kept,
-                              hybrid=spec, settings=self.settings)
-        self._classifier = None  # it holds the old index
+        old = self.index
+        kept = [s for s in self.sessions.values() if old.get(s.session_id)] if len(old) else []
+        self._index = with_hybrid(old, self.embedder, kept, spec, settings=self.settings,
+                                  where=str(self.index_path))
+        if self._index is not old:
+            self._classifier = None  # it holds the old index
 
     @overload
     def classify(self, session: Session, *, voters: bool = False) -> PatternPrediction: ...

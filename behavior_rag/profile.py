@@ -299,6 +299,24 @@ def _llm_claims(llm: LLMBackend, facts: dict[str, ProfileFact]
     return list(kept.values()), dropped, None
 
 
+def user_sessions(user_id: str, sessions: Sequence[Session] | None, store
+                  ) -> tuple[list[Session], datetime | None]:
+    """``user_id``'s sessions and the profile's "now" (the last event seen): from ``sessions``
+    when given, else from ``store`` (a :class:`~behavior_rag.ingest.store.SessionStore`).
+
+    Example:
+        >>> from behavior_rag.synth import generate
+        >>> s = generate(3, seed=1).sessions
+        >>> mine, now = user_sessions(s[0].user_id, s, store=None)
+        >>> mine[0].user_id == s[0].user_id and now is not None
+        True
+    """
+    if sessions is None:
+        return store.of_user(user_id), store.last_event()
+    every = [s.end for s in sessions if s.events]
+    return [s for s in sessions if s.user_id == user_id], max(every) if every else None
+
+
 def build_profile(user_id: str, sessions: Sequence[Session], *, llm: LLMBackend | None = None,
                   predictions: Sequence[PatternPrediction] | None = None,
                   now: datetime | None = None) -> UserProfile:

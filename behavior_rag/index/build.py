@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from behavior_rag.embed.base import Embedder, Progress
+from behavior_rag.errors import ConfigError
 from behavior_rag.facts import compute_facts
 from behavior_rag.index.base import EmbedderMismatch, SessionMeta, VectorIndex, session_key
 from behavior_rag.render import render
@@ -104,3 +105,19 @@ def rebuild(index: VectorIndex, embedder: Embedder, sessions: Sequence[Session],
         upsert_sessions(new, embedder, group, settings=settings, split=split,
                         store_text=True, progress=progress)
     return new
+
+
+def with_hybrid(index: VectorIndex, embedder: Embedder, kept: Sequence[Session],
+                spec: HybridSpec, *, settings: Settings | None = None, where: str = ""
+                ) -> VectorIndex:
+    """``index`` with vectors made as ``spec`` says: set on an empty index (the same object),
+    else a new index rebuilt from ``kept``, the indexed sessions whose events were kept
+    (texts come from the embedding cache)."""
+    if not len(index):
+        index.set_hybrid(spec)
+        return index
+    if len(kept) < len(index):
+        raise ConfigError(f"{len(index) - len(kept)} indexed sessions have no kept events to "
+                          "rebuild hybrid vectors from: index them again", field="hybrid",
+                          file=where)
+    return rebuild(index, embedder, kept, hybrid=spec, settings=settings)
