@@ -68,7 +68,7 @@ class Discovery(BaseModel):
     clusters: list[Cluster]
     assignments: dict[str, str] = Field(description="session id -> cluster name")
 
-def _kmeans(x: np.ndarray, k: int, seed: int, restarts: int = N_RESTARTS):
+def spherical_kmeans(x: np.ndarray, k: int, seed: int, restarts: int = N_RESTARTS):
     """Spherical k-means (FAISS) from k-means++ seeds, the best of ``restarts`` runs by
     objective (summed cosine to the centroid). Why restarts: single runs vary with the seed
     (ARI 0.56-0.75 on the synthetic personas' tuned + hybrid vectors) and the objective
@@ -91,6 +91,13 @@ def _kmeans(x: np.ndarray, k: int, seed: int, restarts: int = N_RESTARTS):
         if best is None or score > best[0]:
             best = (score, km.centroids, assign[:, 0])
     return best[1], best[2]
+
+def cluster_rows(sessions: Sequence[Session], embedder, *, settings=None,
+                 features: Literal["both", "embedding", "facts"] = "both",
+                 hybrid: HybridSpec | None = None) -> np.ndarray:
+    """The L2-normalised rows discover clusters ``sessions`` by (see :func:`_features`);
+    the labelling queue's clusters use the same."""
+    return _features(sessions, fact_rows(sessions), embedder, features, settings, hybrid)
 
 def _features(sessions, facts, embedder, features: str, settings,
               hybrid: HybridSpec | None) -> np.ndarray:
@@ -213,7 +220,7 @@ def discover(sessions: Sequence[Session], embedder, *, k: int | None = None,
     sample = rng.choice(len(x), size=min(silhouette_sample, len(x)), replace=False)
     best, scores = None, {}
     for kk in ks:
-        cent, assign = _kmeans(x, kk, seed)
+        cent, assign = spherical_kmeans(x, kk, seed)
         if len(set(assign.tolist())) < 2:
             continue
         sc = float(silhouette_score(x[sample], assign[sample], metric="cosine"))

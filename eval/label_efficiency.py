@@ -4,9 +4,10 @@ Synthetic personas: the pool (training users' sessions) is indexed unlabelled, a
 sessions are; held-out users are the test set. A simulated analyst answers each queued session
 with its true label. Per budget (16/32/64/128/256 labels):
 
-* **queue**: what ``/v1/labels/queue`` serves (:class:`behavior_rag.annotate.LabelDesk`):
-  cluster representatives for the first 16, then after each fit the model's least-sure
-  sessions spread across clusters, up to the next budget;
+* **queue**: what ``/v1/labels/queue`` serves (:class:`behavior_rag.annotate.LabelDesk`,
+  TypiClust): the most typical session of each unlabelled cluster for the first 16, then
+  after each fit the model's least-sure session of each cluster with the fewest labels, up
+  to the next budget;
 * **random**: a random sample of the pool of the same size (nested across budgets).
 
 Each fit is what `behavior-rag fit --index IDX` does with the label set: the latest label per

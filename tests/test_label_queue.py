@@ -1,5 +1,5 @@
-"""The labelling queue: its active-learning order (cluster representatives at cold start, the
-model's least-sure sessions spread over clusters once fitted), the JSON API (auth, refusals,
+"""The labelling queue: its active-learning order (TypiClust: the most typical session of each
+unlabelled cluster at cold start, the model's least-sure session of each cluster once fitted), the JSON API (auth, refusals,
 who/when recorded), a label that survives a SIGKILL of the server once acknowledged, and the
 web view's keyboard flow and CSRF protection in a real browser."""
 
@@ -15,16 +15,12 @@ import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from behavior_rag.annotate import LabelDesk
 from behavior_rag.annotate.desk import quiet
-from behavior_rag.annotate.queue import (
-    CANDIDATES,
-    least_sure_order,
-    margin,
-    representative_order,
-)
+from behavior_rag.annotate.queue import MIN_CLUSTER, cluster_picks, margin, typicality
 from behavior_rag.api import BehaviorRAG
 from behavior_rag.labels import LabelSet, NewLabel
 from behavior_rag.settings import Settings
@@ -33,22 +29,32 @@ from behavior_rag.synth import generate
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_least_sure_first_spread_over_clusters():
-    margins = {"a1": 0.01, "a2": 0.02, "a3": 0.03, "b1": 0.05, "c1": 0.9}
-    clusters = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "c1": "C"}
-    got = [e.session_id for e in least_sure_order(margins, clusters, 3)]
-    # the least sure first; then the other clusters before A's near-duplicates
-    assert got == ["a1", "b1", "c1"]
+def test_picks_go_to_clusters_with_fewest_labels_larger_first():
+    assign = np.array([0] * 8 + [1] * 6 + [2] * 3)  # cluster 2 is an outlier (< MIN_CLUSTER)
+    score = np.arange(17, dtype=float)
+    labelled = np.zeros(17, bool)
+    labelled[13] = True  # cluster 1 has a label
+    got = cluster_picks(assign, score, labelled, 4)
+    # the unlabelled cluster's best first; a pick counts as a label, so then the larger of
+    # two clusters with one label each (0), then the one with fewer (1); the outlier
+    # cluster only once nothing else is left
+    assert got == [7, 6, 12, 5]
+    assert 3 < MIN_CLUSTER
+    got = cluster_picks(assign, score, labelled, 17)
+    assert sorted(got) == sorted(set(range(17)) - {13}) and got[-3:] == [16, 15, 14]
+    skip = np.zeros(17, bool)
+    skip[7] = True
+    assert cluster_picks(assign, score, labelled, 1, skip) == [6]
 
 
-def test_cold_start_takes_representatives_round_by_round():
-    reps = {"big": ["b1", "b2"], "small": ["s1", "s2"]}
-    members = {"big": ["b1", "b2", "b3", "b4"], "small": ["s1", "s2"]}
-    got = [e.session_id for e in representative_order(reps, members, 5)]
-    assert got[:4] == ["b1", "s1", "b2", "s2"] and got[4] in {"b3", "b4"}
-    # a labelled representative keeps its round: its cluster was covered there
-    got = [e.session_id for e in representative_order(reps, members, 2, done={"b1"})]
-    assert got == ["s1", "b2"]
+def test_typicality_prefers_the_dense_middle_of_a_cluster():
+    rng = np.random.default_rng(0)
+    core = rng.normal([1.0, 0.0, 0.0], 0.05, size=(30, 3))
+    stray = np.array([[0.6, 0.8, 0.0]])
+    x = np.vstack([core, stray])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    t = typicality(x, np.zeros(len(x), int))
+    assert t.argmin() == 30 and t[:30].min() > 2 * t[30]
 
 
 def _settings(home, **kw) -> Settings:
@@ -72,13 +78,17 @@ def test_once_fitted_the_queue_starts_with_the_least_sure_session(fitted, embed_
     assert order.strategy == "least_sure_by_cluster" and len(order.entries) == 8
     by_model = {p.session_id: margin(p.probabilities)
                 for p in quiet(clf).classify_many(pool)}
-    first = order.entries[0]
-    assert first.session_id in by_model  # never a labelled session
-    assert first.margin == pytest.approx(min(by_model.values()), abs=1e-4)
-    # every entry is among the least-sure candidates, and more than one cluster is asked
-    cut = sorted(by_model.values())[min(8 * CANDIDATES, len(by_model)) - 1]
-    assert all(e.margin <= cut + 1e-4 for e in order.entries)
-    assert len({e.cluster for e in order.entries}) > 1
+    assert all(e.session_id in by_model for e in order.entries)  # never a labelled one
+    margins = [e.margin for e in order.entries]
+    assert margins == sorted(margins)  # the batch is served least sure first
+    # one entry per cluster: each is its cluster's least-sure unlabelled session
+    assign, _ = desk.fine(desk.pool(list(rag.sessions.values())), order.clusters)
+    ids = [x.session_id for x in desk.pool(list(rag.sessions.values()))]
+    cluster = dict(zip(ids, assign))
+    assert len({cluster[e.session_id] for e in order.entries}) == 8
+    for e in order.entries:
+        mates = [m for m in by_model if cluster[m] == cluster[e.session_id]]
+        assert e.margin == pytest.approx(min(by_model[m] for m in mates), abs=1e-4)
 
 
 def _port() -> int:
@@ -161,7 +171,7 @@ def test_queue_api_cold_start_labels_refusals_and_a_sigkill(served):
     assert httpx.get(served.url + "/v1/labels/queue", timeout=30).status_code == 401
     page = served.get("/v1/labels/queue", params={"n": 5, "detail": 1}).json()
     order = page["order"]
-    assert order["strategy"] == "cluster_representatives" and "cluster" in order["why"]
+    assert order["strategy"] == "typical_by_cluster" and "typical" in order["why"]
     ids = [e["session_id"] for e in order["entries"]]
     assert len(ids) == len(set(ids)) == 5
     item = page["items"][0]

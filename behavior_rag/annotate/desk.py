@@ -4,14 +4,15 @@ efficiency eval ask for — the next sessions to label in active-learning order
 model's prediction with evidence and nearest labelled sessions, and suggested labels from the
 model, the rules and the LLM, each marked with where it came from.
 
-The clusters are computed once per set of sessions (discover over the index's sessions, at
-most ``max_pool`` of them, seeded) and the model's margins once per model: adding labels only
-takes sessions out of the queue, so both stay valid until the next ``fit``.
+Three things are cached: discover's clusters of the index's sessions (at most ``max_pool``
+of them, seeded; their names are what an entry shows), the queue's own clusters (as many as
+labels, rounded up to a power of two: recomputed when the labels double) with each session's
+typicality, and the model's margins (once per model, until the next ``fit``).
 
 Example:
     >>> desk = LabelDesk(embedder, taxonomy)                               # doctest: +SKIP
     >>> desk.order(sessions, labelset, classifier, n=16).strategy          # doctest: +SKIP
-    'cluster_representatives'
+    'typical_by_cluster'
 """
 
 from __future__ import annotations
@@ -21,18 +22,20 @@ import threading
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from behavior_rag.annotate.queue import (
     WHY,
     QueueEntry,
     QueueOrder,
-    least_sure_order,
+    cluster_picks,
     margin,
-    representative_order,
+    n_clusters,
+    typicality,
 )
 from behavior_rag.classify import Classifier, LLMResult
-from behavior_rag.discover import Discovery, discover
+from behavior_rag.discover import Discovery, cluster_rows, discover, spherical_kmeans
 from behavior_rag.errors import ConfigError
 from behavior_rag.labels.labelset import LabelEvent, LabelSet, NewLabel
 from behavior_rag.labels.rules import holding
@@ -109,6 +112,8 @@ class LabelDesk:
         self._lock = threading.Lock()
         self._clusters: tuple[frozenset[str], Discovery] | None = None
         self._margins: tuple[object, dict[str, float]] | None = None
+        self._rows: tuple[frozenset[str], np.ndarray] | None = None
+        self._fine: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def pool(self, sessions: Sequence[Session]) -> list[Session]:
         """The sessions the queue draws from: those with events, at most ``max_pool``."""
@@ -117,10 +122,13 @@ class LabelDesk:
             have = random.Random(self.seed).sample(have, self.max_pool)
         return have
 
-    def has_clusters(self, sessions: Sequence[Session]) -> bool:
-        """Whether :meth:`clusters` of these sessions is computed already (cheap to ask)."""
-        c = self._clusters
-        return c is not None and c[0] == frozenset(s.session_id for s in sessions)
+    def has_clusters(self, sessions: Sequence[Session], k: int | None = None) -> bool:
+        """Whether :meth:`clusters` of these sessions (and with ``k``, :meth:`fine`) is
+        computed already (cheap to ask)."""
+        key = frozenset(s.session_id for s in sessions)
+        c, r, f = self._clusters, self._rows, self._fine
+        return c is not None and c[0] == key and (k is None or (
+            r is not None and r[0] == key and f is not None and f[0] == k))
 
     def clusters(self, sessions: Sequence[Session]) -> Discovery:
         key = frozenset(s.session_id for s in sessions)
@@ -148,6 +156,21 @@ class LabelDesk:
                              for p in quiet(clf).classify_many(todo))
             return known
 
+    def fine(self, sessions: Sequence[Session], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The queue's ``k`` clusters of ``sessions`` (k-means on discover's rows) and each
+        session's typicality in its cluster; cached per set of sessions and ``k``."""
+        key = frozenset(s.session_id for s in sessions)
+        with self._lock:
+            if self._rows is None or self._rows[0] != key:
+                self._rows = (key, cluster_rows(sessions, self.embedder))
+                self._fine = None
+            if self._fine is None or self._fine[0] != k:
+                x = self._rows[1]
+                # restarts pay for themselves on a few clusters; on hundreds, one run
+                _, assign = spherical_kmeans(x, k, self.seed, restarts=4 if k <= 64 else 1)
+                self._fine = (k, assign, typicality(x, assign))
+            return self._fine[1], self._fine[2]
+
     def order(self, sessions: Sequence[Session], labels: LabelSet, clf: Classifier | None,
               n: int, skip: Sequence[str] = ()) -> QueueOrder:
         """The next ``n`` unlabelled sessions to label (``skip``: ids passed over for now);
@@ -157,23 +180,30 @@ class LabelDesk:
         if len(pool) < 10:
             raise ConfigError(f"the labelling queue needs at least 10 sessions with events, "
                               f"the index has {len(pool)}", field="sessions")
-        d = self.clusters(pool)
-        done = set(labels.latest()) | set(skip)
-        todo = [s for s in pool if s.session_id not in done]
-        members: dict[str, list[str]] = {c.name: [] for c in d.clusters}
-        for s in todo:
-            members[d.assignments[s.session_id]].append(s.session_id)
-        if clf is not None and clf.model is not None:
-            m = self.margins(clf, pool)
-            entries = least_sure_order({s.session_id: m[s.session_id] for s in todo},
-                                       d.assignments, n)
-            strategy = "least_sure_by_cluster"
-        else:
-            reps = {c.name: c.representatives for c in d.clusters}
-            entries = representative_order(reps, members, n, seed=self.seed, done=done)
-            strategy = "cluster_representatives"
+        names = self.clusters(pool).assignments  # discover's clusters: what the UI shows
+        ids = [s.session_id for s in pool]
+        done, passed = set(labels.latest()), set(skip)
+        labelled = np.array([i in done for i in ids])
+        assign, typical = self.fine(pool, n_clusters(int(labelled.sum()), n, len(pool)))
+        size = np.bincount(assign)
+        fitted = clf is not None and clf.model is not None
+        m = self.margins(clf, pool) if fitted else {}
+        score = -np.array([m[i] for i in ids]) if fitted else typical
+        picks = cluster_picks(assign, score, labelled, n, np.array([i in passed for i in ids]))
+        if fitted:  # the batch served least sure first (the analyst may stop any time)
+            picks.sort(key=lambda i: m[ids[i]])
+        entries = [QueueEntry(session_id=ids[i], cluster=names[ids[i]],
+                              margin=round(m[ids[i]], 4) if fitted else None,
+                              reason=(f"the model is unsure (gap {m[ids[i]]:.2f} between its "
+                                      "top two labels)" if fitted else "the most typical "
+                                      "session") + f" of a cluster of {size[assign[i]]} "
+                              f"sessions with {int(np.sum(labelled & (assign == assign[i])))}"
+                              " labelled")
+                   for i in picks]
+        strategy = "least_sure_by_cluster" if fitted else "typical_by_cluster"
         return QueueOrder(strategy=strategy, why=WHY[strategy], entries=entries,
-                          labelled=len(labels.latest()), pool=len(todo), clusters=len(members))
+                          labelled=len(done), pool=int((~labelled).sum()),
+                          clusters=int(len(size)))
 
     def item(self, entry: QueueEntry, session: Session, labels: LabelSet,
              clf: Classifier | None, *, llm: bool = False,

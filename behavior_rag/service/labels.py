@@ -25,6 +25,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from behavior_rag.annotate import LabelDesk
+from behavior_rag.annotate.queue import n_clusters
 from behavior_rag.api import FitReport
 from behavior_rag.errors import BehaviorRagError, ConfigError
 from behavior_rag.evaluation import split_by_user
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 NEAR = 50  # nearest sessions searched per queue entry for labelled ones to show
 MAX_SKIPPED = 10_000
 WAIT_WARM_S = 10.0  # how long a queue request waits for the warm-up before a 503  # ids passed over with "skip", per service (oldest forgotten first)
+WARM_N = 10  # the queue's default page: the cluster count warmed for
 TRUSTED = ("human", "file", "target", "rule")  # a session labelled so leaves the queue
 
 
@@ -93,11 +95,15 @@ class LabelService:
             pool = desk.pool(list(self.rag.sessions.values()))
             clf = self.classifier()
             margins = clf is not None and clf.model is not None and not desk.has_margins(clf)
-            if len(pool) < 10 or desk.has_clusters(pool) and not margins:
+            labelled = len(set(self.rag.labels.current().latest()) & {s.session_id
+                                                                       for s in pool})
+            k = n_clusters(labelled, WARM_N, len(pool))
+            if len(pool) < 10 or desk.has_clusters(pool, k) and not margins:
                 return False
 
             def warm() -> None:
                 desk.clusters(pool)
+                desk.fine(pool, k)
                 if margins:
                     with self.state.lock.read():
                         desk.margins(clf, pool)
