@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from behavior_rag.errors import ConfigError
-from behavior_rag.heads.stack import Stack
+from behavior_rag.heads.stack import Stack, hedging
 
 
 def test_stacker_drops_a_method_that_only_adds_noise_and_keeps_complementary_ones():
@@ -96,3 +96,29 @@ def test_with_few_labels_the_forest_head_beats_the_boosted_one_in_cv(embed_home)
     loss = model.stack.cv_loss
     assert loss["forest"] < loss["facts"] - 0.1
     assert "forest" in model.chosen
+
+
+def test_with_a_few_labels_per_class_the_stack_hedges_instead_of_betting_on_one_head(
+        monkeypatch):
+    classes = ["a", "b", "c", "d"]
+
+    def heads(n, seed=3):
+        rng = np.random.default_rng(seed)
+        y = np.array(classes * (n // 4))
+        # two heads that see the labels through independent noise
+        one, two = (rng.dirichlet([1] * 4, size=n) + 0.1 * (y[:, None] == classes)
+                    for _ in range(2))
+        return {"one": one / one.sum(1, keepdims=True),
+                "two": two / two.sum(1, keepdims=True)}, y
+
+    parts, y = heads(24)  # 6 labelled sessions per label: CV cannot rank the subsets
+    assert hedging(len(y), 4)
+    assert Stack(classes).fit(parts, y).chosen == ["one", "two"]
+    monkeypatch.setattr("behavior_rag.heads.stack.HEDGE_ROWS", 0)  # the fewest-heads rule
+    assert len(Stack(classes).fit(parts, y).chosen) == 1  # ... bets on one of them
+    monkeypatch.undo()
+    # with many labels the rule is parsimonious again: a copy of a head is not kept
+    parts, y = heads(800)
+    assert not hedging(len(y), 4)
+    assert Stack(classes).fit({"one": parts["one"], "copy": parts["one"].copy()},
+                              y).chosen == ["one"]
