@@ -48,9 +48,11 @@ BUDGETS = (16, 32, 64, 128, 256)
 OUT = ROOT / "eval" / "reports" / "label_efficiency"
 
 
-def settings(home: Path, llm: str = "none") -> Settings:
+def settings(home: Path, llm: str = "none", history: bool = False) -> Settings:
+    """The eval's settings; ``history``: the fits and the classifier read each user's earlier
+    sessions recorded in the index (``classify.history``, as `fit --history` gives them)."""
     return Settings(home=home, embed={"backend": "onnx-int8"}, llm={"backend": llm},
-                    classify={"llm": "never"})
+                    classify={"llm": "never", "history": history})
 
 
 def macro_f1(rag: BehaviorRAG, test) -> float:
@@ -61,13 +63,14 @@ def macro_f1(rag: BehaviorRAG, test) -> float:
 
 
 def fit_on(base: Path, work: Path, home: Path, pool, truth: dict[str, str], chosen: list[str],
-           name: str, dev_seed: int = 0, rules: list[NewLabel] = ()) -> BehaviorRAG:
+           name: str, dev_seed: int = 0, rules: list[NewLabel] = (),
+           history: bool = False) -> BehaviorRAG:
     """A copy of the unlabelled index, the analyst's labels in its label set (after the
     rules' labels, when given: `label --rules` first), then fit as `fit --index` does (latest
     label per session; dev = 20 % of the labelled users)."""
     path = work / name
     shutil.copytree(base, path)
-    rag = BehaviorRAG(settings(home), path)
+    rag = BehaviorRAG(settings(home, history=history), path)
     if rules:
         rag.labels.add(rules, source="rule", who="rules", protect=True)  # as `label --rules`
     rag.labels.add([NewLabel(session_id=s, label=truth[s]) for s in chosen], source="human",
@@ -79,7 +82,7 @@ def fit_on(base: Path, work: Path, home: Path, pool, truth: dict[str, str], chos
 
 
 def one_seed(seed: int, n: int, home: Path, work: Path, with_rules: bool = False,
-             out_dir: Path = OUT) -> dict:
+             out_dir: Path = OUT, history: bool = False) -> dict:
     """One seed's curve, cached in ``out_dir/seed<N>.json`` as soon as it is measured (a later
     run with the same seed reuses the budgets there and adds what is missing)."""
     cache = out_dir / f"seed{seed}.json"
@@ -90,8 +93,10 @@ def one_seed(seed: int, n: int, home: Path, work: Path, with_rules: bool = False
     truth = {s.session_id: s.label for s in pool}
     unlabelled = [s.model_copy(update={"label": None}) for s in pool]
     base = work / f"base{seed}"
-    rag = BehaviorRAG(settings(home), base)
+    rag = BehaviorRAG(settings(home, history=history), base)
     rag.index_sessions(unlabelled)
+    if history:  # every user's sessions, the held-out users' too: a shop's whole log
+        rag.add_history(unlabelled + [s.model_copy(update={"label": None}) for s in test])
     rag.save()
     desk = LabelDesk(rag.embedder, load_taxonomy("personas"), seed=seed)
     # `label --rules` first (both arms): the sessions where exactly one definition holds
@@ -102,7 +107,7 @@ def one_seed(seed: int, n: int, home: Path, work: Path, with_rules: bool = False
     if all(str(b) in done.get("queue", {}) for b in BUDGETS):
         out |= {k: {int(b): v for b, v in done[k].items()}
                 for k in ("queue", "random", "strategies")}
-        return finish(out, base, work, home, unlabelled, truth, pool, test, cache)
+        return finish(out, base, work, home, unlabelled, truth, pool, test, cache, history)
     order = random.Random(seed).sample([s.session_id for s in pool if s.session_id not in
                                         ruled], len(pool) - len(ruled))
     chosen: list[str] = []
@@ -114,20 +119,22 @@ def one_seed(seed: int, n: int, home: Path, work: Path, with_rules: bool = False
         out["strategies"][b] = got.strategy
         chosen += [e.session_id for e in got.entries]
         fitted = fit_on(base, work, home, unlabelled, truth, chosen, f"q{seed}-{b}",
-                        rules=rules)
+                        rules=rules, history=history)
         out["queue"][b] = round(macro_f1(fitted, test), 4)
         clf = fitted.classifier
-        r = fit_on(base, work, home, unlabelled, truth, order[:b], f"r{seed}-{b}", rules=rules)
+        r = fit_on(base, work, home, unlabelled, truth, order[:b], f"r{seed}-{b}", rules=rules,
+                   history=history)
         out["random"][b] = round(macro_f1(r, test), 4)
         print(f"seed {seed} budget {b}: queue {out['queue'][b]} ({got.strategy}) random "
               f"{out['random'][b]}", flush=True)
-    return finish(out, base, work, home, unlabelled, truth, pool, test, cache)
+    return finish(out, base, work, home, unlabelled, truth, pool, test, cache, history)
 
 
 def finish(out: dict, base: Path, work: Path, home: Path, unlabelled, truth, pool, test,
-           cache: Path) -> dict:
+           cache: Path, history: bool = False) -> dict:
     """All pool labels and the rules alone, then the seed's cache."""
-    everything = fit_on(base, work, home, unlabelled, truth, list(truth), f"all{out['seed']}")
+    everything = fit_on(base, work, home, unlabelled, truth, list(truth), f"all{out['seed']}",
+                        history=history)
     out["all"] = round(macro_f1(everything, test), 4)
     out["rules"] = rule_labels(pool, load_taxonomy("personas")).report.model_dump()
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -249,12 +256,16 @@ def main() -> None:
     ap.add_argument("--llm", action="store_true")
     ap.add_argument("--with-rules", action="store_true", help="Both arms start from the "
                     "rules' labels (`label --rules` first); writes label_efficiency/with_rules/.")
+    ap.add_argument("--history", action="store_true", help="Every user's sessions recorded "
+                    "as history (`fit --history`): fits and the classifier read the users' "
+                    "earlier sessions; writes .../with_history/.")
     ap.add_argument("--llm-n", type=int, default=32)
     ap.add_argument("--stability", action="store_true", help="Only: fit the same 64 random "
                     "labels with several dev splits (writes stability.json).")
     args = ap.parse_args()
     home = ROOT / ".cache" / "test-home"
     out_dir = OUT / "with_rules" if args.with_rules else OUT
+    out_dir = out_dir / "with_history" if args.history else out_dir
     if args.stability:
         with tempfile.TemporaryDirectory() as tmp:
             out = [stability(home, Path(tmp), s) for s in range(args.seeds)]
@@ -264,7 +275,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        runs = [one_seed(s, args.n, home, work, args.with_rules, out_dir)
+        runs = [one_seed(s, args.n, home, work, args.with_rules, out_dir, args.history)
                 for s in range(args.seeds)]
         llm = llm_agreement(home, work, 0, args.llm_n) if args.llm else None
     out_dir.mkdir(parents=True, exist_ok=True)
