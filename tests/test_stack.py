@@ -122,3 +122,19 @@ def test_with_a_few_labels_per_class_the_stack_hedges_instead_of_betting_on_one_
     assert not hedging(len(y), 4)
     assert Stack(classes).fit({"one": parts["one"], "copy": parts["one"].copy()},
                               y).chosen == ["one"]
+
+
+def test_a_forests_contributions_add_up_to_its_own_log_odds():
+    """LightGBM sums a random forest's trees in its contributions where its probabilities
+    average them; the evidence must be in the units of the probabilities it explains."""
+    from behavior_rag.heads.forest import forest_params
+    from behavior_rag.heads.gbm import GBM
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    y = np.where(x[:, 0] + rng.normal(0, 0.5, 200) > 0, "buy", "no")
+    gbm = GBM(["no", "buy"], ["a", "b", "c", "d"], forest_params()).fit(x, y)
+    p = np.clip(gbm.predict_proba(x[:20])[:, 1], 1e-9, 1 - 1e-9)
+    logit = np.log(p / (1 - p))
+    total = gbm.contributions(x[:20])[:, 1, :].sum(1)  # toward "buy", bias left out
+    assert np.allclose(total - total[0], logit - logit[0], atol=1e-6)

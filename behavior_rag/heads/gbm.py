@@ -152,6 +152,11 @@ class GBM:
         (the last column of LightGBM's output, the bias, is dropped). For two classes the
         positive class gets the model's contributions and the negative one their negation."""
         c = self._raw(X, pred_contrib=True)
+        if self.params.boosting == "rf":
+            # LightGBM sums a random forest's trees in pred_contrib (and raw scores) where its
+            # probabilities average them: divide, so contributions add up to the log-odds the
+            # head's probabilities have (they were n_trees times too large)
+            c = c / max(1, self.booster.current_iteration())
         d = len(self.feature_names)
         if len(self.classes) == 2:
             return np.stack([-c[:, :d], c[:, :d]], axis=1)
