@@ -138,3 +138,23 @@ def test_a_forests_contributions_add_up_to_its_own_log_odds():
     logit = np.log(p / (1 - p))
     total = gbm.contributions(x[:20])[:, 1, :].sum(1)  # toward "buy", bias left out
     assert np.allclose(total - total[0], logit - logit[0], atol=1e-6)
+
+
+def test_the_evidence_numbers_add_up_to_the_stacked_log_odds():
+    """Each head's contributions count with its weight in the pool: on two labels with tree
+    heads, the summed contributions move exactly as the stack's log-odds do."""
+    from behavior_rag.heads.model import HeadInputs, HeadsModel
+    from behavior_rag.synth import generate
+
+    sessions = generate(300, seed=5).sessions
+    label = ["buy" if any(e.type == "purchase" for e in s.events[1:]) or
+             s.label == "deal_hunter" else "no" for s in sessions]
+    rows = [s.model_copy(update={"label": y}) for s, y in zip(sessions, label)]
+    model, _ = HeadsModel.fit(HeadInputs(sessions=rows[:200]), HeadInputs(sessions=rows[200:]),
+                              ["no", "buy"], heads=["facts", "forest"])
+    test = HeadInputs(sessions=rows[200:230])
+    out = model.predict(test, explain=True)
+    p = np.clip(out.stacked[:, 1], 1e-12, 1 - 1e-12)
+    logit = np.log(p / (1 - p))
+    total = out.contributions.values[:, 1, :].sum(1)
+    assert np.allclose(total - total[0], logit - logit[0], atol=1e-5)

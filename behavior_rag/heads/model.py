@@ -169,12 +169,15 @@ class HeadsModel:
         stacked = self.stack.predict_proba(parts) if self.fitted else parts[self.chosen[0]]
         out = HeadOutputs(heads=parts, stacked=stacked)
         if explain and rows.sessions:
-            got = [c for h in self.chosen
+            # each head's share of the stacked log-odds: its own contributions times its
+            # weight in the pool (exact for the pool's log-linear form)
+            w = self.stack.weights() if self.fitted else {}
+            got = [(h, c) for h in self.chosen
                    if (c := self.heads[h].contributions(rows, parts[h])) is not None]
             if got:
                 out.contributions = Contributions(
-                    values=np.concatenate([c.values for c in got], axis=2),
-                    names=[n for c in got for n in c.names])
+                    values=np.concatenate([c.values * w.get(h, 1.0) for h, c in got], axis=2),
+                    names=[n for _, c in got for n in c.names])
         return out
 
     @classmethod

@@ -200,6 +200,18 @@ class Stack:
         self.model = fit_pool(stack_features([parts[n] for n in chosen]), y, self.classes)
         return self
 
+    def weights(self) -> dict[str, float]:
+        """Each chosen head's weight in the pool: how much a unit of its log-odds moves the
+        stacked log-odds (1.0 each for a stack that is not a pool, e.g. one saved before)."""
+        if self.model is None:
+            return {}
+        k, coef = len(self.classes), self.model.coef
+        w = {h: float(coef[0, j * k]) for j, h in enumerate(self.chosen)}
+        pool = np.zeros_like(coef)
+        for j, h in enumerate(self.chosen):
+            pool[np.arange(k), j * k + np.arange(k)] = w[h]
+        return w if np.allclose(pool, coef) else dict.fromkeys(self.chosen, 1.0)
+
     def predict_proba(self, parts: Mapping[str, np.ndarray]) -> np.ndarray:
         if self.model is None:
             raise ConfigError("the stack is not fitted", field="model")
