@@ -98,8 +98,7 @@ def test_with_few_labels_the_forest_head_beats_the_boosted_one_in_cv(embed_home)
     assert "forest" in model.chosen
 
 
-def test_with_a_few_labels_per_class_the_stack_hedges_instead_of_betting_on_one_head(
-        monkeypatch):
+def test_with_a_few_labels_per_class_the_stack_hedges_instead_of_betting_on_one_head():
     classes = ["a", "b", "c", "d"]
 
     def heads(n, seed=3):
@@ -113,10 +112,10 @@ def test_with_a_few_labels_per_class_the_stack_hedges_instead_of_betting_on_one_
 
     parts, y = heads(24)  # 6 labelled sessions per label: CV cannot rank the subsets
     assert hedging(len(y), 4)
-    assert Stack(classes).fit(parts, y).chosen == ["one", "two"]
-    monkeypatch.setattr("behavior_rag.heads.stack.HEDGE_ROWS", 0)  # the fewest-heads rule
-    assert len(Stack(classes).fit(parts, y).chosen) == 1  # ... bets on one of them
-    monkeypatch.undo()
+    st = Stack(classes).fit(parts, y)
+    assert st.chosen == ["one", "two"]
+    # CV alone does not separate them here: the pair is not clearly better than one head
+    assert st.cv_loss["one+two"] > min(st.cv_loss["one"], st.cv_loss["two"]) - 0.1
     # with many labels the rule is parsimonious again: a copy of a head is not kept
     parts, y = heads(800)
     assert not hedging(len(y), 4)

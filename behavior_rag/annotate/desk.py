@@ -186,6 +186,7 @@ class LabelDesk:
         labelled = np.array([i in done for i in ids])
         assign, typical = self.fine(pool, n_clusters(int(labelled.sum()), n, len(pool)))
         size = np.bincount(assign)
+        have = np.bincount(assign[labelled], minlength=len(size))  # labels per cluster
         fitted = clf is not None and clf.model is not None
         m = self.margins(clf, pool) if fitted else {}
         score = -np.array([m[i] for i in ids]) if fitted else typical
@@ -197,7 +198,7 @@ class LabelDesk:
                               reason=(f"the model is unsure (gap {m[ids[i]]:.2f} between its "
                                       "top two labels)" if fitted else "the most typical "
                                       "session") + f" of a cluster of {size[assign[i]]} "
-                              f"sessions with {int(np.sum(labelled & (assign == assign[i])))}"
+                              f"sessions with {int(have[assign[i]])}"
                               " labelled")
                    for i in picks]
         strategy = "least_sure_by_cluster" if fitted else "typical_by_cluster"
